@@ -1,0 +1,24 @@
+//! Wire types shared by the server, the load generator and tests.
+//!
+//! Signaling and event messages land here as those features are built; for now the
+//! crate only holds the error body every REST endpoint returns.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `{"error": {"code", "message", "fields"?}}`: the body of every REST error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code such as `not_found` or `validation_failed`.
+    pub code: String,
+    /// Human-readable explanation; safe to show to the user.
+    pub message: String,
+    /// Per-field problems for validation errors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
