@@ -1,1 +1,60 @@
+//! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
+mod auth;
+pub mod db;
+pub mod error;
+pub mod extract;
+mod pagination;
+mod state;
+pub mod teams;
+mod time;
+mod validate;
+
+use axum::Router;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use db::{Backend, Db, DbError};
+pub use error::ApiError;
+pub use state::{ApiConfig, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Convene API", description = "REST API of the Convene collaboration server."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts, sessions and the caller's profile"),
+        (name = "teams", description = "Teams, members, roles and invitations"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// All API routes under `/api/v1`, and the OpenAPI document describing them.
+pub fn router(state: AppState) -> (Router, OpenApiDoc) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1/auth", auth::router())
+        .nest("/api/v1/teams", teams::router())
+        .nest("/api/v1/invites", teams::invites_router())
+        .with_state(state)
+        .split_for_parts();
+    (router, doc)
+}

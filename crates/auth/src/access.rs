@@ -48,7 +48,12 @@ impl AccessTokens {
         self.ttl_secs
     }
 
-    pub fn issue(&self, user_id: &str, session_id: &str, now_secs: i64) -> Result<String, TokenError> {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_secs: i64,
+    ) -> Result<String, TokenError> {
         let claims = AccessClaims {
             sub: user_id.to_owned(),
             sid: session_id.to_owned(),

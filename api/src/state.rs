@@ -1,0 +1,57 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use convene_auth::AccessTokens;
+
+use crate::auth::LoginLimiter;
+use crate::db::Db;
+
+/// Settings the API needs, resolved by the binary from flags, env and file.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Base URL clients reach this server at (invite links, later WebSocket URLs).
+    pub public_url: String,
+    pub refresh_token_ttl: Duration,
+    pub invite_ttl: Duration,
+    /// Failed logins allowed per account, then per client IP, within `login_window`.
+    pub login_failures_per_account: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            invite_ttl: Duration::from_secs(7 * 24 * 3600),
+            login_failures_per_account: 5,
+            login_failures_per_ip: 20,
+            login_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub tokens: AccessTokens,
+    pub config: Arc<ApiConfig>,
+    pub(crate) login_limiter: Arc<LoginLimiter>,
+}
+
+impl AppState {
+    pub fn new(db: Db, tokens: AccessTokens, config: ApiConfig) -> Self {
+        let login_limiter = Arc::new(LoginLimiter::new(
+            config.login_failures_per_account,
+            config.login_failures_per_ip,
+            config.login_window,
+        ));
+        Self {
+            db,
+            tokens,
+            config: Arc::new(config),
+            login_limiter,
+        }
+    }
+}

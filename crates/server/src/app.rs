@@ -1,0 +1,155 @@
+//! The assembled server: `App::build(config)` binds and wires everything, `run_until_stopped`
+//! serves until the shutdown future resolves. Tests build the same `App` on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use convene_api::{ApiConfig, ApiError, AppState, Db};
+use convene_auth::AccessTokens;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::{Config, load_or_create_secret};
+use crate::telemetry::{Metrics, metrics_handler, track};
+
+/// Default limit for request bodies (JSON); uploads get their own limits.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    db: Db,
+}
+
+/// Connects to the configured database (SQLite in the data dir by default) and migrates it.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| Db::sqlite_url(&config.data_dir));
+    let db = Db::connect(&url).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = open_database(&config).await?;
+        let secret = match &config.jwt_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&config.data_dir, "jwt_secret")?,
+        };
+        let listener = TcpListener::bind(config.http_addr).await?;
+        let local = listener.local_addr()?;
+        let api_config = ApiConfig {
+            public_url: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}")),
+            refresh_token_ttl: config.refresh_token_ttl,
+            login_failures_per_account: config.login_failures_per_account,
+            login_failures_per_ip: config.login_failures_per_ip,
+            ..ApiConfig::default()
+        };
+        let ttl = i64::try_from(config.access_token_ttl.as_secs()).unwrap_or(900);
+        let state = AppState::new(db.clone(), AccessTokens::new(&secret, ttl), api_config);
+        let router = routes(state, Arc::new(Metrics::default()));
+        Ok(Self {
+            listener,
+            router,
+            db,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "listening");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
+    let (api, openapi) = convene_api::router(state.clone());
+    let openapi = Arc::new(openapi);
+    let ops = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz).with_state(state.db.clone()))
+        .route("/metrics", get(metrics_handler).with_state(metrics.clone()))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        );
+    Router::new()
+        .merge(ops)
+        .merge(api)
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // Route template only: raw paths can carry tokens (invite links).
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("http", method = %req.method(), route = %route)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+async fn readyz(State(db): State<Db>) -> (StatusCode, Json<serde_json::Value>) {
+    match db.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "database unavailable" })),
+            )
+        }
+    }
+}

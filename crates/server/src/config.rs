@@ -1,0 +1,297 @@
+//! Configuration: flags, each with a `CONVENE_<FLAG>` environment twin, over an optional TOML
+//! file (`--config`), over defaults. Command line and environment win over the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use convene_auth::Secret;
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "convene",
+    version,
+    about = "Self-hosted real-time collaboration server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+/// Every setting; `None` means "not given here".
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys in snake_case).
+    #[arg(long, env = "CONVENE_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP server (API, WebSockets, web client).
+    #[arg(long, env = "CONVENE_HTTP_ADDR", global = true)]
+    pub http_addr: Option<SocketAddr>,
+    /// Directory for the SQLite database, secrets and files.
+    #[arg(long, env = "CONVENE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://...`; defaults to SQLite in the data directory.
+    #[arg(long, env = "CONVENE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Secret that signs tokens; generated into the data directory when not given.
+    #[arg(
+        long,
+        env = "CONVENE_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Base URL clients use to reach this server (links, WebSocket URLs).
+    #[arg(long, env = "CONVENE_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Access-token lifetime in seconds (at most 900).
+    #[arg(long, env = "CONVENE_ACCESS_TOKEN_TTL", global = true)]
+    pub access_token_ttl: Option<u64>,
+    /// Refresh-token lifetime in seconds.
+    #[arg(long, env = "CONVENE_REFRESH_TOKEN_TTL", global = true)]
+    pub refresh_token_ttl: Option<u64>,
+    /// Failed logins allowed per account per 15 minutes.
+    #[arg(long, env = "CONVENE_LOGIN_FAILURES_PER_ACCOUNT", global = true)]
+    pub login_failures_per_account: Option<u32>,
+    /// Failed logins allowed per client IP per 15 minutes.
+    #[arg(long, env = "CONVENE_LOGIN_FAILURES_PER_IP", global = true)]
+    pub login_failures_per_ip: Option<u32>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CONVENE_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("--access-token-ttl must be between 1 and 900 seconds")]
+    AccessTtl,
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// `None`: read from, or generated into, `data_dir`.
+    pub jwt_secret: Option<Secret>,
+    pub public_url: Option<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub login_failures_per_account: u32,
+    pub login_failures_per_ip: u32,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            jwt_secret: None,
+            public_url: None,
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_failures_per_account: 5,
+            login_failures_per_ip: 20,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Fields given here win; the others come from `lower`.
+    fn over(self, lower: Self) -> Self {
+        Self {
+            config: self.config.or(lower.config),
+            http_addr: self.http_addr.or(lower.http_addr),
+            data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            public_url: self.public_url.or(lower.public_url),
+            access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
+            refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
+            login_failures_per_account: self
+                .login_failures_per_account
+                .or(lower.login_failures_per_account),
+            login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    /// Reads `--config` if given and resolves everything against the defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let merged = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: ServeArgs =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.clone(),
+                        source: Box::new(source),
+                    })?;
+                self.over(file)
+            }
+            None => self,
+        };
+        let d = Config::default();
+        let access_token_ttl = merged
+            .access_token_ttl
+            .map_or(d.access_token_ttl, Duration::from_secs);
+        if access_token_ttl.is_zero() || access_token_ttl > Duration::from_secs(900) {
+            return Err(ConfigError::AccessTtl);
+        }
+        Ok(Config {
+            http_addr: merged.http_addr.unwrap_or(d.http_addr),
+            data_dir: merged.data_dir.unwrap_or(d.data_dir),
+            database_url: merged.database_url.filter(|u| !u.is_empty()),
+            jwt_secret: merged.jwt_secret.filter(|s| !s.is_empty()).map(Secret::new),
+            public_url: merged
+                .public_url
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            access_token_ttl,
+            refresh_token_ttl: merged
+                .refresh_token_ttl
+                .map_or(d.refresh_token_ttl, Duration::from_secs),
+            login_failures_per_account: merged
+                .login_failures_per_account
+                .unwrap_or(d.login_failures_per_account),
+            login_failures_per_ip: merged
+                .login_failures_per_ip
+                .unwrap_or(d.login_failures_per_ip),
+            log_format: merged.log_format.unwrap_or(d.log_format),
+        })
+    }
+}
+
+/// Reads the secret named `name` from the data directory, or generates and stores it
+/// (mode 0600) on first start.
+pub fn load_or_create_secret(data_dir: &Path, name: &str) -> Result<Secret, ConfigError> {
+    let err = |source| ConfigError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let path = data_dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let secret = Secret::generate();
+    write_private(&path, secret.expose()).map_err(err)?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(content.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_and_env_win_over_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\n",
+        )?;
+        let cli = Cli::try_parse_from([
+            "convene",
+            "serve",
+            "--config",
+            file.to_str().unwrap_or_default(),
+            "--data-dir",
+            "/tmp/from-cli",
+        ])?;
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        let config = cli.serve.resolve()?;
+        assert_eq!(config.http_addr, "127.0.0.1:9000".parse()?);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-cli"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_file_keys_and_long_ttls_are_rejected() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "http_adr = \"127.0.0.1:9000\"\n")?;
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+        let args = ServeArgs {
+            access_token_ttl: Some(3600),
+            ..Default::default()
+        };
+        assert!(matches!(args.resolve(), Err(ConfigError::AccessTtl)));
+        Ok(())
+    }
+
+    #[test]
+    fn secret_is_generated_once_and_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let a = load_or_create_secret(dir.path(), "jwt_secret")?;
+        let b = load_or_create_secret(dir.path(), "jwt_secret")?;
+        assert_eq!(a, b);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("jwt_secret"))?
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        Ok(())
+    }
+}
