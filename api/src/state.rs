@@ -19,19 +19,6 @@ pub struct ApiConfig {
     pub login_window: Duration,
 }
 
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            public_url: "http://127.0.0.1:8080".to_owned(),
-            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
-            invite_ttl: Duration::from_secs(7 * 24 * 3600),
-            login_failures_per_account: 5,
-            login_failures_per_ip: 20,
-            login_window: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,

@@ -57,9 +57,10 @@ impl App {
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}")),
             refresh_token_ttl: config.refresh_token_ttl,
+            invite_ttl: config.invite_ttl,
             login_failures_per_account: config.login_failures_per_account,
             login_failures_per_ip: config.login_failures_per_ip,
-            ..ApiConfig::default()
+            login_window: Duration::from_secs(15 * 60),
         };
         let ttl = i64::try_from(config.access_token_ttl.as_secs()).unwrap_or(900);
         let state = AppState::new(db.clone(), AccessTokens::new(&secret, ttl), api_config);

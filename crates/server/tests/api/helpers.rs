@@ -1,0 +1,197 @@
+//! Starts the real `App` on 127.0.0.1:0 with a fresh database per test: a SQLite file in a
+//! temporary directory, or, when `CONVENE_TEST_POSTGRES_URL` names a PostgreSQL server
+//! (`postgres://user@host:port`), a new database on it.
+
+use std::net::SocketAddr;
+
+use convene::{App, Config};
+use convene_auth::Secret;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+use tokio::sync::oneshot;
+
+pub(crate) const TEST_SECRET: &str = "test-secret-not-for-production";
+
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+pub(crate) struct Session {
+    pub(crate) user_id: String,
+    pub(crate) access: String,
+    pub(crate) refresh: String,
+    pub(crate) username: String,
+}
+
+async fn fresh_database(dir: &std::path::Path) -> String {
+    match std::env::var("CONVENE_TEST_POSTGRES_URL") {
+        Ok(base) if !base.is_empty() => {
+            let base = base.trim_end_matches('/');
+            let name = format!("convene_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .expect("connect to PostgreSQL");
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create test database");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = fresh_database(dir.path()).await;
+    let mut config = Config {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(database_url),
+        jwt_secret: Some(Secret::new(TEST_SECRET)),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `body` as JSON (if any) with an optional bearer token; returns status and JSON
+    /// body (`Value::Null` when empty).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub(crate) async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    pub(crate) async fn register(&self, username: &str) -> Session {
+        let email = format!("{username}@example.com");
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/register",
+                None,
+                json!({ "email": email, "username": username, "password": "correct horse battery", "display_name": username }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
+        session_from(&body, username)
+    }
+
+    /// Creates a team owned by `owner` and returns its id.
+    pub(crate) async fn team(&self, owner: &Session, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/teams",
+                Some(&owner.access),
+                json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("team id").to_owned()
+    }
+
+    /// Adds `user` to `team` with `role`, acting as `by`.
+    pub(crate) async fn add(&self, by: &Session, team: &str, user: &Session, role: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/teams/{team}/members"),
+                Some(&by.access),
+                json!({ "user_id": user.user_id, "role": role }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+}
+
+pub(crate) fn session_from(body: &Value, username: &str) -> Session {
+    Session {
+        user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+        access: body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        refresh: body["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_owned(),
+        username: username.to_owned(),
+    }
+}
+
+/// Asserts the error envelope and returns its code.
+pub(crate) fn error_code(body: &Value) -> &str {
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message missing: {body}"
+    );
+    code
+}

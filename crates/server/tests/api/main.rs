@@ -1,0 +1,9 @@
+//! API integration tests against the real server. The same suite runs on SQLite (default)
+//! and on PostgreSQL (`CONVENE_TEST_POSTGRES_URL`; see scripts/test.sh).
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod errors;
+mod helpers;
+mod ops;
+mod teams;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, unit and integration tests on SQLite, then the API suite again on
+# a private PostgreSQL server this script starts (and stops). Installs missing Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests (SQLite)"
+cargo test --workspace --locked
+
+echo "== API tests (PostgreSQL)"
+pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")
+pg_dir=$(mktemp -d /tmp/convene-pg.XXXXXX)
+pg_port=${CONVENE_TEST_PG_PORT:-55432}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$pg_dir"
+as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w start \
+  -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null
+trap 'as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pg_dir"' EXIT
+CONVENE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port" cargo test --locked -p convene --test api --test cli
