@@ -40,10 +40,7 @@ pub struct Db {
 impl Db {
     /// The embedded default: `convene.db` under `data_dir`, created if missing.
     pub fn sqlite_url(data_dir: &Path) -> String {
-        format!(
-            "sqlite://{}?mode=rwc",
-            data_dir.join("convene.db").display()
-        )
+        format!("sqlite://{}?mode=rwc", data_dir.join("convene.db").display())
     }
 
     /// Connects to `url`. SQLite databases are switched to WAL.

@@ -2,9 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{
-    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts,
-};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -90,10 +88,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
         if bearer(parts).is_none() {
             return Ok(None);
         }
@@ -112,10 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
         ))
     }
 }

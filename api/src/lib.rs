@@ -3,6 +3,7 @@
 mod auth;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod pagination;
 mod state;
@@ -54,7 +55,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/auth", auth::router())
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
-    (router, doc)
+    (router.merge(events::router().with_state(state)), doc)
 }

@@ -3,8 +3,11 @@ use std::time::Duration;
 
 use convene_auth::AccessTokens;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::LoginLimiter;
 use crate::db::Db;
+use crate::events::EventBus;
 
 /// Settings the API needs, resolved by the binary from flags, env and file.
 #[derive(Debug, Clone)]
@@ -24,6 +27,9 @@ pub struct AppState {
     pub db: Db,
     pub tokens: AccessTokens,
     pub config: Arc<ApiConfig>,
+    pub events: Arc<EventBus>,
+    /// Cancelled when the server begins shutting down; long-lived connections end on it.
+    pub shutdown: CancellationToken,
     pub(crate) login_limiter: Arc<LoginLimiter>,
 }
 
@@ -38,6 +44,8 @@ impl AppState {
             db,
             tokens,
             config: Arc::new(config),
+            events: Arc::new(EventBus::default()),
+            shutdown: CancellationToken::new(),
             login_limiter,
         }
     }

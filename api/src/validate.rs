@@ -81,10 +81,7 @@ pub(crate) fn name(field: &str, raw: &str, max: usize) -> Result<String, ApiErro
 pub(crate) fn text(field: &str, raw: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) if v.chars().count() > max => Err(ApiError::field(
-            field,
-            format!("must be at most {max} characters"),
-        )),
+        Some(v) if v.chars().count() > max => Err(ApiError::field(field, format!("must be at most {max} characters"))),
         Some(v) => Ok(Some(v.to_owned())),
     }
 }
@@ -93,10 +90,7 @@ pub(crate) fn text(field: &str, raw: Option<&str>, max: usize) -> Result<Option<
 pub(crate) fn url(field: &str, raw: Option<&str>) -> Result<Option<String>, ApiError> {
     let v = text(field, raw, 2048)?;
     match &v {
-        Some(u)
-            if !(u.starts_with("https://") || u.starts_with("http://"))
-                || u.contains(char::is_whitespace) =>
-        {
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(char::is_whitespace) => {
             Err(ApiError::field(field, "must be an http(s) URL"))
         }
         _ => Ok(v),
@@ -140,9 +134,7 @@ mod tests {
             Email::parse(" Bob@Example.COM ").map(|e| e.0).ok(),
             Some("bob@example.com".into())
         );
-        for bad in [
-            "", "bob", "@x.io", "bob@", "bob@io", "a b@x.io", "a@b@x.io", "bob@.io",
-        ] {
+        for bad in ["", "bob", "@x.io", "bob@", "bob@io", "a b@x.io", "a@b@x.io", "bob@.io"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -48,12 +48,7 @@ impl LoginLimiter {
     }
 
     /// `Err(retry_after)` when the account or the IP has used up its failures.
-    pub(crate) fn check(
-        &self,
-        account: &str,
-        ip: Option<IpAddr>,
-        now: Instant,
-    ) -> Result<(), Duration> {
+    pub(crate) fn check(&self, account: &str, ip: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = None;
         for key in Self::keys(account, ip) {
@@ -113,10 +108,7 @@ mod tests {
         }
         let wait = l.check("alice", IP, t0 + Duration::from_secs(10));
         assert_eq!(wait, Err(Duration::from_secs(50)));
-        assert!(
-            l.check("bob", IP, t0).is_ok(),
-            "other accounts are not affected"
-        );
+        assert!(l.check("bob", IP, t0).is_ok(), "other accounts are not affected");
         assert!(l.check("alice", IP, t0 + Duration::from_secs(60)).is_ok());
     }
 

@@ -134,23 +134,17 @@ async fn start_session(state: &AppState, user: UserRow) -> ApiResult<AuthRespons
     issue_tokens(state, &session_id, user).await
 }
 
-async fn issue_tokens(
-    state: &AppState,
-    session_id: &str,
-    user: UserRow,
-) -> ApiResult<AuthResponse> {
+async fn issue_tokens(state: &AppState, session_id: &str, user: UserRow) -> ApiResult<AuthResponse> {
     let now = now_ms();
     let refresh = OpaqueToken::generate();
     let ttl_ms = i64::try_from(state.config.refresh_token_ttl.as_millis()).unwrap_or(i64::MAX);
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(refresh.hash())
-    .bind(session_id)
-    .bind(now.saturating_add(ttl_ms))
-    .bind(now)
-    .execute(state.db.pool())
-    .await?;
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(refresh.hash())
+        .bind(session_id)
+        .bind(now.saturating_add(ttl_ms))
+        .bind(now)
+        .execute(state.db.pool())
+        .await?;
     let access_token = state
         .tokens
         .issue(&user.id, session_id, now / 1000)
@@ -183,11 +177,7 @@ async fn register(
             .fetch_optional(state.db.pool())
             .await?;
     if let Some((e, _)) = taken {
-        let field = if e == email.as_str() {
-            "email"
-        } else {
-            "username"
-        };
+        let field = if e == email.as_str() { "email" } else { "username" };
         return Err(ApiError::conflict(
             if field == "email" {
                 "email_taken"
@@ -234,10 +224,7 @@ async fn register(
         other => other,
     })?;
     tracing::info!(user_id = %user.id, "user registered");
-    Ok((
-        StatusCode::CREATED,
-        AppJson(start_session(&state, user).await?),
-    ))
+    Ok((StatusCode::CREATED, AppJson(start_session(&state, user).await?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -289,9 +276,7 @@ async fn login(
             Ok(AppJson(start_session(&state, user).await?))
         }
         _ => {
-            state
-                .login_limiter
-                .record_failure(&login, ip, Instant::now());
+            state.login_limiter.record_failure(&login, ip, Instant::now());
             Err(ApiError::Unauthorized("invalid_credentials"))
         }
     }
@@ -352,13 +337,11 @@ async fn refresh(
     }
     // Claim the token atomically: of two concurrent refreshes only one wins, and the loser
     // is treated as reuse.
-    let claimed = sqlx::query(
-        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-    )
-    .bind(now)
-    .bind(&token_hash)
-    .execute(state.db.pool())
-    .await?;
+    let claimed = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(&token_hash)
+        .execute(state.db.pool())
+        .await?;
     if claimed.rows_affected() != 1 {
         revoke_session(&state, &row.session_id).await?;
         return Err(ApiError::Unauthorized("refresh_token_reused"));

@@ -123,11 +123,7 @@ async fn create_invite(
     .bind(row.created_at)
     .execute(state.db.pool())
     .await?;
-    let accept_url = format!(
-        "{}/api/v1/invites/{}/accept",
-        state.config.public_url,
-        token.as_str()
-    );
+    let accept_url = format!("{}/api/v1/invites/{}/accept", state.config.public_url, token.as_str());
     Ok((
         StatusCode::CREATED,
         AppJson(CreatedInvite {
@@ -157,9 +153,7 @@ async fn list_invites(
     .fetch_all(state.db.pool())
     .await?;
     Ok(AppJson(
-        rows.into_iter()
-            .map(Invite::try_from)
-            .collect::<ApiResult<_>>()?,
+        rows.into_iter().map(Invite::try_from).collect::<ApiResult<_>>()?,
     ))
 }
 
@@ -218,9 +212,7 @@ async fn accept_invite(
     .ok_or(ApiError::NotFound("invite"))?;
     let now = now_ms();
     if invite.accepted_at.is_some() || invite.revoked_at.is_some() {
-        return Err(ApiError::Gone(
-            "this invite has already been used or was revoked",
-        ));
+        return Err(ApiError::Gone("this invite has already been used or was revoked"));
     }
     if invite.expires_at <= now {
         return Err(ApiError::Gone("this invite has expired"));
@@ -231,15 +223,10 @@ async fn accept_invite(
             .fetch_one(state.db.pool())
             .await?;
         if &mine != email {
-            return Err(ApiError::Forbidden(
-                "this invite is for another e-mail address",
-            ));
+            return Err(ApiError::Forbidden("this invite is for another e-mail address"));
         }
     }
-    if member_role(&state.db, &invite.team_id, &auth.user_id)
-        .await
-        .is_ok()
-    {
+    if member_role(&state.db, &invite.team_id, &auth.user_id).await.is_ok() {
         return Err(ApiError::conflict(
             "already_member",
             "you are already a member of this team",
@@ -258,21 +245,15 @@ async fn accept_invite(
     .execute(&mut *tx)
     .await?;
     if claimed.rows_affected() != 1 {
-        return Err(ApiError::Gone(
-            "this invite has already been used or was revoked",
-        ));
+        return Err(ApiError::Gone("this invite has already been used or was revoked"));
     }
-    sqlx::query(
-        "INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&invite.team_id)
-    .bind(&auth.user_id)
-    .bind(role.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
+        .bind(&invite.team_id)
+        .bind(&auth.user_id)
+        .bind(role.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(AppJson(
-        load_team(&state.db, &invite.team_id, &auth.user_id).await?,
-    ))
+    Ok(AppJson(load_team(&state.db, &invite.team_id, &auth.user_id).await?))
 }

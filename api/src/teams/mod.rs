@@ -42,12 +42,11 @@ pub(crate) fn invites_router() -> OpenApiRouter<AppState> {
 /// The caller's role in `team_id`, or 404 when the caller is not a member (or the team does
 /// not exist): other features call this to authorize team-scoped resources.
 pub async fn member_role(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Role> {
-    let role: Option<(String,)> =
-        sqlx::query_as("SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2")
-            .bind(team_id)
-            .bind(user_id)
-            .fetch_optional(db.pool())
-            .await?;
+    let role: Option<(String,)> = sqlx::query_as("SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2")
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?;
     match role {
         Some((r,)) => Role::parse(&r),
         None => Err(ApiError::NotFound("team")),
@@ -59,9 +58,7 @@ async fn require_manager(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Rol
     if role.can_manage() {
         Ok(role)
     } else {
-        Err(ApiError::Forbidden(
-            "only team admins and owners may do this",
-        ))
+        Err(ApiError::Forbidden("only team admins and owners may do this"))
     }
 }
 
@@ -149,14 +146,12 @@ async fn create_team(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)",
-    )
-    .bind(&id)
-    .bind(&auth.user_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)")
+        .bind(&id)
+        .bind(&auth.user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -172,21 +167,14 @@ async fn list_teams(
     auth: AuthUser,
     AppQuery(page): AppQuery<PageQuery>,
 ) -> ApiResult<AppJson<Page<Team>>> {
-    let rows: Vec<TeamRow> = sqlx::query_as(&format!(
-        "{TEAM_SELECT} WHERE t.id > $2 ORDER BY t.id LIMIT $3"
-    ))
-    .bind(&auth.user_id)
-    .bind(page.after())
-    .bind(page.limit() + 1)
-    .fetch_all(state.db.pool())
-    .await?;
-    let teams = rows
-        .into_iter()
-        .map(Team::try_from)
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(AppJson(Page::from_rows(teams, page.limit(), |t| {
-        t.id.clone()
-    })))
+    let rows: Vec<TeamRow> = sqlx::query_as(&format!("{TEAM_SELECT} WHERE t.id > $2 ORDER BY t.id LIMIT $3"))
+        .bind(&auth.user_id)
+        .bind(page.after())
+        .bind(page.limit() + 1)
+        .fetch_all(state.db.pool())
+        .await?;
+    let teams = rows.into_iter().map(Team::try_from).collect::<ApiResult<Vec<_>>>()?;
+    Ok(AppJson(Page::from_rows(teams, page.limit(), |t| t.id.clone())))
 }
 
 /// A team the caller belongs to.
@@ -197,9 +185,7 @@ async fn get_team(
     auth: AuthUser,
     AppPath(team_id): AppPath<String>,
 ) -> ApiResult<AppJson<Team>> {
-    Ok(AppJson(
-        load_team(&state.db, &team_id, &auth.user_id).await?,
-    ))
+    Ok(AppJson(load_team(&state.db, &team_id, &auth.user_id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -238,9 +224,7 @@ async fn update_team(
         .bind(&team_id)
         .execute(state.db.pool())
         .await?;
-    Ok(AppJson(
-        load_team(&state.db, &team_id, &auth.user_id).await?,
-    ))
+    Ok(AppJson(load_team(&state.db, &team_id, &auth.user_id).await?))
 }
 
 /// Delete a team and everything in it (owners only).
@@ -280,14 +264,12 @@ const MEMBER_SELECT: &str = "SELECT m.user_id, u.username, u.display_name, u.ava
      FROM team_members m JOIN users u ON u.id = m.user_id";
 
 async fn load_member(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Member> {
-    sqlx::query_as(&format!(
-        "{MEMBER_SELECT} WHERE m.team_id = $1 AND m.user_id = $2"
-    ))
-    .bind(team_id)
-    .bind(user_id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or(ApiError::NotFound("member"))
+    sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.team_id = $1 AND m.user_id = $2"))
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(ApiError::NotFound("member"))
 }
 
 /// The team's members (any member may look).
@@ -308,9 +290,7 @@ async fn list_members(
     .bind(page.limit() + 1)
     .fetch_all(state.db.pool())
     .await?;
-    Ok(AppJson(Page::from_rows(rows, page.limit(), |m| {
-        m.user_id.clone()
-    })))
+    Ok(AppJson(Page::from_rows(rows, page.limit(), |m| m.user_id.clone())))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -326,14 +306,10 @@ pub(crate) struct AddMember {
 /// Whether `actor` may give `target_role` to someone whose role is now `current`.
 fn may_assign(actor: Role, current: Option<Role>, target_role: Role) -> ApiResult<()> {
     if !actor.can_manage() {
-        return Err(ApiError::Forbidden(
-            "only team admins and owners may manage members",
-        ));
+        return Err(ApiError::Forbidden("only team admins and owners may manage members"));
     }
     if (target_role == Role::Owner || current == Some(Role::Owner)) && actor != Role::Owner {
-        return Err(ApiError::Forbidden(
-            "only owners may grant or change the owner role",
-        ));
+        return Err(ApiError::Forbidden("only owners may grant or change the owner role"));
     }
     Ok(())
 }
@@ -364,28 +340,21 @@ async fn add_member(
                 .await?
         }
         _ => {
-            return Err(ApiError::field(
-                "user_id",
-                "give exactly one of user_id and login",
-            ));
+            return Err(ApiError::field("user_id", "give exactly one of user_id and login"));
         }
     };
     let (user_id,) = user.ok_or(ApiError::NotFound("user"))?;
-    sqlx::query(
-        "INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&team_id)
-    .bind(&user_id)
-    .bind(req.role.as_str())
-    .bind(now_ms())
-    .execute(state.db.pool())
-    .await
-    .map_err(|e| match ApiError::from(e) {
-        ApiError::Conflict { .. } => {
-            ApiError::conflict("already_member", "the user is already a member")
-        }
-        other => other,
-    })?;
+    sqlx::query("INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
+        .bind(&team_id)
+        .bind(&user_id)
+        .bind(req.role.as_str())
+        .bind(now_ms())
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict { .. } => ApiError::conflict("already_member", "the user is already a member"),
+            other => other,
+        })?;
     Ok((
         StatusCode::CREATED,
         AppJson(load_member(&state.db, &team_id, &user_id).await?),
@@ -411,18 +380,13 @@ async fn change_unless_last_owner(
     let guard = " AND (role <> 'owner' OR (SELECT COUNT(*) FROM team_members o \
                  WHERE o.team_id = $1 AND o.role = 'owner') > 1)";
     let sql = format!("{sql}{guard} RETURNING user_id");
-    let mut q = sqlx::query_as::<_, (String,)>(&sql)
-        .bind(team_id)
-        .bind(user_id);
+    let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(team_id).bind(user_id);
     if let Some(r) = role {
         q = q.bind(r.as_str());
     }
     match q.fetch_optional(db.pool()).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::conflict(
-            "last_owner",
-            "a team must keep at least one owner",
-        )),
+        None => Err(ApiError::conflict("last_owner", "a team must keep at least one owner")),
     }
 }
 
@@ -474,9 +438,7 @@ async fn remove_member(
     let current = Role::parse(&load_member(&state.db, &team_id, &user_id).await?.role)?;
     if user_id != auth.user_id {
         if !actor.can_manage() {
-            return Err(ApiError::Forbidden(
-                "only team admins and owners may remove members",
-            ));
+            return Err(ApiError::Forbidden("only team admins and owners may remove members"));
         }
         if current == Role::Owner && actor != Role::Owner {
             return Err(ApiError::Forbidden("only owners may remove an owner"));

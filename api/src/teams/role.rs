@@ -29,9 +29,7 @@ impl Role {
             "member" => Ok(Self::Member),
             "admin" => Ok(Self::Admin),
             "owner" => Ok(Self::Owner),
-            other => Err(ApiError::Internal(format!(
-                "unknown role in database: {other}"
-            ))),
+            other => Err(ApiError::Internal(format!("unknown role in database: {other}"))),
         }
     }
 

@@ -48,12 +48,7 @@ impl AccessTokens {
         self.ttl_secs
     }
 
-    pub fn issue(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        now_secs: i64,
-    ) -> Result<String, TokenError> {
+    pub fn issue(&self, user_id: &str, session_id: &str, now_secs: i64) -> Result<String, TokenError> {
         let claims = AccessClaims {
             sub: user_id.to_owned(),
             sid: session_id.to_owned(),
@@ -62,8 +57,7 @@ impl AccessTokens {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE_ACCESS.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
 
     /// Verifies signature, issuer, audience and expiry against `now_secs` (no leeway).

@@ -1,6 +1,4 @@
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +27,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 /// Whether `password` matches the PHC string `hash`. CPU-heavy: call it from a blocking thread.
 pub fn verify_password(password: &str, hash: &str) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(hash).map_err(|_| PasswordError::MalformedHash)?;
-    Ok(hasher()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
+    Ok(hasher().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 #[cfg(test)]

@@ -28,12 +28,7 @@ pub fn turn_password(secret: &Secret, username: &str) -> String {
 }
 
 /// Fresh credentials for `user`, valid for `ttl_secs` from `now_secs`.
-pub fn turn_credentials(
-    secret: &Secret,
-    user: &str,
-    now_secs: i64,
-    ttl_secs: i64,
-) -> TurnCredentials {
+pub fn turn_credentials(secret: &Secret, user: &str, now_secs: i64, ttl_secs: i64) -> TurnCredentials {
     let expires_at = now_secs + ttl_secs;
     let username = format!("{expires_at}:{user}");
     TurnCredentials {
@@ -46,10 +41,7 @@ pub fn turn_credentials(
 /// Whether a REST username is still within its validity at `now_secs`. The password itself
 /// is checked by the relay through MESSAGE-INTEGRITY with the key from [`turn_password`].
 pub fn verify_turn_username(username: &str, now_secs: i64) -> bool {
-    let expiry = username
-        .split(':')
-        .next()
-        .and_then(|e| e.parse::<i64>().ok());
+    let expiry = username.split(':').next().and_then(|e| e.parse::<i64>().ok());
     matches!(expiry, Some(e) if e > now_secs)
 }
 

@@ -27,7 +27,7 @@ const BODY_LIMIT: usize = 1024 * 1024;
 pub struct App {
     listener: TcpListener,
     router: Router,
-    db: Db,
+    state: AppState,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -52,10 +52,7 @@ impl App {
         let listener = TcpListener::bind(config.http_addr).await?;
         let local = listener.local_addr()?;
         let api_config = ApiConfig {
-            public_url: config
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{local}")),
+            public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{local}")),
             refresh_token_ttl: config.refresh_token_ttl,
             invite_ttl: config.invite_ttl,
             login_failures_per_account: config.login_failures_per_account,
@@ -64,12 +61,17 @@ impl App {
         };
         let ttl = i64::try_from(config.access_token_ttl.as_secs()).unwrap_or(900);
         let state = AppState::new(db.clone(), AccessTokens::new(&secret, ttl), api_config);
-        let router = routes(state, Arc::new(Metrics::default()));
+        let router = routes(state.clone(), Arc::new(Metrics::default()));
         Ok(Self {
             listener,
             router,
-            db,
+            state,
         })
+    }
+
+    /// The event bus, for publishing to users' real-time streams from outside a request.
+    pub fn events(&self) -> Arc<convene_api::events::EventBus> {
+        self.state.events.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,20 +81,21 @@ impl App {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes
+    /// long-lived connections (WebSockets) with "going away".
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "listening");
+        let stopping = self.state.shutdown.clone();
         axum::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
         .await?;
-        self.db.close().await;
+        self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -141,10 +144,7 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
 
 async fn readyz(State(db): State<Db>) -> (StatusCode, Json<serde_json::Value>) {
     match db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        ),
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
         Err(e) => {
             tracing::warn!(error = %e, "database not reachable");
             (

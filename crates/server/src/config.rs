@@ -10,11 +10,7 @@ use convene_auth::Secret;
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "convene",
-    version,
-    about = "Self-hosted real-time collaboration server"
-)]
+#[command(name = "convene", version, about = "Self-hosted real-time collaboration server")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -48,12 +44,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVENE_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Secret that signs tokens; generated into the data directory when not given.
-    #[arg(
-        long,
-        env = "CONVENE_JWT_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CONVENE_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Base URL clients use to reach this server (links, WebSocket URLs).
     #[arg(long, env = "CONVENE_PUBLIC_URL", global = true)]
@@ -88,10 +79,7 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -100,10 +88,7 @@ pub enum ConfigError {
     #[error("--access-token-ttl must be between 1 and 900 seconds")]
     AccessTtl,
     #[error("cannot use the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
 }
 
 /// The resolved configuration the server runs with.
@@ -155,9 +140,7 @@ impl ServeArgs {
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             invite_ttl: self.invite_ttl.or(lower.invite_ttl),
-            login_failures_per_account: self
-                .login_failures_per_account
-                .or(lower.login_failures_per_account),
+            login_failures_per_account: self.login_failures_per_account.or(lower.login_failures_per_account),
             login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
             log_format: self.log_format.or(lower.log_format),
         }
@@ -171,19 +154,16 @@ impl ServeArgs {
                     path: path.clone(),
                     source,
                 })?;
-                let file: ServeArgs =
-                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                        path: path.clone(),
-                        source: Box::new(source),
-                    })?;
+                let file: ServeArgs = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
                 self.over(file)
             }
             None => self,
         };
         let d = Config::default();
-        let access_token_ttl = merged
-            .access_token_ttl
-            .map_or(d.access_token_ttl, Duration::from_secs);
+        let access_token_ttl = merged.access_token_ttl.map_or(d.access_token_ttl, Duration::from_secs);
         if access_token_ttl.is_zero() || access_token_ttl > Duration::from_secs(900) {
             return Err(ConfigError::AccessTtl);
         }
@@ -192,9 +172,7 @@ impl ServeArgs {
             data_dir: merged.data_dir.unwrap_or(d.data_dir),
             database_url: merged.database_url.filter(|u| !u.is_empty()),
             jwt_secret: merged.jwt_secret.filter(|s| !s.is_empty()).map(Secret::new),
-            public_url: merged
-                .public_url
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_url: merged.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             access_token_ttl,
             refresh_token_ttl: merged
                 .refresh_token_ttl
@@ -203,9 +181,7 @@ impl ServeArgs {
             login_failures_per_account: merged
                 .login_failures_per_account
                 .unwrap_or(d.login_failures_per_account),
-            login_failures_per_ip: merged
-                .login_failures_per_ip
-                .unwrap_or(d.login_failures_per_ip),
+            login_failures_per_ip: merged.login_failures_per_ip.unwrap_or(d.login_failures_per_ip),
             log_format: merged.log_format.unwrap_or(d.log_format),
         })
     }
@@ -248,10 +224,7 @@ mod tests {
     fn cli_and_env_win_over_file() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "http_addr = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\n",
-        )?;
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\n")?;
         let cli = Cli::try_parse_from([
             "convene",
             "serve",
@@ -294,9 +267,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("jwt_secret"))?
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join("jwt_secret"))?.permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         Ok(())

@@ -12,11 +12,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Some(Command::Serve) | None => {
-            App::build(config)
-                .await?
-                .run_until_stopped(shutdown_signal())
-                .await
-        }
+        Some(Command::Serve) | None => App::build(config).await?.run_until_stopped(shutdown_signal()).await,
     }
 }

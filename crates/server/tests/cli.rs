@@ -16,13 +16,8 @@ async fn database_url() -> Option<String> {
         .filter(|s| !s.is_empty())?;
     let base = base.trim_end_matches('/');
     let name = format!("convene_cli_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
     Some(format!("{base}/{name}"))
 }
 
@@ -43,10 +38,7 @@ async fn migrate_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url().await;
 
-    let status = convene(dir.path(), db.as_deref())
-        .arg("migrate")
-        .status()
-        .unwrap();
+    let status = convene(dir.path(), db.as_deref()).arg("migrate").status().unwrap();
     assert!(status.success());
     if db.is_none() {
         assert!(dir.path().join("data/convene.db").exists());
@@ -54,11 +46,7 @@ async fn migrate_then_serve_then_sigterm() {
 
     // The file sets the address; the environment (data dir, log format) is layered on top.
     let config = dir.path().join("convene.toml");
-    std::fs::write(
-        &config,
-        "http_addr = \"127.0.0.1:0\"\naccess_token_ttl = 600\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "http_addr = \"127.0.0.1:0\"\naccess_token_ttl = 600\n").unwrap();
     let mut child = convene(dir.path(), db.as_deref())
         .args(["serve", "--config"])
         .arg(&config)
@@ -67,21 +55,14 @@ async fn migrate_then_serve_then_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
+        let line = lines.next().expect("server exited before listening").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v["fields"]["message"] == "listening" {
             break v["fields"]["addr"].as_str().unwrap().to_owned();
         }
     };
     let client = reqwest::Client::new();
-    let health = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert!(
         dir.path().join("data/jwt_secret").exists(),
@@ -89,17 +70,16 @@ async fn migrate_then_serve_then_sigterm() {
     );
     let reg: serde_json::Value = client
         .post(format!("http://{addr}/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": "a@b.io", "username": "abc", "password": "long enough", "display_name": "A"}))
+        .json(
+            &serde_json::json!({"email": "a@b.io", "username": "abc", "password": "long enough", "display_name": "A"}),
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        reg["expires_in"], 600,
-        "access_token_ttl from the TOML file"
-    );
+    assert_eq!(reg["expires_in"], 600, "access_token_ttl from the TOML file");
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

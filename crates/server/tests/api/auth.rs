@@ -12,10 +12,7 @@ async fn register_login_and_profile() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "alice");
     assert_eq!(me["email"], "alice@example.com");
-    assert!(
-        me.get("password_hash").is_none(),
-        "hash must never leave the server"
-    );
+    assert!(me.get("password_hash").is_none(), "hash must never leave the server");
 
     for login in ["alice", "ALICE@example.com"] {
         let (status, body) = app
@@ -30,10 +27,7 @@ async fn register_login_and_profile() {
         assert!(body["expires_in"].as_i64().unwrap() <= 900);
         let s = session_from(&body, "alice");
         assert_eq!(s.user_id, alice.user_id);
-        assert_eq!(
-            app.get("/api/v1/auth/me", &s.access).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(app.get("/api/v1/auth/me", &s.access).await.0, StatusCode::OK);
     }
 
     let (status, body) = app
@@ -59,7 +53,8 @@ async fn register_login_and_profile() {
 async fn registration_validation_and_conflicts() {
     let app = spawn_app().await;
     app.register("alice").await;
-    let base = json!({ "email": "new@example.com", "username": "newbie", "password": "long enough pw", "display_name": "N" });
+    let base =
+        json!({ "email": "new@example.com", "username": "newbie", "password": "long enough pw", "display_name": "N" });
     let with = |k: &str, v: serde_json::Value| {
         let mut b = base.clone();
         b[k] = v;
@@ -77,20 +72,12 @@ async fn registration_validation_and_conflicts() {
         assert!(res["error"]["fields"][field].is_string(), "{res}");
     }
     let (status, res) = app
-        .post(
-            "/api/v1/auth/register",
-            None,
-            with("email", json!("Alice@Example.com")),
-        )
+        .post("/api/v1/auth/register", None, with("email", json!("Alice@Example.com")))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&res), "email_taken");
     let (status, res) = app
-        .post(
-            "/api/v1/auth/register",
-            None,
-            with("username", json!("ALICE")),
-        )
+        .post("/api/v1/auth/register", None, with("username", json!("ALICE")))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&res), "username_taken");
@@ -111,10 +98,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert_eq!(status, StatusCode::OK, "{first}");
     let rotated = session_from(&first, "alice");
     assert_ne!(rotated.refresh, alice.refresh);
-    assert_eq!(
-        app.get("/api/v1/auth/me", &rotated.access).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/api/v1/auth/me", &rotated.access).await.0, StatusCode::OK);
 
     // The old token again: theft assumed, the whole session dies.
     let (status, body) = app
@@ -172,9 +156,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 async fn logout_ends_the_session() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
-    let (status, _) = app
-        .post("/api/v1/auth/logout", Some(&alice.access), json!({}))
-        .await;
+    let (status, _) = app.post("/api/v1/auth/logout", Some(&alice.access), json!({})).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get("/api/v1/auth/me", &alice.access).await.0,
@@ -235,10 +217,7 @@ async fn profile_update_sets_clears_and_validates() {
     assert!(me["bio"].is_null());
     assert_eq!(me["location"], "Lyon", "absent fields are kept");
     let (_, me) = app.get("/api/v1/auth/me", &alice.access).await;
-    assert!(
-        me["bio"].is_null() && me["company_name"] == "Convene",
-        "{me}"
-    );
+    assert!(me["bio"].is_null() && me["company_name"] == "Convene", "{me}");
 
     for (body, field) in [
         (json!({ "avatar_url": "javascript:alert(1)" }), "avatar_url"),
@@ -250,17 +229,9 @@ async fn profile_update_sets_clears_and_validates() {
         assert!(res["error"]["fields"][field].is_string(), "{res}");
     }
     let (status, _) = app
-        .patch(
-            "/api/v1/auth/me",
-            &alice.access,
-            json!({ "email": "x@y.io" }),
-        )
+        .patch("/api/v1/auth/me", &alice.access, json!({ "email": "x@y.io" }))
         .await;
-    assert_eq!(
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "email is not a profile field"
-    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "email is not a profile field");
 }
 
 #[tokio::test]
@@ -287,11 +258,7 @@ async fn failed_logins_are_rate_limited_per_account() {
         StatusCode::TOO_MANY_REQUESTS,
         "even the right password waits"
     );
-    let retry: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry));
     assert_eq!(error_code(&res.json().await.unwrap()), "rate_limited");
     let (status, _) = app

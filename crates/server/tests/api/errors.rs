@@ -33,12 +33,7 @@ async fn malformed_bodies_get_clear_4xx() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
         ),
-        (
-            "{}",
-            None,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
+        ("{}", None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         (
             "{}",
             Some("text/plain"),
@@ -65,10 +60,7 @@ async fn unknown_fields_are_rejected() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("admin"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("admin"), "{body}");
 }
 
 #[tokio::test]
@@ -93,30 +85,15 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn unknown_routes_methods_and_missing_auth() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/nothing-here")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(&res.json().await.unwrap()), "not_found");
 
-    let res = app
-        .client
-        .delete(app.url("/api/v1/auth/login"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.delete(app.url("/api/v1/auth/login")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(&res.json().await.unwrap()), "method_not_allowed");
 
-    let res = app
-        .client
-        .get(app.url("/api/v1/teams"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/teams")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&res.json().await.unwrap()), "missing_token");
 

@@ -16,8 +16,9 @@ pub(crate) const TEST_SECRET: &str = "test-secret-not-for-production";
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     pub(crate) client: reqwest::Client,
+    pub(crate) events: std::sync::Arc<convene_api::events::EventBus>,
     _dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 pub(crate) struct Session {
@@ -62,6 +63,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     adjust(&mut config);
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
+    let events = app.events();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -69,12 +71,20 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     TestApp {
         addr,
         client: reqwest::Client::new(),
+        events,
         _dir: dir,
-        _stop: stop,
+        stop: Some(stop),
     }
 }
 
 impl TestApp {
+    /// Begins a graceful shutdown, as SIGTERM would.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -110,18 +120,12 @@ impl TestApp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
-    pub(crate) async fn post(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
     pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PATCH, path, Some(token), Some(body))
-            .await
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
     }
 
     pub(crate) async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -144,11 +148,7 @@ impl TestApp {
     /// Creates a team owned by `owner` and returns its id.
     pub(crate) async fn team(&self, owner: &Session, name: &str) -> String {
         let (status, body) = self
-            .post(
-                "/api/v1/teams",
-                Some(&owner.access),
-                json!({ "name": name }),
-            )
+            .post("/api/v1/teams", Some(&owner.access), json!({ "name": name }))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().expect("team id").to_owned()
@@ -170,14 +170,8 @@ impl TestApp {
 pub(crate) fn session_from(body: &Value, username: &str) -> Session {
     Session {
         user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
-        access: body["access_token"]
-            .as_str()
-            .expect("access token")
-            .to_owned(),
-        refresh: body["refresh_token"]
-            .as_str()
-            .expect("refresh token")
-            .to_owned(),
+        access: body["access_token"].as_str().expect("access token").to_owned(),
+        refresh: body["refresh_token"].as_str().expect("refresh token").to_owned(),
         username: username.to_owned(),
     }
 }
@@ -188,9 +182,7 @@ pub(crate) fn error_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"));
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
         "message missing: {body}"
     );
     code

@@ -18,8 +18,7 @@ async fn metrics_count_requests_by_route_template() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let team = app.team(&alice, "Core").await;
-    app.get(&format!("/api/v1/teams/{team}"), &alice.access)
-        .await;
+    app.get(&format!("/api/v1/teams/{team}"), &alice.access).await;
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -50,10 +49,7 @@ async fn openapi_describes_every_operation() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    assert_eq!(
-        doc["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
-    );
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
     for (path, item) in paths {
@@ -73,10 +69,7 @@ async fn openapi_describes_every_operation() {
                 !public.contains(&path.as_str()),
                 "{method} {path} security"
             );
-            if (method == "post" || method == "patch")
-                && !path.ends_with("/logout")
-                && !path.ends_with("/accept")
-            {
+            if (method == "post" || method == "patch") && !path.ends_with("/logout") && !path.ends_with("/accept") {
                 assert!(
                     op.get("requestBody").is_some(),
                     "{method} {path} has no request body schema"

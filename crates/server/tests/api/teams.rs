@@ -76,23 +76,17 @@ async fn create_list_get_update_delete() {
         .await;
     assert!(t["description"].is_null());
 
-    let (status, members) = app
-        .get(&format!("/api/v1/teams/{id}/members"), &alice.access)
-        .await;
+    let (status, members) = app.get(&format!("/api/v1/teams/{id}/members"), &alice.access).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(members["items"][0]["username"], "alice");
     assert_eq!(members["items"][0]["role"], "owner");
 
     assert_eq!(
-        app.delete(&format!("/api/v1/teams/{id}"), &alice.access)
-            .await
-            .0,
+        app.delete(&format!("/api/v1/teams/{id}"), &alice.access).await.0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        app.get(&format!("/api/v1/teams/{id}"), &alice.access)
-            .await
-            .0,
+        app.get(&format!("/api/v1/teams/{id}"), &alice.access).await.0,
         StatusCode::NOT_FOUND
     );
     let (status, res) = app
@@ -119,10 +113,7 @@ async fn keyset_pagination_of_teams() {
     assert_eq!(names, [json!("A"), json!("B")]);
     let cursor = first["next_cursor"].as_str().unwrap();
     let (_, second) = app
-        .get(
-            &format!("/api/v1/teams?limit=2&after={cursor}"),
-            &alice.access,
-        )
+        .get(&format!("/api/v1/teams?limit=2&after={cursor}"), &alice.access)
         .await;
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_eq!(second["items"][0]["name"], "C");
@@ -214,13 +205,9 @@ async fn admins_manage_members_but_not_owners() {
     let t = &c.team;
     let a = &c.admin.access;
     assert_eq!(
-        app.patch(
-            &format!("/api/v1/teams/{t}"),
-            a,
-            json!({ "name": "Renamed" })
-        )
-        .await
-        .0,
+        app.patch(&format!("/api/v1/teams/{t}"), a, json!({ "name": "Renamed" }))
+            .await
+            .0,
         StatusCode::OK
     );
     let (status, m) = app
@@ -258,12 +245,9 @@ async fn admins_manage_members_but_not_owners() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
-        app.delete(
-            &format!("/api/v1/teams/{t}/members/{}", c.outsider.user_id),
-            a
-        )
-        .await
-        .0,
+        app.delete(&format!("/api/v1/teams/{t}/members/{}", c.outsider.user_id), a)
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
 
@@ -293,9 +277,7 @@ async fn admins_manage_members_but_not_owners() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     }
     assert_eq!(
-        app.get(&format!("/api/v1/teams/{t}"), &c.owner.access)
-            .await
-            .0,
+        app.get(&format!("/api/v1/teams/{t}"), &c.owner.access).await.0,
         StatusCode::OK
     );
 }
@@ -307,9 +289,7 @@ async fn owners_grant_ownership_and_the_last_owner_stays() {
     let t = &c.team;
     let o = &c.owner.access;
     let me = &c.owner.user_id;
-    let (status, body) = app
-        .delete(&format!("/api/v1/teams/{t}/members/{me}"), o)
-        .await;
+    let (status, body) = app.delete(&format!("/api/v1/teams/{t}/members/{me}"), o).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_code(&body), "last_owner");
     let (status, body) = app
@@ -343,37 +323,25 @@ async fn owners_grant_ownership_and_the_last_owner_stays() {
         StatusCode::OK
     );
     assert_eq!(
-        app.delete(&format!("/api/v1/teams/{t}/members/{me}"), o)
-            .await
-            .0,
+        app.delete(&format!("/api/v1/teams/{t}/members/{me}"), o).await.0,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(
-        app.get(&format!("/api/v1/teams/{t}"), o).await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get(&format!("/api/v1/teams/{t}"), o).await.0, StatusCode::NOT_FOUND);
 
     // Members leave on their own; the remaining owner deletes the team.
     let g = &c.guest;
     assert_eq!(
-        app.delete(
-            &format!("/api/v1/teams/{t}/members/{}", g.user_id),
-            &g.access
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.delete(&format!("/api/v1/teams/{t}"), &c.admin.access)
+        app.delete(&format!("/api/v1/teams/{t}/members/{}", g.user_id), &g.access)
             .await
             .0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        app.get(&format!("/api/v1/teams/{t}"), &c.member.access)
-            .await
-            .0,
+        app.delete(&format!("/api/v1/teams/{t}"), &c.admin.access).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/teams/{t}"), &c.member.access).await.0,
         StatusCode::NOT_FOUND
     );
 }
@@ -401,9 +369,7 @@ async fn invites_are_single_use_and_bound() {
             .unwrap()
             .ends_with(&format!("/api/v1/invites/{token}/accept"))
     );
-    let (_, pending) = app
-        .get(&format!("/api/v1/teams/{t}/invites"), &c.admin.access)
-        .await;
+    let (_, pending) = app.get(&format!("/api/v1/teams/{t}/invites"), &c.admin.access).await;
     assert_eq!(pending.as_array().unwrap().len(), 1);
     assert!(pending[0].get("token").is_none(), "tokens are shown once");
 
@@ -423,14 +389,9 @@ async fn invites_are_single_use_and_bound() {
             json!({ "role": "guest", "email": "Late@Example.com" }),
         )
         .await;
-    let bound_accept = format!(
-        "/api/v1/invites/{}/accept",
-        bound["token"].as_str().unwrap()
-    );
+    let bound_accept = format!("/api/v1/invites/{}/accept", bound["token"].as_str().unwrap());
     assert_eq!(
-        app.post(&bound_accept, Some(&c.outsider.access), json!({}))
-            .await
-            .0,
+        app.post(&bound_accept, Some(&c.outsider.access), json!({})).await.0,
         StatusCode::FORBIDDEN
     );
     let (status, team) = app.post(&bound_accept, Some(&late.access), json!({})).await;
@@ -445,13 +406,8 @@ async fn invites_are_single_use_and_bound() {
             json!({ "role": "member" }),
         )
         .await;
-    let again_accept = format!(
-        "/api/v1/invites/{}/accept",
-        again["token"].as_str().unwrap()
-    );
-    let (status, body) = app
-        .post(&again_accept, Some(&c.member.access), json!({}))
-        .await;
+    let again_accept = format!("/api/v1/invites/{}/accept", again["token"].as_str().unwrap());
+    let (status, body) = app.post(&again_accept, Some(&c.member.access), json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "already_member");
     let id = again["id"].as_str().unwrap();
@@ -462,9 +418,7 @@ async fn invites_are_single_use_and_bound() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        app.post(&again_accept, Some(&c.outsider.access), json!({}))
-            .await
-            .0,
+        app.post(&again_accept, Some(&c.outsider.access), json!({})).await.0,
         StatusCode::GONE
     );
     assert_eq!(
@@ -483,10 +437,7 @@ async fn invites_are_single_use_and_bound() {
         .0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        app.post(&accept, None, json!({})).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.post(&accept, None, json!({})).await.0, StatusCode::UNAUTHORIZED);
     let (status, body) = app
         .post(
             &format!("/api/v1/teams/{t}/invites"),
@@ -512,19 +463,11 @@ async fn expired_invites_are_gone() {
         .await;
     let (status, body) = app
         .post(
-            &format!(
-                "/api/v1/invites/{}/accept",
-                invite["token"].as_str().unwrap()
-            ),
+            &format!("/api/v1/invites/{}/accept", invite["token"].as_str().unwrap()),
             Some(&other.access),
             json!({}),
         )
         .await;
     assert_eq!(status, StatusCode::GONE);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
 }

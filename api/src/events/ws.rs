@@ -1,0 +1,125 @@
+//! `GET /ws/events`: the authenticated event stream.
+//!
+//! Browsers cannot set headers on WebSockets, so the access token may also come as
+//! `?access_token=`; the query string never reaches the logs (spans carry the route only).
+//! Resume with `?last_seq=N&epoch=E` from the last `hello`/event received.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Subscription;
+use crate::error::ApiError;
+use crate::extract::AuthUser;
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/ws/events", get(upgrade))
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    access_token: Option<String>,
+    last_seq: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// Close code for a client that fell too far behind (RFC 6455 §7.4.2: 4000-4999 private use).
+const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<Params>,
+    ws: WebSocketUpgrade,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
+    if let Some(token) = &params.access_token {
+        let value =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::Unauthorized("invalid_token"))?;
+        parts.headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    let user = <AuthUser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
+    let resume = match (params.last_seq, params.epoch) {
+        (Some(seq), Some(epoch)) => Some((seq, epoch)),
+        (Some(seq), None) => Some((seq, String::new())),
+        _ => None,
+    };
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve(socket, state, user, resume)))
+}
+
+async fn send_json(socket: &mut WebSocket, value: &impl serde::Serialize) -> bool {
+    match serde_json::to_string(value) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, user: AuthUser, resume: Option<(u64, String)>) {
+    let bus = state.events.clone();
+    let Subscription { replay, mut live } =
+        bus.subscribe(&user.user_id, resume.as_ref().map(|(s, e)| (*s, e.as_str())));
+    let mut last_sent = match &replay {
+        Ok(events) => events.last().map_or(resume.as_ref().map_or(0, |r| r.0), |e| e.seq),
+        Err(r) => r.latest_seq,
+    };
+    let hello = match &replay {
+        Ok(_) => json!({ "type": "hello", "epoch": bus.epoch(), "resumed": resume.is_some() }),
+        Err(r) => json!({ "type": "resync_required", "epoch": bus.epoch(), "latest_seq": r.latest_seq }),
+    };
+    if !send_json(&mut socket, &hello).await {
+        return;
+    }
+    for event in replay.unwrap_or_default() {
+        if !send_json(&mut socket, event.as_ref()).await {
+            return;
+        }
+    }
+    let mut ping = tokio::time::interval(Duration::from_secs(25));
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) => {
+                    // Events already replayed from the backlog are not sent twice.
+                    if event.seq <= last_sent {
+                        continue;
+                    }
+                    last_sent = event.seq;
+                    if !send_json(&mut socket, &*event).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let frame = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("slow consumer; resume with last_seq") };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            () = state.shutdown.cancelled() => {
+                let frame = CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: Utf8Bytes::from_static("server shutting down") };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
