@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 mod pagination;
+pub mod rooms;
 mod state;
 pub mod teams;
 mod time;
@@ -28,6 +29,7 @@ pub use state::{ApiConfig, AppState};
     tags(
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
+        (name = "rooms", description = "Video rooms, their live state and join tokens"),
     )
 )]
 struct ApiDoc;
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/auth", auth::router())
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
+        .nest("/api/v1/rooms", rooms::router())
         .with_state(state.clone())
         .split_for_parts();
     (router.merge(events::router().with_state(state)), doc)

@@ -1,20 +1,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convene_auth::AccessTokens;
+use convene_auth::{AccessTokens, IceConfig, JoinTokens, Secret};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::LoginLimiter;
 use crate::db::Db;
 use crate::events::EventBus;
+use crate::rooms::MediaRooms;
 
 /// Settings the API needs, resolved by the binary from flags, env and file.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Base URL clients reach this server at (invite links, later WebSocket URLs).
     pub public_url: String,
+    pub access_token_ttl_secs: i64,
     pub refresh_token_ttl: Duration,
+    pub join_token_ttl_secs: i64,
+    /// STUN/TURN servers handed to clients joining rooms.
+    pub ice: IceConfig,
     pub invite_ttl: Duration,
     /// Failed logins allowed per account, then per client IP, within `login_window`.
     pub login_failures_per_account: u32,
@@ -26,6 +31,9 @@ pub struct ApiConfig {
 pub struct AppState {
     pub db: Db,
     pub tokens: AccessTokens,
+    pub join_tokens: JoinTokens,
+    /// The media plane, when it runs in this process.
+    pub media: Option<Arc<dyn MediaRooms>>,
     pub config: Arc<ApiConfig>,
     pub events: Arc<EventBus>,
     /// Cancelled when the server begins shutting down; long-lived connections end on it.
@@ -34,7 +42,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, tokens: AccessTokens, config: ApiConfig) -> Self {
+    pub fn new(db: Db, secret: &Secret, config: ApiConfig) -> Self {
         let login_limiter = Arc::new(LoginLimiter::new(
             config.login_failures_per_account,
             config.login_failures_per_ip,
@@ -42,11 +50,19 @@ impl AppState {
         ));
         Self {
             db,
-            tokens,
+            tokens: AccessTokens::new(secret, config.access_token_ttl_secs),
+            join_tokens: JoinTokens::new(secret),
+            media: None,
             config: Arc::new(config),
             events: Arc::new(EventBus::default()),
             shutdown: CancellationToken::new(),
             login_limiter,
         }
+    }
+
+    /// Connects the rooms API to the media plane.
+    pub fn with_media(mut self, media: Arc<dyn MediaRooms>) -> Self {
+        self.media = Some(media);
+        self
     }
 }

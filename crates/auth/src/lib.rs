@@ -4,12 +4,16 @@
 //! clock or a file, so the same functions serve the API, signaling and the TURN relay.
 
 mod access;
+mod ice;
+mod join;
 mod password;
 mod secret;
 mod token;
 mod turn;
 
 pub use access::{AccessClaims, AccessTokens, TokenError};
+pub use ice::IceConfig;
+pub use join::{JoinClaims, JoinGrant, JoinTokens, PublishSource, RoomGrants};
 pub use password::{PasswordError, hash_password, verify_password};
 pub use secret::Secret;
 pub use token::{OpaqueToken, hash_token};

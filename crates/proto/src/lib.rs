@@ -1,7 +1,13 @@
 //! Wire types shared by the server, the load generator and tests.
 //!
-//! Signaling and event messages land here as those features are built; for now the
-//! crate only holds the error body every REST endpoint returns.
+//! - [`ErrorBody`]: the body of every REST error.
+//! - [`signal`]: the JSON messages of `GET /ws/signal`.
+//! - [`IceServer`] and [`LiveRoom`]: what the rooms API hands out and shows.
+
+mod room;
+pub mod signal;
+
+pub use room::{IceServer, LiveParticipant, LiveRoom, LiveTrack};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

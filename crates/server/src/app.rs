@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use convene_api::{ApiConfig, ApiError, AppState, Db};
-use convene_auth::AccessTokens;
+use convene_auth::IceConfig;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -53,14 +53,16 @@ impl App {
         let local = listener.local_addr()?;
         let api_config = ApiConfig {
             public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{local}")),
+            access_token_ttl_secs: secs(config.access_token_ttl),
             refresh_token_ttl: config.refresh_token_ttl,
+            join_token_ttl_secs: secs(config.join_token_ttl),
+            ice: IceConfig::default(),
             invite_ttl: config.invite_ttl,
             login_failures_per_account: config.login_failures_per_account,
             login_failures_per_ip: config.login_failures_per_ip,
             login_window: Duration::from_secs(15 * 60),
         };
-        let ttl = i64::try_from(config.access_token_ttl.as_secs()).unwrap_or(900);
-        let state = AppState::new(db.clone(), AccessTokens::new(&secret, ttl), api_config);
+        let state = AppState::new(db.clone(), &secret, api_config);
         let router = routes(state.clone(), Arc::new(Metrics::default()));
         Ok(Self {
             listener,
@@ -140,6 +142,10 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
             Duration::from_secs(30),
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 async fn readyz(State(db): State<Db>) -> (StatusCode, Json<serde_json::Value>) {

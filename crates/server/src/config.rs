@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "CONVENE_REFRESH_TOKEN_TTL", global = true)]
     pub refresh_token_ttl: Option<u64>,
+    /// Room join-token lifetime in seconds.
+    #[arg(long, env = "CONVENE_JOIN_TOKEN_TTL", global = true)]
+    pub join_token_ttl: Option<u64>,
     /// Team-invite lifetime in seconds.
     #[arg(long, env = "CONVENE_INVITE_TTL", global = true)]
     pub invite_ttl: Option<u64>,
@@ -103,6 +106,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    pub join_token_ttl: Duration,
     pub invite_ttl: Duration,
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
@@ -119,6 +123,7 @@ impl Default for Config {
             public_url: None,
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            join_token_ttl: Duration::from_secs(600),
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
@@ -139,6 +144,7 @@ impl ServeArgs {
             public_url: self.public_url.or(lower.public_url),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
+            join_token_ttl: self.join_token_ttl.or(lower.join_token_ttl),
             invite_ttl: self.invite_ttl.or(lower.invite_ttl),
             login_failures_per_account: self.login_failures_per_account.or(lower.login_failures_per_account),
             login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
@@ -177,6 +183,7 @@ impl ServeArgs {
             refresh_token_ttl: merged
                 .refresh_token_ttl
                 .map_or(d.refresh_token_ttl, Duration::from_secs),
+            join_token_ttl: merged.join_token_ttl.map_or(d.join_token_ttl, Duration::from_secs),
             invite_ttl: merged.invite_ttl.map_or(d.invite_ttl, Duration::from_secs),
             login_failures_per_account: merged
                 .login_failures_per_account

@@ -1,0 +1,20 @@
+-- Video rooms of a team, and the guests invited to each.
+CREATE TABLE rooms (
+    id               TEXT PRIMARY KEY,
+    team_id          TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    max_participants BIGINT,
+    empty_timeout_s  BIGINT NOT NULL,
+    created_by       TEXT REFERENCES users(id) ON DELETE SET NULL,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL
+);
+CREATE INDEX rooms_team ON rooms(team_id);
+
+CREATE TABLE room_guests (
+    room_id    TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    invited_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
