@@ -145,6 +145,9 @@ pub struct Engine {
     peers: HashMap<PeerKey, Peer>,
     demux: Demux<PeerKey>,
     pending: VecDeque<(PeerKey, Event)>,
+    /// Subscribers whose track set changed while handling events; offered to once the events
+    /// are handled, so tracks published together arrive in one offer.
+    renegotiate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
 }
@@ -162,6 +165,7 @@ impl Engine {
             peers: HashMap::new(),
             demux: Demux::new(),
             pending: VecDeque::new(),
+            renegotiate: Vec::new(),
             out: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -488,7 +492,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops forwarding a track to this participant (its m-line is stopped in the next offer).
+    /// Stops forwarding a track to this participant (its m-line goes inactive in the next offer).
     pub fn unsubscribe(
         &mut self,
         key: ParticipantKey,
@@ -687,6 +691,18 @@ impl Engine {
     }
 
     fn process_events(&mut self) {
+        loop {
+            self.handle_pending_events();
+            if self.renegotiate.is_empty() {
+                return;
+            }
+            for key in std::mem::take(&mut self.renegotiate) {
+                self.offer_if_needed(key);
+            }
+        }
+    }
+
+    fn handle_pending_events(&mut self) {
         while let Some((pk, event)) = self.pending.pop_front() {
             let Some(peer) = self.peers.get(&pk) else {
                 continue;
@@ -810,7 +826,7 @@ impl Engine {
         }
         for k in subscribers {
             self.queue_subscription(k, SubscriptionChange::Add(tid.clone()));
-            self.offer_if_needed(k);
+            self.renegotiate.push(k);
         }
     }
 
@@ -848,7 +864,7 @@ impl Engine {
                 Some(dt) => self.queue_subscription(k, SubscriptionChange::Remove(dt.mid)),
                 None => self.cancel_queued_add(k, tid),
             }
-            self.offer_if_needed(k);
+            self.renegotiate.push(k);
         }
     }
 
@@ -921,7 +937,10 @@ impl Engine {
                     );
                     part.sub.mids.insert(mid, tid);
                 }
-                SubscriptionChange::Remove(mid) => api.stop_media(mid),
+                // Inactive rather than stopped: a stopped (port 0) m-line leaves the BUNDLE group
+                // (RFC 8843 §7.5.3), and once all are stopped the client's answer has no group at
+                // all, which str0m refuses. Inactive m-lines stay; they are not reused yet.
+                SubscriptionChange::Remove(mid) => api.set_direction(mid, Direction::Inactive),
             }
         }
         if let Some((offer, pending)) = api.apply() {
