@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -32,6 +33,12 @@ use crate::types::{
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
 const MAX_MID_LEN: usize = 32;
+
+/// Label of the data channel the SFU opens on every subscriber connection.
+pub const DATA_CHANNEL_LABEL: &str = "convene-data";
+
+/// Largest data channel message relayed to the room; larger ones are dropped.
+const MAX_DATA_MESSAGE: usize = 16 * 1024;
 
 /// How far a failed `Rtc`'s timeout is pushed out.
 const PARKED: Duration = Duration::from_secs(3600);
@@ -103,6 +110,8 @@ struct DownTrack {
 }
 
 enum SubscriptionChange {
+    /// The room data channel, offered at join so the subscriber connection comes up at once.
+    OpenData,
     Add(TrackId),
     Remove(Mid),
 }
@@ -112,6 +121,8 @@ struct SubscriberSide {
     pending_offer: Option<SdpPendingOffer>,
     queued: Vec<SubscriptionChange>,
     mids: HashMap<Mid, TrackId>,
+    data_channel: Option<ChannelId>,
+    data_open: bool,
 }
 
 struct Participant {
@@ -301,12 +312,13 @@ impl Engine {
                 );
             }
         }
+        self.queue_subscription(key, SubscriptionChange::OpenData);
         if subscribe_all {
             for tid in existing {
                 self.queue_subscription(key, SubscriptionChange::Add(tid));
             }
-            self.offer_if_needed(key);
         }
+        self.offer_if_needed(key);
         self.process_events();
         Ok(Joined {
             key,
@@ -738,6 +750,14 @@ impl Engine {
                 Event::RtpPacket(pkt) if target == PeerTarget::Publisher => {
                     self.forward(pk, owner, &pkt);
                 }
+                Event::ChannelOpen(cid, _) if target == PeerTarget::Subscriber => {
+                    if let Some(p) = self.participants.get_mut(&owner)
+                        && p.sub.data_channel == Some(cid)
+                    {
+                        p.sub.data_open = true;
+                    }
+                }
+                Event::ChannelData(data) => self.relay_data(owner, &data.data),
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
                     let found = self.participants.get(&owner).and_then(|p| {
                         p.sub
@@ -905,6 +925,11 @@ impl Engine {
         let mut api = peer.rtc.sdp_api();
         for change in std::mem::take(&mut part.sub.queued) {
             match change {
+                SubscriptionChange::OpenData => {
+                    if part.sub.data_channel.is_none() {
+                        part.sub.data_channel = Some(api.add_channel(DATA_CHANNEL_LABEL.into()));
+                    }
+                }
                 SubscriptionChange::Add(tid) => {
                     let Some(track) = room.tracks.get_mut(&tid) else {
                         continue;
@@ -988,6 +1013,47 @@ impl Engine {
             self.counters.keyframe_requests += 1;
         }
         drain(pk, peer, &mut self.out, &mut self.pending);
+    }
+
+    /// Relays one data channel message to the rest of the room, framed as
+    /// `[sender id length: u16 BE][sender id: UTF-8][payload]` so receivers know who sent it
+    /// (the SFU vouches for the sender; clients cannot spoof it).
+    fn relay_data(&mut self, from: ParticipantKey, payload: &[u8]) {
+        let Some(sender) = self.participants.get(&from) else {
+            return;
+        };
+        if !sender.info.grants.data || payload.len() > MAX_DATA_MESSAGE {
+            self.counters.dropped_packets += 1;
+            return;
+        }
+        let id = sender.id.as_str().as_bytes();
+        let Ok(id_len) = u16::try_from(id.len()) else {
+            return;
+        };
+        let mut frame = Vec::with_capacity(2 + id.len() + payload.len());
+        frame.extend_from_slice(&id_len.to_be_bytes());
+        frame.extend_from_slice(id);
+        frame.extend_from_slice(payload);
+        let Some(room) = self.rooms.get(&sender.room) else {
+            return;
+        };
+        for key in room.members.values().filter(|k| **k != from) {
+            let Some(p) = self.participants.get(key) else {
+                continue;
+            };
+            let (Some(cid), true) = (p.sub.data_channel, p.sub.data_open) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get_mut(&p.subscriber) else {
+                continue;
+            };
+            let accepted = peer.rtc.channel(cid).map(|mut ch| ch.write(true, &frame));
+            if !matches!(accepted, Some(Ok(true))) {
+                // SCTP buffer full or channel gone: data is best effort for a slow receiver.
+                self.counters.dropped_packets += 1;
+            }
+            drain(p.subscriber, peer, &mut self.out, &mut self.pending);
+        }
     }
 
     fn forward(&mut self, pk: PeerKey, owner: ParticipantKey, pkt: &RtpPacket) {

@@ -16,7 +16,7 @@ mod throttle;
 mod types;
 
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
-pub use engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
+pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
 pub use types::{
     Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget,

@@ -325,8 +325,11 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         .await
         .unwrap();
         let offer = reoffered.unwrap();
-        // Both m-lines went inactive.
-        let media_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+        // Both media m-lines went inactive (the data channel's stays).
+        let media_lines = offer
+            .lines()
+            .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+            .count();
         assert_eq!(media_lines, 2, "{offer}");
         assert_eq!(offer.matches("a=inactive").count(), 2, "{offer}");
     }
@@ -339,6 +342,99 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         sub.handle.leave().await.unwrap();
     }
     assert!(sfu.rooms().await.unwrap().is_empty());
+    sfu.shutdown().await;
+}
+
+/// A participant with its subscriber connection answered and the SFU's data channel open.
+struct DataPeer {
+    handle: ParticipantHandle,
+    channel: Arc<dyn webrtc::data_channel::DataChannel>,
+    messages: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+async fn join_for_data(sfu: &Sfu, room: &RoomId, name: &str, data: bool) -> DataPeer {
+    let mut info = ParticipantInfo::new(name);
+    info.grants.data = data;
+    let (handle, mut events, _) = sfu
+        .join(room.clone(), ParticipantId::parse(name).unwrap(), info)
+        .await
+        .unwrap();
+    let mut client = Client::new().await.unwrap();
+    // The subscriber offer made at join carries the data channel.
+    let offer = next_event(&mut events, 10, |e| match e {
+        ParticipantEvent::SubscriberOffer { sdp, .. } => Some(sdp.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    let answer = client.answer(offer).await.unwrap();
+    handle.subscriber_answer(answer).await.unwrap();
+    let (channel, messages) = support::open_data_channel(&mut client.data).await.unwrap();
+    // Keep the client (and its connection) alive for the test's duration.
+    tokio::spawn(async move {
+        let _client = client;
+        while events.recv().await.is_some() {}
+    });
+    DataPeer {
+        handle,
+        channel,
+        messages,
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn framed(sender: &str, payload: &[u8]) -> Vec<u8> {
+    let mut f = (sender.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(sender.as_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_is_relayed_to_the_room_with_the_sender_named() {
+    let sfu = loopback_sfu();
+    let room = RoomId::parse("data-room").unwrap();
+    let mut alice = join_for_data(&sfu, &room, "alice", true).await;
+    let mut bob = join_for_data(&sfu, &room, "bob", true).await;
+    let carol = join_for_data(&sfu, &room, "carol", false).await;
+
+    // Carol lacks the data grant: her message goes nowhere. Alice's reaches Bob and Carol, Bob's
+    // reaches Alice. Messages on one SCTP stream are ordered, so Bob's first is Alice's.
+    carol
+        .channel
+        .send(bytes::BytesMut::from(&b"from carol"[..]))
+        .await
+        .unwrap();
+    alice
+        .channel
+        .send(bytes::BytesMut::from(&b"hello room"[..]))
+        .await
+        .unwrap();
+    bob.channel
+        .send(bytes::BytesMut::from(&b"hi alice"[..]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut bob.messages).await,
+        framed("alice", b"hello room")
+    );
+    assert_eq!(next(&mut alice.messages).await, framed("bob", b"hi alice"));
+    let mut carol_messages = carol.messages;
+    assert_eq!(
+        next(&mut carol_messages).await,
+        framed("alice", b"hello room")
+    );
+    assert_eq!(next(&mut carol_messages).await, framed("bob", b"hi alice"));
+    assert!(alice.messages.try_recv().is_err() && bob.messages.try_recv().is_err());
+    for p in [alice.handle, bob.handle, carol.handle] {
+        p.leave().await.unwrap();
+    }
     sfu.shutdown().await;
 }
 

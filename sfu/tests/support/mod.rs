@@ -18,6 +18,7 @@ use rtc::sansio::Protocol;
 use std::collections::VecDeque;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -149,6 +150,7 @@ struct Handler {
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
     tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+    data: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
@@ -162,6 +164,9 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.tracks.send(track);
     }
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.data.send(channel);
+    }
 }
 
 /// A webrtc-rs peer connection bound to 127.0.0.1 only.
@@ -170,6 +175,7 @@ pub struct Client {
     gathered: watch::Receiver<bool>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
     pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    pub data: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
 }
 
 impl Client {
@@ -191,10 +197,12 @@ impl Client {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
+        let (data_tx, data) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler {
             gathered: gathered_tx,
             state: state_tx,
             tracks: tracks_tx,
+            data: data_tx,
         });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -210,6 +218,7 @@ impl Client {
             gathered,
             state,
             tracks,
+            data,
         })
     }
 
@@ -368,4 +377,43 @@ pub fn is_connected(target: PeerTarget) -> impl FnMut(&ParticipantEvent) -> Opti
         } if *t == target => Some(()),
         _ => None,
     }
+}
+
+/// Waits for the SFU's data channel to open; returns it and a stream of its messages.
+pub async fn open_data_channel(
+    data: &mut mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+) -> anyhow::Result<(Arc<dyn DataChannel>, mpsc::UnboundedReceiver<Vec<u8>>)> {
+    let channel = tokio::time::timeout(Duration::from_secs(15), data.recv())
+        .await
+        .context("no data channel")?
+        .context("client gone")?;
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ch = channel.clone();
+    tokio::spawn(async move {
+        let mut open_tx = Some(open_tx);
+        if ch.ready_state().await.ok() == Some(webrtc::data_channel::RTCDataChannelState::Open)
+            && let Some(o) = open_tx.take()
+        {
+            let _ = o.send(());
+        }
+        while let Some(event) = ch.poll().await {
+            match event {
+                DataChannelEvent::OnOpen => {
+                    if let Some(o) = open_tx.take() {
+                        let _ = o.send(());
+                    }
+                }
+                DataChannelEvent::OnMessage(m) => {
+                    let _ = tx.send(m.data.to_vec());
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(15), open_rx)
+        .await
+        .context("data channel did not open")??;
+    Ok((channel, rx))
 }
