@@ -1,3 +1,24 @@
-//! Media plane: sans-IO room engine on str0m and its socket driver (not built yet).
+//! Convene's media plane: a selective forwarding unit on str0m (RTP mode).
 //!
-//! Placeholder: this crate holds no code yet; see the open issues.
+//! - [`Engine`] is the sans-IO room engine of one media worker: rooms, participants and their
+//!   publisher/subscriber peer connections, RTP forwarding with per-subscriber header rewriting,
+//!   keyframe-request relay. It takes datagrams, time and control requests; it hands back
+//!   datagrams to send and participant events.
+//! - [`Sfu`] is the thin driver and the async handle API the signaling layer uses: media worker
+//!   threads each owning a UDP socket, rooms pinned to a worker, channels in between.
+
+mod demux;
+mod driver;
+mod engine;
+mod error;
+mod rewrite;
+mod throttle;
+mod types;
+
+pub use driver::{ParticipantHandle, Sfu, SfuConfig};
+pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
+pub use error::SfuError;
+pub use types::{
+    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget,
+    RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+};

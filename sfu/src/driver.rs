@@ -1,0 +1,516 @@
+//! The thin driver around [`Engine`]: media worker threads and the async handle API.
+//!
+//! Each worker is an OS thread running a current-thread tokio runtime that owns one UDP socket
+//! and one engine. It waits on three things: a datagram, a control request, the engine's next
+//! timeout. Requests are closures run against the engine on the worker thread, so the engine needs
+//! no locks; their results come back on oneshot channels. Rooms are pinned to one worker.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::net::Protocol;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Engine, EngineConfig, EngineOutput, ParticipantKey};
+use crate::error::SfuError;
+use crate::types::{
+    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats,
+    TrackId, TrackSource,
+};
+
+/// Events buffered per participant before it counts as stuck and is removed.
+const EVENT_QUEUE: usize = 256;
+/// Control requests buffered per worker.
+const COMMAND_QUEUE: usize = 1024;
+/// Datagrams read in one go before outputs are flushed.
+const RECV_BATCH: usize = 64;
+/// Large enough for any datagram str0m sends or accepts (its MTU target is ~1150).
+const RECV_BUF: usize = 2048;
+/// Wake-up when the engine has no peers and so no timeout.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Media plane settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuConfig {
+    /// Where the first worker binds its UDP socket (default `0.0.0.0:7882`). Worker `i` binds
+    /// port + `i`; port 0 gives every worker an ephemeral port.
+    pub udp_addr: SocketAddr,
+    /// Addresses put in ICE host candidates (with each worker's port). Empty: the bind address,
+    /// or all interface addresses when bound to an unspecified address.
+    pub advertise_ips: Vec<IpAddr>,
+    /// Number of media workers (threads); at least 1.
+    pub workers: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            advertise_ips: Vec::new(),
+            workers: 1,
+        }
+    }
+}
+
+type Request = Box<dyn FnOnce(&mut Worker, Instant) + Send>;
+
+/// One worker's engine plus what only the driver knows: event senders and the socket's address.
+struct Worker {
+    engine: Engine,
+    events: HashMap<ParticipantKey, mpsc::Sender<ParticipantEvent>>,
+    local: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    stop: bool,
+}
+
+impl Worker {
+    /// The local candidate a datagram from `from` arrived on: str0m's ICE agent matches
+    /// incoming checks against its candidates, and a socket bound to 0.0.0.0 cannot say which
+    /// address it was (no IP_PKTINFO here).
+    fn destination_for(&self, from: SocketAddr) -> SocketAddr {
+        let same_family = |c: &&SocketAddr| c.is_ipv4() == from.is_ipv4();
+        self.candidates
+            .iter()
+            .filter(same_family)
+            .find(|c| c.ip().is_loopback() == from.ip().is_loopback())
+            .or_else(|| self.candidates.iter().find(same_family))
+            .copied()
+            .unwrap_or(self.local)
+    }
+
+    fn flush(&mut self, socket: &UdpSocket) {
+        let mut stuck = Vec::new();
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                EngineOutput::Transmit(t) => {
+                    // UDP is lossy anyway; a full send buffer drops like the network would.
+                    if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                        tracing::debug!(error = %e, "udp send failed");
+                    }
+                }
+                EngineOutput::Event { to, event } => {
+                    let last = matches!(event, ParticipantEvent::Removed { .. });
+                    if let Some(tx) = self.events.get(&to)
+                        && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event)
+                    {
+                        stuck.push(to);
+                    }
+                    if last {
+                        self.events.remove(&to);
+                    }
+                }
+            }
+        }
+        // A consumer that stopped reading must not grow memory without bound: it is removed,
+        // and its closed event stream tells signaling so.
+        for key in stuck {
+            if self.events.remove(&key).is_some() {
+                tracing::warn!("participant event queue full; removing participant");
+                let _ = self.engine.leave(key, Instant::now());
+            }
+        }
+    }
+}
+
+async fn run_worker(mut w: Worker, socket: UdpSocket, mut requests: mpsc::Receiver<Request>) {
+    let mut buf = vec![0u8; RECV_BUF];
+    while !w.stop {
+        w.flush(&socket);
+        let now = Instant::now();
+        let deadline = w.engine.poll_timeout().unwrap_or(now + IDLE_TICK);
+        if deadline <= now {
+            w.engine.handle_timeout(now);
+            continue;
+        }
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = received {
+                    let to = w.destination_for(from);
+                    w.engine.handle_input(Instant::now(), Protocol::Udp, from, to, &buf[..n]);
+                    for _ in 1..RECV_BATCH {
+                        let Ok((n, from)) = socket.try_recv_from(&mut buf) else { break };
+                        let to = w.destination_for(from);
+                        w.engine.handle_input(Instant::now(), Protocol::Udp, from, to, &buf[..n]);
+                    }
+                }
+            }
+            request = requests.recv() => match request {
+                Some(f) => f(&mut w, Instant::now()),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {
+                w.engine.handle_timeout(Instant::now());
+            }
+        }
+    }
+    w.flush(&socket);
+}
+
+struct WorkerRef {
+    requests: mpsc::Sender<Request>,
+    local: SocketAddr,
+}
+
+async fn call<R: Send + 'static>(
+    requests: &mpsc::Sender<Request>,
+    f: impl FnOnce(&mut Worker, Instant) -> R + Send + 'static,
+) -> Result<R, SfuError> {
+    let (tx, rx) = oneshot::channel();
+    let request: Request = Box::new(move |w, now| {
+        let _ = tx.send(f(w, now));
+    });
+    requests
+        .send(request)
+        .await
+        .map_err(|_| SfuError::WorkerGone)?;
+    rx.await.map_err(|_| SfuError::WorkerGone)
+}
+
+struct Inner {
+    workers: Vec<WorkerRef>,
+    placement: Mutex<HashMap<RoomId, usize>>,
+    next_worker: AtomicUsize,
+}
+
+/// The media plane: a set of workers and the room → worker placement. Cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("udp_addrs", &self.udp_addrs())
+            .finish()
+    }
+}
+
+impl Sfu {
+    /// Binds every worker's socket and starts the worker threads. Must be called inside a tokio
+    /// runtime only for the handles' sake; the workers run their own.
+    pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
+        if config.workers == 0 {
+            return Err(SfuError::Config("workers must be at least 1"));
+        }
+        let advertise = if config.advertise_ips.is_empty() {
+            default_advertise(config.udp_addr.ip())?
+        } else {
+            config.advertise_ips.clone()
+        };
+        let mut workers = Vec::with_capacity(config.workers);
+        for i in 0..config.workers {
+            let mut addr = config.udp_addr;
+            if addr.port() != 0 {
+                let port = u16::try_from(usize::from(addr.port()) + i)
+                    .map_err(|_| SfuError::Config("udp port + workers exceeds 65535"))?;
+                addr.set_port(port);
+            }
+            let socket = StdUdpSocket::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            let candidates: Vec<SocketAddr> = advertise
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, local.port()))
+                .collect();
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            let worker = Worker {
+                engine: Engine::new(
+                    EngineConfig {
+                        candidates: candidates.clone(),
+                    },
+                    Instant::now(),
+                ),
+                events: HashMap::new(),
+                local,
+                candidates,
+                stop: false,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            std::thread::Builder::new()
+                .name(format!("media-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match UdpSocket::from_std(socket) {
+                            Ok(socket) => run_worker(worker, socket, rx).await,
+                            Err(e) => tracing::error!(error = %e, "media worker socket"),
+                        }
+                    });
+                })
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            tracing::info!(worker = i, %local, "media worker started");
+            workers.push(WorkerRef {
+                requests: tx,
+                local,
+            });
+        }
+        Ok(Sfu {
+            inner: Arc::new(Inner {
+                workers,
+                placement: Mutex::new(HashMap::new()),
+                next_worker: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The bound UDP address of each worker.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.workers.iter().map(|w| w.local).collect()
+    }
+
+    fn worker_for(&self, room: &RoomId) -> usize {
+        let mut placement = self
+            .inner
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *placement.entry(room.clone()).or_insert_with(|| {
+            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len()
+        })
+    }
+
+    fn placed(&self, room: &RoomId) -> Option<usize> {
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(room)
+            .copied()
+    }
+
+    fn unplace(&self, room: &RoomId) {
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(room);
+    }
+
+    /// Joins `participant` to `room` (created on first join). Returns the handle for its requests,
+    /// its event stream, and the room as it was (the others and their tracks).
+    pub async fn join(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        info: ParticipantInfo,
+    ) -> Result<
+        (
+            ParticipantHandle,
+            mpsc::Receiver<ParticipantEvent>,
+            RoomSnapshot,
+        ),
+        SfuError,
+    > {
+        let worker = self.worker_for(&room);
+        let requests = self.inner.workers[worker].requests.clone();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (r, p) = (room.clone(), participant.clone());
+        let joined = call(&requests, move |w, now| {
+            let joined = w.engine.join(r, p, info, now)?;
+            w.events.insert(joined.key, events_tx);
+            Ok::<_, SfuError>(joined)
+        })
+        .await??;
+        let handle = ParticipantHandle {
+            key: joined.key,
+            room,
+            participant,
+            requests,
+            sfu: self.clone(),
+        };
+        Ok((handle, events_rx, joined.room))
+    }
+
+    /// Rooms with participants, over all workers.
+    pub async fn rooms(&self) -> Result<Vec<RoomId>, SfuError> {
+        let mut all = Vec::new();
+        for w in &self.inner.workers {
+            all.extend(call(&w.requests, |w, _| w.engine.rooms()).await?);
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// A room's participants and tracks.
+    pub async fn room_snapshot(&self, room: &RoomId) -> Result<RoomSnapshot, SfuError> {
+        let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
+        let r = room.clone();
+        call(&self.inner.workers[worker].requests, move |w, _| {
+            w.engine.snapshot(&r)
+        })
+        .await?
+        .ok_or(SfuError::UnknownRoom)
+    }
+
+    /// Ends a room for everyone in it.
+    pub async fn close_room(&self, room: &RoomId) -> Result<(), SfuError> {
+        let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
+        let r = room.clone();
+        call(&self.inner.workers[worker].requests, move |w, now| {
+            let removed = w.engine.close_room(&r, now)?;
+            // Deliver the Removed events before the senders go.
+            for key in removed {
+                if let Some(tx) = w.events.remove(&key) {
+                    drop(tx);
+                }
+            }
+            Ok::<_, SfuError>(())
+        })
+        .await??;
+        self.unplace(room);
+        Ok(())
+    }
+
+    /// Counters summed over workers.
+    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
+        let mut total = SfuStats::default();
+        for w in &self.inner.workers {
+            total.add(&call(&w.requests, |w, _| w.engine.stats()).await?);
+        }
+        Ok(total)
+    }
+
+    /// Stops the workers; outstanding handles then fail with `WorkerGone`.
+    pub async fn shutdown(&self) {
+        for w in &self.inner.workers {
+            let _ = call(&w.requests, |w, _| w.stop = true).await;
+        }
+    }
+}
+
+fn default_advertise(bind: IpAddr) -> Result<Vec<IpAddr>, SfuError> {
+    if !bind.is_unspecified() {
+        return Ok(vec![bind]);
+    }
+    let ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map_err(|e| SfuError::Io(e.to_string()))?
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == bind.is_ipv4())
+        .collect();
+    if ips.is_empty() {
+        return Err(SfuError::Config("no interface address to advertise"));
+    }
+    Ok(ips)
+}
+
+/// One participant's requests to its worker. Cloneable; dropping it does not leave the room
+/// (signaling keeps a participant through a reconnect grace period), `leave` does.
+#[derive(Clone)]
+pub struct ParticipantHandle {
+    key: ParticipantKey,
+    room: RoomId,
+    participant: ParticipantId,
+    requests: mpsc::Sender<Request>,
+    sfu: Sfu,
+}
+
+impl std::fmt::Debug for ParticipantHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParticipantHandle")
+            .field("room", &self.room)
+            .field("participant", &self.participant)
+            .finish()
+    }
+}
+
+impl ParticipantHandle {
+    /// The room joined.
+    pub fn room(&self) -> &RoomId {
+        &self.room
+    }
+
+    /// This participant's id.
+    pub fn participant(&self) -> &ParticipantId {
+        &self.participant
+    }
+
+    /// Applies the client's publisher offer; returns the SDP answer.
+    pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.publisher_offer(key, &sdp, now)
+        })
+        .await?
+    }
+
+    /// Applies the client's answer to the last `SubscriberOffer` event.
+    pub async fn subscriber_answer(&self, sdp: String) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.subscriber_answer(key, &sdp, now)
+        })
+        .await?
+    }
+
+    /// Adds a trickled client ICE candidate (optional: the server is ICE-lite).
+    pub async fn add_ice_candidate(
+        &self,
+        target: PeerTarget,
+        candidate: String,
+    ) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.add_ice_candidate(key, target, &candidate, now)
+        })
+        .await?
+    }
+
+    /// Declares the source and mute state of the publisher m-line `mid` (before or after the offer
+    /// that carries it).
+    pub async fn set_track_info(
+        &self,
+        mid: String,
+        source: TrackSource,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.set_track_info(key, &mid, source, muted, now)
+        })
+        .await?
+    }
+
+    /// Subscribes to another participant's track (needed only without auto-subscribe).
+    pub async fn subscribe(&self, track: TrackId) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.subscribe(key, &track, now)
+        })
+        .await?
+    }
+
+    /// Stops receiving a track.
+    pub async fn unsubscribe(&self, track: TrackId) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.unsubscribe(key, &track, now)
+        })
+        .await?
+    }
+
+    /// Leaves the room: the others see the participant and its tracks go.
+    pub async fn leave(self) -> Result<(), SfuError> {
+        let key = self.key;
+        let empty = call(&self.requests, move |w, now| {
+            w.events.remove(&key);
+            w.engine.leave(key, now)
+        })
+        .await??;
+        if empty {
+            self.sfu.unplace(&self.room);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1232 @@
+//! The sans-IO room engine: rooms, participants and their str0m `Rtc`s for one media worker.
+//!
+//! It never reads the clock, touches a socket or spawns: the driver feeds it datagrams
+//! (`handle_input`), time (`handle_timeout`) and control requests, and drains `poll_output`.
+//!
+//! str0m requires every mutation of an `Rtc` to be followed by a full `poll_output` drain before
+//! the next mutation of the same `Rtc` (str0m `lib.rs`, "single-mutation invariant"). The engine
+//! keeps it by draining a peer right after touching it; the events that drain yields are queued
+//! and handled afterwards, one at a time, so forwarding to many subscribers never recurses.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::config::CryptoProvider;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::demux::Demux;
+use crate::error::SfuError;
+use crate::rewrite::{InPacket, SeqTsRewriter};
+use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
+use crate::types::{
+    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId,
+    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+};
+
+/// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
+const MAX_MID_LEN: usize = 32;
+
+/// Label of the data channel the SFU opens on every subscriber connection.
+pub const DATA_CHANNEL_LABEL: &str = "convene-data";
+
+/// Largest data channel message relayed to the room; larger ones are dropped.
+const MAX_DATA_MESSAGE: usize = 16 * 1024;
+
+/// How far a failed `Rtc`'s timeout is pushed out.
+const PARKED: Duration = Duration::from_secs(3600);
+
+/// Opaque key of a participant inside one engine; handed to the driver to route events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParticipantKey(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerKey(u64);
+
+/// What the engine hands back to its driver.
+#[derive(Debug)]
+pub enum EngineOutput {
+    /// A datagram to send from the worker's socket.
+    Transmit(Transmit),
+    /// An event for one participant's signaling connection.
+    Event {
+        /// The participant to tell.
+        to: ParticipantKey,
+        /// What to tell it.
+        event: ParticipantEvent,
+    },
+}
+
+/// Static settings of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Host candidates every peer connection advertises (advertised IPs with the worker's port).
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// A participant's view of what one `join` produced.
+#[derive(Debug)]
+pub struct Joined {
+    /// Key for all later requests about this participant.
+    pub key: ParticipantKey,
+    /// The room as it was when the participant joined (without the participant itself).
+    pub room: RoomSnapshot,
+}
+
+struct Peer {
+    rtc: Rtc,
+    owner: ParticipantKey,
+    target: PeerTarget,
+    timeout: Instant,
+}
+
+struct Room {
+    members: HashMap<ParticipantId, ParticipantKey>,
+    tracks: HashMap<TrackId, Track>,
+}
+
+struct Track {
+    info: TrackInfo,
+    publisher_peer: PeerKey,
+    mid: Mid,
+    throttle: KeyframeThrottle,
+    down: HashMap<ParticipantKey, DownTrack>,
+}
+
+struct DownTrack {
+    mid: Mid,
+    negotiated: bool,
+    started: bool,
+    rewriter: Option<SeqTsRewriter>,
+    /// Publisher PT → subscriber PT (`None`: the subscriber did not negotiate that codec).
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+enum SubscriptionChange {
+    /// The room data channel, offered at join so the subscriber connection comes up at once.
+    OpenData,
+    Add(TrackId),
+    Remove(Mid),
+}
+
+#[derive(Default)]
+struct SubscriberSide {
+    pending_offer: Option<SdpPendingOffer>,
+    queued: Vec<SubscriptionChange>,
+    mids: HashMap<Mid, TrackId>,
+    data_channel: Option<ChannelId>,
+    data_open: bool,
+}
+
+struct Participant {
+    id: ParticipantId,
+    room: RoomId,
+    info: ParticipantInfo,
+    publisher: PeerKey,
+    subscriber: PeerKey,
+    published: HashMap<Mid, TrackId>,
+    /// `set_track_info` that arrived before the m-line did.
+    declared: HashMap<Mid, (TrackSource, bool)>,
+    sub: SubscriberSide,
+}
+
+#[derive(Default)]
+struct Counters {
+    forwarded_packets: u64,
+    forwarded_bytes: u64,
+    dropped_packets: u64,
+    keyframe_requests: u64,
+}
+
+/// The room engine of one media worker.
+pub struct Engine {
+    config: EngineConfig,
+    crypto: Arc<CryptoProvider>,
+    next_id: u64,
+    now: Instant,
+    rooms: HashMap<RoomId, Room>,
+    participants: HashMap<ParticipantKey, Participant>,
+    peers: HashMap<PeerKey, Peer>,
+    demux: Demux<PeerKey>,
+    pending: VecDeque<(PeerKey, Event)>,
+    /// Subscribers whose track set changed while handling events; offered to once the events
+    /// are handled, so tracks published together arrive in one offer.
+    renegotiate: Vec<ParticipantKey>,
+    out: VecDeque<EngineOutput>,
+    counters: Counters,
+}
+
+impl Engine {
+    /// A new engine; `now` is the driver's current time.
+    pub fn new(config: EngineConfig, now: Instant) -> Self {
+        Engine {
+            config,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            next_id: 1,
+            now,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            peers: HashMap::new(),
+            demux: Demux::new(),
+            pending: VecDeque::new(),
+            renegotiate: Vec::new(),
+            out: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    // ---------------------------------------------------------------- driver side
+
+    /// Feeds one datagram (or one RFC 4571 frame from ICE-TCP) received at `now`.
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.advance(now);
+        let Some(pk) = self.demux.route(source, data) else {
+            self.counters.dropped_packets += 1;
+            return;
+        };
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+            self.counters.dropped_packets += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(error = %e, "rtc rejected input");
+        }
+        drain(pk, peer, &mut self.out, &mut self.pending);
+        self.process_events();
+    }
+
+    /// Advances time; call when `poll_timeout` has passed (calling early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        let due: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for pk in due {
+            if let Some(peer) = self.peers.get_mut(&pk) {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(error = %e, "rtc timeout failed");
+                }
+                drain(pk, peer, &mut self.out, &mut self.pending);
+            }
+        }
+        self.process_events();
+    }
+
+    /// The next datagram to send or event to deliver.
+    pub fn poll_output(&mut self) -> Option<EngineOutput> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| p.timeout).min()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    // ---------------------------------------------------------------- control side
+
+    /// Adds a participant to a room (creating the room), with a publisher and a subscriber peer
+    /// connection. Others are told; with auto-subscribe, a subscriber offer for the room's current
+    /// tracks follows as an event.
+    pub fn join(
+        &mut self,
+        room: RoomId,
+        id: ParticipantId,
+        info: ParticipantInfo,
+        now: Instant,
+    ) -> Result<Joined, SfuError> {
+        self.advance(now);
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.contains_key(&id))
+        {
+            return Err(SfuError::DuplicateParticipant);
+        }
+        let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
+            room: room.clone(),
+            participants: Vec::new(),
+        });
+
+        let key = ParticipantKey(self.next_key());
+        let publisher = self.add_peer(key, PeerTarget::Publisher);
+        let subscriber = self.add_peer(key, PeerTarget::Subscriber);
+        let hidden = info.grants.hidden;
+        let subscribe_all = info.auto_subscribe && info.grants.subscribe;
+        let name = info.name.clone();
+        self.participants.insert(
+            key,
+            Participant {
+                id: id.clone(),
+                room: room.clone(),
+                info,
+                publisher,
+                subscriber,
+                published: HashMap::new(),
+                declared: HashMap::new(),
+                sub: SubscriberSide::default(),
+            },
+        );
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
+            members: HashMap::new(),
+            tracks: HashMap::new(),
+        });
+        let others: Vec<ParticipantKey> = r.members.values().copied().collect();
+        r.members.insert(id.clone(), key);
+        let existing: Vec<TrackId> = r.tracks.keys().cloned().collect();
+
+        if !hidden {
+            for other in others {
+                emit(
+                    &mut self.out,
+                    other,
+                    ParticipantEvent::ParticipantJoined {
+                        participant: id.clone(),
+                        name: name.clone(),
+                    },
+                );
+            }
+        }
+        self.queue_subscription(key, SubscriptionChange::OpenData);
+        if subscribe_all {
+            for tid in existing {
+                self.queue_subscription(key, SubscriptionChange::Add(tid));
+            }
+        }
+        self.offer_if_needed(key);
+        self.process_events();
+        Ok(Joined {
+            key,
+            room: snapshot,
+        })
+    }
+
+    /// Applies the client's publisher offer and returns the SDP answer. Tracks appear as the
+    /// answer is made (`TrackPublished` events).
+    pub fn publisher_offer(
+        &mut self,
+        key: ParticipantKey,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        self.advance(now);
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let pk = self.participant(key)?.publisher;
+        let peer = self
+            .peers
+            .get_mut(&pk)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let result = peer.rtc.sdp_api().accept_offer(offer);
+        drain(pk, peer, &mut self.out, &mut self.pending);
+        self.process_events();
+        result
+            .map(|answer| answer.to_sdp_string())
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))
+    }
+
+    /// Applies the client's answer to the outstanding subscriber offer.
+    pub fn subscriber_answer(
+        &mut self,
+        key: ParticipantKey,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let part = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let pending = part
+            .sub
+            .pending_offer
+            .take()
+            .ok_or(SfuError::NoPendingOffer)?;
+        let sk = part.subscriber;
+        let peer = self
+            .peers
+            .get_mut(&sk)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let result = peer.rtc.sdp_api().accept_answer(pending, answer);
+        drain(sk, peer, &mut self.out, &mut self.pending);
+        if result.is_ok()
+            && let Some(room) = self.rooms.get_mut(&part.room)
+        {
+            for tid in part.sub.mids.values() {
+                if let Some(dt) = room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key)) {
+                    dt.negotiated = true;
+                }
+            }
+        }
+        self.offer_if_needed(key);
+        self.process_events();
+        result.map_err(|e| SfuError::InvalidSdp(e.to_string()))
+    }
+
+    /// Adds a trickled remote ICE candidate (`candidate:...`, with or without `a=`). The server is
+    /// ICE-lite and learns client addresses from their checks, so this is optional for clients.
+    pub fn add_ice_candidate(
+        &mut self,
+        key: ParticipantKey,
+        target: PeerTarget,
+        candidate: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let cand = Candidate::from_sdp_string(line).map_err(|_| SfuError::InvalidCandidate)?;
+        let part = self.participant(key)?;
+        let pk = match target {
+            PeerTarget::Publisher => part.publisher,
+            PeerTarget::Subscriber => part.subscriber,
+        };
+        let peer = self
+            .peers
+            .get_mut(&pk)
+            .ok_or(SfuError::UnknownParticipant)?;
+        peer.rtc.add_remote_candidate(cand);
+        drain(pk, peer, &mut self.out, &mut self.pending);
+        self.process_events();
+        Ok(())
+    }
+
+    /// Declares what the publisher's m-line `mid` carries and whether it is muted. May come before
+    /// the offer that adds the m-line, or later to change it (then `TrackUpdated` goes out).
+    pub fn set_track_info(
+        &mut self,
+        key: ParticipantKey,
+        mid: &str,
+        source: TrackSource,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        if mid.is_empty() || mid.len() > MAX_MID_LEN {
+            return Err(SfuError::UnknownMid);
+        }
+        let mid = Mid::from(mid);
+        let part = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if !part.info.grants.may_publish(source) {
+            return Err(SfuError::NotAllowed);
+        }
+        let Some(tid) = part.published.get(&mid).cloned() else {
+            part.declared.insert(mid, (source, muted));
+            return Ok(());
+        };
+        let room_id = part.room.clone();
+        let room = self.rooms.get_mut(&room_id).ok_or(SfuError::UnknownRoom)?;
+        let track = room.tracks.get_mut(&tid).ok_or(SfuError::UnknownTrack)?;
+        if track.info.kind != source.kind() {
+            return Err(SfuError::InvalidTrackSource);
+        }
+        let unmuted = track.info.muted && !muted;
+        track.info.source = source;
+        track.info.muted = muted;
+        if unmuted {
+            // The publisher may have kept counting (or restarted) while muted: splice the
+            // streams so subscribers see no sequence gap to NACK.
+            for dt in track.down.values_mut() {
+                if let Some(rw) = dt.rewriter.as_mut() {
+                    rw.switch_source();
+                }
+            }
+        }
+        let info = track.info.clone();
+        let members: Vec<ParticipantKey> = room.members.values().copied().collect();
+        for m in members {
+            emit(
+                &mut self.out,
+                m,
+                ParticipantEvent::TrackUpdated(info.clone()),
+            );
+        }
+        if unmuted && info.kind == TrackKind::Video {
+            self.request_keyframe(&room_id, &tid, KeyframeRequestKind::Pli);
+        }
+        self.process_events();
+        Ok(())
+    }
+
+    /// Subscribes to a track of another participant in the same room.
+    pub fn subscribe(
+        &mut self,
+        key: ParticipantKey,
+        track: &TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        let part = self.participant(key)?;
+        if !part.info.grants.subscribe {
+            return Err(SfuError::NotAllowed);
+        }
+        let t = self
+            .rooms
+            .get(&part.room)
+            .and_then(|r| r.tracks.get(track))
+            .ok_or(SfuError::UnknownTrack)?;
+        if t.info.participant == part.id {
+            return Err(SfuError::UnknownTrack);
+        }
+        self.queue_subscription(key, SubscriptionChange::Add(track.clone()));
+        self.offer_if_needed(key);
+        self.process_events();
+        Ok(())
+    }
+
+    /// Stops forwarding a track to this participant (its m-line goes inactive in the next offer).
+    pub fn unsubscribe(
+        &mut self,
+        key: ParticipantKey,
+        track: &TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        let part = self.participant(key)?;
+        let room = part.room.clone();
+        let t = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.tracks.get_mut(track))
+            .ok_or(SfuError::UnknownTrack)?;
+        let removed = t.down.remove(&key);
+        match removed {
+            Some(dt) => self.queue_subscription(key, SubscriptionChange::Remove(dt.mid)),
+            None => self.cancel_queued_add(key, track),
+        }
+        self.offer_if_needed(key);
+        self.process_events();
+        Ok(())
+    }
+
+    /// Removes a participant: its tracks are unpublished for the others (who get a new subscriber
+    /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
+    pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<bool, SfuError> {
+        self.advance(now);
+        let part = self
+            .participants
+            .remove(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let room_id = part.room.clone();
+        for tid in part.published.values() {
+            self.unpublish(&room_id, tid);
+        }
+        for pk in [part.publisher, part.subscriber] {
+            self.demux.remove(pk);
+            if let Some(mut peer) = self.peers.remove(&pk) {
+                // Sends RTCP BYE and DTLS close_notify so the client notices at once.
+                if peer.rtc.close().is_ok() {
+                    drain(pk, &mut peer, &mut self.out, &mut self.pending);
+                }
+            }
+        }
+        let mut empty = false;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.members.remove(&part.id);
+            for t in room.tracks.values_mut() {
+                t.down.remove(&key);
+            }
+            if !part.info.grants.hidden {
+                for other in room.members.values() {
+                    emit(
+                        &mut self.out,
+                        *other,
+                        ParticipantEvent::ParticipantLeft {
+                            participant: part.id.clone(),
+                        },
+                    );
+                }
+            }
+            empty = room.members.is_empty();
+        }
+        if empty {
+            self.rooms.remove(&room_id);
+        }
+        // Events of the departed peers are dropped with them.
+        self.pending
+            .retain(|(pk, _)| *pk != part.publisher && *pk != part.subscriber);
+        self.process_events();
+        Ok(empty)
+    }
+
+    /// Ends a room for everyone: each participant gets `Removed { reason: "room_closed" }`.
+    /// Returns the keys of the removed participants.
+    pub fn close_room(
+        &mut self,
+        room: &RoomId,
+        now: Instant,
+    ) -> Result<Vec<ParticipantKey>, SfuError> {
+        let members: Vec<ParticipantKey> = self
+            .rooms
+            .get(room)
+            .ok_or(SfuError::UnknownRoom)?
+            .members
+            .values()
+            .copied()
+            .collect();
+        for key in &members {
+            emit(
+                &mut self.out,
+                *key,
+                ParticipantEvent::Removed {
+                    reason: "room_closed",
+                },
+            );
+        }
+        for key in &members {
+            self.leave(*key, now)?;
+        }
+        Ok(members)
+    }
+
+    /// Ids of the rooms with participants.
+    pub fn rooms(&self) -> Vec<RoomId> {
+        self.rooms.keys().cloned().collect()
+    }
+
+    /// A room's visible participants and their tracks.
+    pub fn snapshot(&self, room: &RoomId) -> Option<RoomSnapshot> {
+        let r = self.rooms.get(room)?;
+        let mut participants: Vec<ParticipantSnapshot> = r
+            .members
+            .values()
+            .filter_map(|k| self.participants.get(k))
+            .filter(|p| !p.info.grants.hidden)
+            .map(|p| {
+                let mut tracks: Vec<TrackInfo> = p
+                    .published
+                    .values()
+                    .filter_map(|tid| r.tracks.get(tid))
+                    .map(|t| t.info.clone())
+                    .collect();
+                tracks.sort_by(|a, b| a.id.cmp(&b.id));
+                ParticipantSnapshot {
+                    id: p.id.clone(),
+                    name: p.info.name.clone(),
+                    tracks,
+                }
+            })
+            .collect();
+        participants.sort_by(|a, b| a.id.cmp(&b.id));
+        Some(RoomSnapshot {
+            room: room.clone(),
+            participants,
+        })
+    }
+
+    /// Counters and gauges of this engine.
+    pub fn stats(&self) -> SfuStats {
+        SfuStats {
+            rooms: self.rooms.len() as u64,
+            participants: self.participants.len() as u64,
+            tracks: self.rooms.values().map(|r| r.tracks.len() as u64).sum(),
+            forwarded_packets: self.counters.forwarded_packets,
+            forwarded_bytes: self.counters.forwarded_bytes,
+            dropped_packets: self.counters.dropped_packets,
+            keyframe_requests: self.counters.keyframe_requests,
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn next_key(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn participant(&self, key: ParticipantKey) -> Result<&Participant, SfuError> {
+        self.participants
+            .get(&key)
+            .ok_or(SfuError::UnknownParticipant)
+    }
+
+    fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
+        let pk = PeerKey(self.next_key());
+        // ICE-lite: the server only answers checks, so it needs no knowledge of client candidates
+        // and one port serves everyone (RFC 8445 §2.5).
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_stats_interval(None)
+            .set_crypto_provider(self.crypto.clone())
+            .build(self.now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(error = %e, "unusable local candidate"),
+            }
+        }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.demux.insert(ufrag, pk);
+        let mut peer = Peer {
+            rtc,
+            owner,
+            target,
+            timeout: self.now,
+        };
+        drain(pk, &mut peer, &mut self.out, &mut self.pending);
+        self.peers.insert(pk, peer);
+        pk
+    }
+
+    fn process_events(&mut self) {
+        loop {
+            self.handle_pending_events();
+            if self.renegotiate.is_empty() {
+                return;
+            }
+            for key in std::mem::take(&mut self.renegotiate) {
+                self.offer_if_needed(key);
+            }
+        }
+    }
+
+    fn handle_pending_events(&mut self) {
+        while let Some((pk, event)) = self.pending.pop_front() {
+            let Some(peer) = self.peers.get(&pk) else {
+                continue;
+            };
+            let (owner, target) = (peer.owner, peer.target);
+            match event {
+                Event::Connected => emit(
+                    &mut self.out,
+                    owner,
+                    ParticipantEvent::MediaConnection {
+                        target,
+                        connected: true,
+                    },
+                ),
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => emit(
+                    &mut self.out,
+                    owner,
+                    ParticipantEvent::MediaConnection {
+                        target,
+                        connected: false,
+                    },
+                ),
+                Event::MediaAdded(m)
+                    if target == PeerTarget::Publisher && m.direction.is_receiving() =>
+                {
+                    self.publish(owner, pk, m.mid, m.kind);
+                }
+                Event::MediaChanged(m)
+                    if target == PeerTarget::Publisher && !m.direction.is_receiving() =>
+                {
+                    self.unpublish_mid(owner, m.mid);
+                }
+                Event::RtpPacket(pkt) if target == PeerTarget::Publisher => {
+                    self.forward(pk, owner, &pkt);
+                }
+                Event::ChannelOpen(cid, _) if target == PeerTarget::Subscriber => {
+                    if let Some(p) = self.participants.get_mut(&owner)
+                        && p.sub.data_channel == Some(cid)
+                    {
+                        p.sub.data_open = true;
+                    }
+                }
+                Event::ChannelData(data) => self.relay_data(owner, &data.data),
+                Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
+                    let found = self.participants.get(&owner).and_then(|p| {
+                        p.sub
+                            .mids
+                            .get(&req.mid)
+                            .map(|tid| (p.room.clone(), tid.clone()))
+                    });
+                    if let Some((room, tid)) = found {
+                        self.request_keyframe(&room, &tid, req.kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn publish(&mut self, owner: ParticipantKey, pk: PeerKey, mid: Mid, kind: MediaKind) {
+        let id = self.next_key();
+        let Some(part) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        if part.published.contains_key(&mid) {
+            return;
+        }
+        let kind = match kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        let (source, muted) = match part.declared.remove(&mid) {
+            Some((s, m)) if s.kind() == kind => (s, m),
+            _ => (TrackSource::default_for(kind), false),
+        };
+        if !part.info.grants.may_publish(source) {
+            emit(
+                &mut self.out,
+                owner,
+                ParticipantEvent::Error {
+                    code: "publish_not_allowed",
+                    message: format!("no grant to publish {} (mid {mid})", source.as_str()),
+                },
+            );
+            return;
+        }
+        let Ok(tid) = TrackId::parse(format!("TR_{id}")) else {
+            return;
+        };
+        part.published.insert(mid, tid.clone());
+        let info = TrackInfo {
+            id: tid.clone(),
+            participant: part.id.clone(),
+            publisher_mid: mid.to_string(),
+            kind,
+            source,
+            muted,
+        };
+        let publisher_id = part.id.clone();
+        let Some(room) = self.rooms.get_mut(&part.room) else {
+            return;
+        };
+        room.tracks.insert(
+            tid.clone(),
+            Track {
+                info: info.clone(),
+                publisher_peer: pk,
+                mid,
+                throttle: KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL),
+                down: HashMap::new(),
+            },
+        );
+        let members: Vec<(ParticipantId, ParticipantKey)> =
+            room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
+        let mut subscribers = Vec::new();
+        for (pid, k) in members {
+            emit(
+                &mut self.out,
+                k,
+                ParticipantEvent::TrackPublished(info.clone()),
+            );
+            let auto = self
+                .participants
+                .get(&k)
+                .is_some_and(|p| p.info.auto_subscribe && p.info.grants.subscribe);
+            if pid != publisher_id && auto {
+                subscribers.push(k);
+            }
+        }
+        for k in subscribers {
+            self.queue_subscription(k, SubscriptionChange::Add(tid.clone()));
+            self.renegotiate.push(k);
+        }
+    }
+
+    fn unpublish_mid(&mut self, owner: ParticipantKey, mid: Mid) {
+        let Some(part) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let Some(tid) = part.published.remove(&mid) else {
+            return;
+        };
+        let room = part.room.clone();
+        self.unpublish(&room, &tid);
+    }
+
+    fn unpublish(&mut self, room_id: &RoomId, tid: &TrackId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(track) = room.tracks.remove(tid) else {
+            return;
+        };
+        let members: Vec<ParticipantKey> = room.members.values().copied().collect();
+        for k in &members {
+            emit(
+                &mut self.out,
+                *k,
+                ParticipantEvent::TrackUnpublished {
+                    participant: track.info.participant.clone(),
+                    track: tid.clone(),
+                },
+            );
+        }
+        for k in members {
+            match track.down.get(&k) {
+                Some(dt) => self.queue_subscription(k, SubscriptionChange::Remove(dt.mid)),
+                None => self.cancel_queued_add(k, tid),
+            }
+            self.renegotiate.push(k);
+        }
+    }
+
+    fn queue_subscription(&mut self, key: ParticipantKey, change: SubscriptionChange) {
+        let Some(part) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if let SubscriptionChange::Remove(mid) = &change {
+            part.sub.mids.remove(mid);
+        }
+        part.sub.queued.push(change);
+    }
+
+    fn cancel_queued_add(&mut self, key: ParticipantKey, tid: &TrackId) {
+        if let Some(part) = self.participants.get_mut(&key) {
+            part.sub
+                .queued
+                .retain(|c| !matches!(c, SubscriptionChange::Add(t) if t == tid));
+        }
+    }
+
+    /// Makes a subscriber offer from the queued changes unless one is already outstanding (one
+    /// offer at a time: the next goes out when its answer arrives).
+    fn offer_if_needed(&mut self, key: ParticipantKey) {
+        let Some(part) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if part.sub.pending_offer.is_some() || part.sub.queued.is_empty() {
+            return;
+        }
+        let sk = part.subscriber;
+        let Some(peer) = self.peers.get_mut(&sk) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&part.room) else {
+            return;
+        };
+        let mut api = peer.rtc.sdp_api();
+        for change in std::mem::take(&mut part.sub.queued) {
+            match change {
+                SubscriptionChange::OpenData => {
+                    if part.sub.data_channel.is_none() {
+                        part.sub.data_channel = Some(api.add_channel(DATA_CHANNEL_LABEL.into()));
+                    }
+                }
+                SubscriptionChange::Add(tid) => {
+                    let Some(track) = room.tracks.get_mut(&tid) else {
+                        continue;
+                    };
+                    if track.down.contains_key(&key) {
+                        continue;
+                    }
+                    let kind = match track.info.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    // msid: stream = publisher, track = track id, so clients group a
+                    // participant's audio and video (RFC 8830).
+                    let mid = api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(track.info.participant.to_string()),
+                        Some(tid.to_string()),
+                        None,
+                    );
+                    track.down.insert(
+                        key,
+                        DownTrack {
+                            mid,
+                            negotiated: false,
+                            started: false,
+                            rewriter: None,
+                            pt_map: Vec::new(),
+                        },
+                    );
+                    part.sub.mids.insert(mid, tid);
+                }
+                // Inactive rather than stopped: a stopped (port 0) m-line leaves the BUNDLE group
+                // (RFC 8843 §7.5.3), and once all are stopped the client's answer has no group at
+                // all, which str0m refuses. Inactive m-lines stay; they are not reused yet.
+                SubscriptionChange::Remove(mid) => api.set_direction(mid, Direction::Inactive),
+            }
+        }
+        if let Some((offer, pending)) = api.apply() {
+            part.sub.pending_offer = Some(pending);
+            let mut tracks: Vec<SubscribedTrack> = part
+                .sub
+                .mids
+                .iter()
+                .filter_map(|(mid, tid)| {
+                    room.tracks.get(tid).map(|t| SubscribedTrack {
+                        mid: mid.to_string(),
+                        track: tid.clone(),
+                        participant: t.info.participant.clone(),
+                    })
+                })
+                .collect();
+            tracks.sort_by(|a, b| a.mid.cmp(&b.mid));
+            emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::SubscriberOffer {
+                    sdp: offer.to_sdp_string(),
+                    tracks,
+                },
+            );
+        }
+        drain(sk, peer, &mut self.out, &mut self.pending);
+    }
+
+    fn request_keyframe(&mut self, room: &RoomId, tid: &TrackId, kind: KeyframeRequestKind) {
+        let now = self.now;
+        let Some(track) = self.rooms.get_mut(room).and_then(|r| r.tracks.get_mut(tid)) else {
+            return;
+        };
+        if track.info.kind != TrackKind::Video || !track.throttle.allow(now) {
+            return;
+        }
+        let pk = track.publisher_peer;
+        let mid = track.mid;
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            self.counters.keyframe_requests += 1;
+        }
+        drain(pk, peer, &mut self.out, &mut self.pending);
+    }
+
+    /// Relays one data channel message to the rest of the room, framed as
+    /// `[sender id length: u16 BE][sender id: UTF-8][payload]` so receivers know who sent it
+    /// (the SFU vouches for the sender; clients cannot spoof it).
+    fn relay_data(&mut self, from: ParticipantKey, payload: &[u8]) {
+        let Some(sender) = self.participants.get(&from) else {
+            return;
+        };
+        if !sender.info.grants.data || payload.len() > MAX_DATA_MESSAGE {
+            self.counters.dropped_packets += 1;
+            return;
+        }
+        let id = sender.id.as_str().as_bytes();
+        let Ok(id_len) = u16::try_from(id.len()) else {
+            return;
+        };
+        let mut frame = Vec::with_capacity(2 + id.len() + payload.len());
+        frame.extend_from_slice(&id_len.to_be_bytes());
+        frame.extend_from_slice(id);
+        frame.extend_from_slice(payload);
+        let Some(room) = self.rooms.get(&sender.room) else {
+            return;
+        };
+        for key in room.members.values().filter(|k| **k != from) {
+            let Some(p) = self.participants.get(key) else {
+                continue;
+            };
+            let (Some(cid), true) = (p.sub.data_channel, p.sub.data_open) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get_mut(&p.subscriber) else {
+                continue;
+            };
+            let accepted = peer.rtc.channel(cid).map(|mut ch| ch.write(true, &frame));
+            if !matches!(accepted, Some(Ok(true))) {
+                // SCTP buffer full or channel gone: data is best effort for a slow receiver.
+                self.counters.dropped_packets += 1;
+            }
+            drain(p.subscriber, peer, &mut self.out, &mut self.pending);
+        }
+    }
+
+    fn forward(&mut self, pk: PeerKey, owner: ParticipantKey, pkt: &RtpPacket) {
+        let Engine {
+            rooms,
+            participants,
+            peers,
+            out,
+            pending,
+            counters,
+            ..
+        } = self;
+        let Some(peer) = peers.get_mut(&pk) else {
+            return;
+        };
+        let Some(mid) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            counters.dropped_packets += 1;
+            return;
+        };
+        let Some(params) = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == pkt.header.payload_type)
+            .copied()
+        else {
+            counters.dropped_packets += 1;
+            return;
+        };
+        let Some(part) = participants.get(&owner) else {
+            return;
+        };
+        let Some(tid) = part.published.get(&mid) else {
+            return;
+        };
+        let Some(track) = rooms
+            .get_mut(&part.room)
+            .and_then(|r| r.tracks.get_mut(tid))
+        else {
+            return;
+        };
+        if track.info.muted {
+            return;
+        }
+        let video = track.info.kind == TrackKind::Video;
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+
+        let mut needs_keyframe = false;
+        for (sub_key, dt) in track.down.iter_mut() {
+            if !dt.negotiated {
+                continue;
+            }
+            let Some(sub) = participants.get(sub_key) else {
+                continue;
+            };
+            let sk = sub.subscriber;
+            let Some(sub_peer) = peers.get_mut(&sk) else {
+                continue;
+            };
+            if !sub_peer.rtc.is_connected() {
+                continue;
+            }
+            let Some(out_pt) = dt.out_pt(&params, &sub_peer.rtc) else {
+                counters.dropped_packets += 1;
+                continue;
+            };
+            let rewriter = dt.rewriter.get_or_insert_with(|| {
+                let seed = sk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                // RFC 3550 §5.1: random initial values; below 2^15 keeps the SRTP ROC at 0.
+                SeqTsRewriter::new(
+                    params.spec().clock_rate.get(),
+                    (seed >> 49) as u16,
+                    (seed >> 13) as u32,
+                )
+            });
+            let Some((seq, ts)) = rewriter.rewrite(InPacket {
+                ssrc: *pkt.header.ssrc,
+                seq: *pkt.seq_no,
+                ts: pkt.header.timestamp,
+                now: pkt.timestamp,
+            }) else {
+                continue;
+            };
+            let mut api = sub_peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(dt.mid, None) else {
+                continue;
+            };
+            // Video is stored in str0m's send buffer so subscriber NACKs are answered with RTX
+            // (RFC 4588) without going back to the publisher.
+            tx.write_rtp(
+                RtpWrite::new(out_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .nackable(video)
+                    .ext_vals(ext.clone()),
+            );
+            drain(sk, sub_peer, out, pending);
+            counters.forwarded_packets += 1;
+            counters.forwarded_bytes += pkt.payload.len() as u64;
+            if !dt.started {
+                dt.started = true;
+                needs_keyframe |= video;
+            }
+        }
+        if needs_keyframe {
+            // A new subscriber cannot decode until the next keyframe.
+            let room = part.room.clone();
+            let tid = tid.clone();
+            self.request_keyframe(&room, &tid, KeyframeRequestKind::Pli);
+        }
+    }
+}
+
+impl DownTrack {
+    /// The subscriber's PT for the publisher's codec, if the subscriber negotiated it.
+    fn out_pt(&mut self, params: &PayloadParams, sub: &Rtc) -> Option<Pt> {
+        let pt = params.pt();
+        if let Some((_, out)) = self.pt_map.iter().find(|(p, _)| *p == pt) {
+            return *out;
+        }
+        let local = sub.codec_config().match_params(*params).map(|p| p.pt());
+        let negotiated = sub.media(self.mid).map(|m| m.remote_pts());
+        let out = match (local, negotiated) {
+            (Some(p), Some(remote)) if remote.contains(&p) => Some(p),
+            _ => None,
+        };
+        self.pt_map.push((pt, out));
+        out
+    }
+}
+
+fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: ParticipantEvent) {
+    out.push_back(EngineOutput::Event { to, event });
+}
+
+/// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
+fn drain(
+    pk: PeerKey,
+    peer: &mut Peer,
+    out: &mut VecDeque<EngineOutput>,
+    pending: &mut VecDeque<(PeerKey, Event)>,
+) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                peer.timeout = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => out.push_back(EngineOutput::Transmit(t)),
+            Ok(Output::Event(e)) => pending.push_back((pk, e)),
+            Err(e) => {
+                // A broken Rtc is parked rather than retried in a tight loop; signaling decides
+                // whether the participant goes on.
+                tracing::warn!(error = %e, "rtc poll failed");
+                peer.timeout += PARKED;
+                emit(
+                    out,
+                    peer.owner,
+                    ParticipantEvent::Error {
+                        code: "media_failed",
+                        message: e.to_string(),
+                    },
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Domain types shared by the engine and the handle API.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::SfuError;
+
+/// Longest id accepted from signaling; ids travel in SDP msid lines and logs.
+const MAX_ID_LEN: usize = 128;
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps an id: 1..=128 characters, no control characters.
+            pub fn parse(s: impl Into<String>) -> Result<Self, SfuError> {
+                let s = s.into();
+                if valid_id(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(SfuError::InvalidId)
+                }
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = SfuError;
+            fn from_str(s: &str) -> Result<Self, SfuError> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A room's id, chosen by the control plane.
+    RoomId
+);
+string_id!(
+    /// A participant's id inside its room, chosen by the control plane (the token's `sub`).
+    ParticipantId
+);
+string_id!(
+    /// A published track's id, assigned by the SFU (`TR_<n>`), unique inside a worker.
+    TrackId
+);
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// An audio track (Opus).
+    Audio,
+    /// A video track (VP8, H.264, ...).
+    Video,
+}
+
+impl TrackKind {
+    /// `"audio"` or `"video"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        }
+    }
+}
+
+/// What a track carries, as declared by the publishing client through signaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackSource {
+    /// A camera (the default for video).
+    Camera,
+    /// A microphone (the default for audio).
+    Microphone,
+    /// A screen share video track.
+    Screen,
+    /// The audio captured with a screen share.
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// Wire name: `camera`, `microphone`, `screen`, `screen_audio`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+            TrackSource::ScreenAudio => "screen_audio",
+        }
+    }
+
+    /// The kind of media this source produces.
+    pub fn kind(self) -> TrackKind {
+        match self {
+            TrackSource::Camera | TrackSource::Screen => TrackKind::Video,
+            TrackSource::Microphone | TrackSource::ScreenAudio => TrackKind::Audio,
+        }
+    }
+
+    pub(crate) fn default_for(kind: TrackKind) -> Self {
+        match kind {
+            TrackKind::Audio => TrackSource::Microphone,
+            TrackKind::Video => TrackSource::Camera,
+        }
+    }
+}
+
+impl FromStr for TrackSource {
+    type Err = SfuError;
+    fn from_str(s: &str) -> Result<Self, SfuError> {
+        match s {
+            "camera" => Ok(TrackSource::Camera),
+            "microphone" => Ok(TrackSource::Microphone),
+            "screen" => Ok(TrackSource::Screen),
+            "screen_audio" => Ok(TrackSource::ScreenAudio),
+            _ => Err(SfuError::InvalidTrackSource),
+        }
+    }
+}
+
+/// Which of a participant's two peer connections a message is for (LiveKit's model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerTarget {
+    /// Client offers, server answers; carries the client's own media upstream.
+    Publisher,
+    /// Server offers, client answers; carries the other participants' media downstream.
+    Subscriber,
+}
+
+/// What a participant may do, from its join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// May publish microphone audio.
+    pub publish_audio: bool,
+    /// May publish camera video.
+    pub publish_video: bool,
+    /// May publish a screen share (video and its audio).
+    pub publish_screen: bool,
+    /// May receive the other participants' tracks.
+    pub subscribe: bool,
+    /// May send data to the room (data channels are not relayed yet).
+    pub data: bool,
+    /// Invisible to the others: no joined/left events, absent from snapshots.
+    pub hidden: bool,
+}
+
+impl Grants {
+    /// Everything but `hidden`: an ordinary meeting participant.
+    pub fn full() -> Self {
+        Grants {
+            publish_audio: true,
+            publish_video: true,
+            publish_screen: true,
+            subscribe: true,
+            data: true,
+            hidden: false,
+        }
+    }
+
+    /// Whether these grants allow publishing a track of `source`.
+    pub fn may_publish(&self, source: TrackSource) -> bool {
+        match source {
+            TrackSource::Camera => self.publish_video,
+            TrackSource::Microphone => self.publish_audio,
+            TrackSource::Screen | TrackSource::ScreenAudio => self.publish_screen,
+        }
+    }
+}
+
+/// Who joins: display name, grants and subscription policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Display name shown to the others.
+    pub name: String,
+    /// What the participant may do.
+    pub grants: Grants,
+    /// Subscribe to every other participant's tracks as they appear (LiveKit's default).
+    pub auto_subscribe: bool,
+}
+
+impl ParticipantInfo {
+    /// A participant with full grants and auto-subscribe.
+    pub fn new(name: impl Into<String>) -> Self {
+        ParticipantInfo {
+            name: name.into(),
+            grants: Grants::full(),
+            auto_subscribe: true,
+        }
+    }
+}
+
+/// A published track as the room sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// SFU-assigned id, used for subscribe/unsubscribe.
+    pub id: TrackId,
+    /// The publishing participant.
+    pub participant: ParticipantId,
+    /// The m-line id in the publisher's own peer connection (what `set_track_info` names).
+    pub publisher_mid: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Camera, microphone, screen or screen audio.
+    pub source: TrackSource,
+    /// Muted tracks are not forwarded.
+    pub muted: bool,
+}
+
+/// A participant as the room sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantSnapshot {
+    /// The participant's id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// The tracks it publishes.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// A room's live state: participants (hidden ones left out) and their tracks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    /// The room's id.
+    pub room: RoomId,
+    /// Visible participants.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// One m-line of a subscriber offer: which track arrives on which mid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedTrack {
+    /// The m-line id in the subscriber peer connection.
+    pub mid: String,
+    /// The track forwarded on it.
+    pub track: TrackId,
+    /// Its publisher.
+    pub participant: ParticipantId,
+}
+
+/// Something a participant's signaling connection should tell its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParticipantEvent {
+    /// A new subscriber offer; answer it with `subscriber_answer`. Only one is outstanding at a time.
+    SubscriberOffer {
+        /// The SDP offer.
+        sdp: String,
+        /// The mids carrying tracks after this offer is applied.
+        tracks: Vec<SubscribedTrack>,
+    },
+    /// A track was published (also sent to its own publisher, so it learns the track id).
+    TrackPublished(TrackInfo),
+    /// A track's source or mute state changed.
+    TrackUpdated(TrackInfo),
+    /// A track went away.
+    TrackUnpublished {
+        /// Its publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// Another (visible) participant joined.
+    ParticipantJoined {
+        /// Its id.
+        participant: ParticipantId,
+        /// Its display name.
+        name: String,
+    },
+    /// Another (visible) participant left.
+    ParticipantLeft {
+        /// Its id.
+        participant: ParticipantId,
+    },
+    /// One of this participant's peer connections connected (ICE + DTLS) or lost its connection.
+    MediaConnection {
+        /// Which peer connection.
+        target: PeerTarget,
+        /// `true` once connected, `false` when ICE disconnected.
+        connected: bool,
+    },
+    /// Something about this participant's media failed; the session goes on.
+    Error {
+        /// Machine-readable code (`publish_not_allowed`, ...).
+        code: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The participant was removed by the SFU (room closed); no more events follow.
+    Removed {
+        /// Why (`room_closed`, `event_queue_full`).
+        reason: &'static str,
+    },
+}
+
+/// Counters for `/metrics`, summed over workers by `Sfu::stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Rooms with at least one participant.
+    pub rooms: u64,
+    /// Participants, hidden ones included.
+    pub participants: u64,
+    /// Published tracks.
+    pub tracks: u64,
+    /// RTP packets written to subscribers.
+    pub forwarded_packets: u64,
+    /// RTP payload bytes written to subscribers.
+    pub forwarded_bytes: u64,
+    /// Packets dropped: unroutable or unparsable datagrams, and RTP without a codec the subscriber negotiated.
+    pub dropped_packets: u64,
+    /// Keyframe requests (PLI/FIR) sent upstream to publishers.
+    pub keyframe_requests: u64,
+}
+
+impl SfuStats {
+    pub(crate) fn add(&mut self, o: &SfuStats) {
+        self.rooms += o.rooms;
+        self.participants += o.participants;
+        self.tracks += o.tracks;
+        self.forwarded_packets += o.forwarded_packets;
+        self.forwarded_bytes += o.forwarded_bytes;
+        self.dropped_packets += o.dropped_packets;
+        self.keyframe_requests += o.keyframe_requests;
+    }
+}
