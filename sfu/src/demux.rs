@@ -120,10 +120,7 @@ mod tests {
         let mut d: Demux<u32> = Demux::new();
         d.insert("aaaa".into(), 1);
         d.insert("bbbb".into(), 2);
-        assert_eq!(
-            d.route(addr(5000), &binding_request("bbbb:remote")),
-            Some(2)
-        );
+        assert_eq!(d.route(addr(5000), &binding_request("bbbb:remote")), Some(2));
         assert_eq!(d.route(addr(5000), &RTP), Some(2));
         assert_eq!(d.route(addr(5001), &binding_request("aaaa:other")), Some(1));
         assert_eq!(d.route(addr(5001), &RTP), Some(1));
@@ -151,12 +148,7 @@ mod tests {
     fn garbage_is_not_routed_and_does_not_panic() {
         let mut d: Demux<u32> = Demux::new();
         d.insert("aaaa".into(), 1);
-        for junk in [
-            &[][..],
-            &[0u8][..],
-            &[0, 1, 0, 200, 1, 2][..],
-            &[1u8; 40][..],
-        ] {
+        for junk in [&[][..], &[0u8][..], &[0, 1, 0, 200, 1, 2][..], &[1u8; 40][..]] {
             assert_eq!(d.route(addr(7000), junk), None);
         }
     }

@@ -18,8 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Engine, EngineConfig, EngineOutput, ParticipantKey};
 use crate::error::SfuError;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats,
-    TrackId, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
 };
 
 /// Events buffered per participant before it counts as stuck and is removed.
@@ -163,10 +162,7 @@ async fn call<R: Send + 'static>(
     let request: Request = Box::new(move |w, now| {
         let _ = tx.send(f(w, now));
     });
-    requests
-        .send(request)
-        .await
-        .map_err(|_| SfuError::WorkerGone)?;
+    requests.send(request).await.map_err(|_| SfuError::WorkerGone)?;
     rx.await.map_err(|_| SfuError::WorkerGone)
 }
 
@@ -184,9 +180,7 @@ pub struct Sfu {
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sfu")
-            .field("udp_addrs", &self.udp_addrs())
-            .finish()
+        f.debug_struct("Sfu").field("udp_addrs", &self.udp_addrs()).finish()
     }
 }
 
@@ -211,16 +205,9 @@ impl Sfu {
                 addr.set_port(port);
             }
             let socket = StdUdpSocket::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
-            socket
-                .set_nonblocking(true)
-                .map_err(|e| SfuError::Io(e.to_string()))?;
-            let local = socket
-                .local_addr()
-                .map_err(|e| SfuError::Io(e.to_string()))?;
-            let candidates: Vec<SocketAddr> = advertise
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, local.port()))
-                .collect();
+            socket.set_nonblocking(true).map_err(|e| SfuError::Io(e.to_string()))?;
+            let local = socket.local_addr().map_err(|e| SfuError::Io(e.to_string()))?;
+            let candidates: Vec<SocketAddr> = advertise.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let worker = Worker {
                 engine: Engine::new(
@@ -250,10 +237,7 @@ impl Sfu {
                 })
                 .map_err(|e| SfuError::Io(e.to_string()))?;
             tracing::info!(worker = i, %local, "media worker started");
-            workers.push(WorkerRef {
-                requests: tx,
-                local,
-            });
+            workers.push(WorkerRef { requests: tx, local });
         }
         Ok(Sfu {
             inner: Arc::new(Inner {
@@ -275,9 +259,9 @@ impl Sfu {
             .placement
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *placement.entry(room.clone()).or_insert_with(|| {
-            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len()
-        })
+        *placement
+            .entry(room.clone())
+            .or_insert_with(|| self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len())
     }
 
     fn placed(&self, room: &RoomId) -> Option<usize> {
@@ -304,14 +288,7 @@ impl Sfu {
         room: RoomId,
         participant: ParticipantId,
         info: ParticipantInfo,
-    ) -> Result<
-        (
-            ParticipantHandle,
-            mpsc::Receiver<ParticipantEvent>,
-            RoomSnapshot,
-        ),
-        SfuError,
-    > {
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, RoomSnapshot), SfuError> {
         let worker = self.worker_for(&room);
         let requests = self.inner.workers[worker].requests.clone();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -346,11 +323,9 @@ impl Sfu {
     pub async fn room_snapshot(&self, room: &RoomId) -> Result<RoomSnapshot, SfuError> {
         let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
         let r = room.clone();
-        call(&self.inner.workers[worker].requests, move |w, _| {
-            w.engine.snapshot(&r)
-        })
-        .await?
-        .ok_or(SfuError::UnknownRoom)
+        call(&self.inner.workers[worker].requests, move |w, _| w.engine.snapshot(&r))
+            .await?
+            .ok_or(SfuError::UnknownRoom)
     }
 
     /// Ends a room for everyone in it.
@@ -439,27 +414,17 @@ impl ParticipantHandle {
     /// Applies the client's publisher offer; returns the SDP answer.
     pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.publisher_offer(key, &sdp, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.publisher_offer(key, &sdp, now)).await?
     }
 
     /// Applies the client's answer to the last `SubscriberOffer` event.
     pub async fn subscriber_answer(&self, sdp: String) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.subscriber_answer(key, &sdp, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.subscriber_answer(key, &sdp, now)).await?
     }
 
     /// Adds a trickled client ICE candidate (optional: the server is ICE-lite).
-    pub async fn add_ice_candidate(
-        &self,
-        target: PeerTarget,
-        candidate: String,
-    ) -> Result<(), SfuError> {
+    pub async fn add_ice_candidate(&self, target: PeerTarget, candidate: String) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.add_ice_candidate(key, target, &candidate, now)
@@ -469,12 +434,7 @@ impl ParticipantHandle {
 
     /// Declares the source and mute state of the publisher m-line `mid` (before or after the offer
     /// that carries it).
-    pub async fn set_track_info(
-        &self,
-        mid: String,
-        source: TrackSource,
-        muted: bool,
-    ) -> Result<(), SfuError> {
+    pub async fn set_track_info(&self, mid: String, source: TrackSource, muted: bool) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.set_track_info(key, &mid, source, muted, now)
@@ -485,19 +445,13 @@ impl ParticipantHandle {
     /// Subscribes to another participant's track (needed only without auto-subscribe).
     pub async fn subscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.subscribe(key, &track, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.subscribe(key, &track, now)).await?
     }
 
     /// Stops receiving a track.
     pub async fn unsubscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.unsubscribe(key, &track, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.unsubscribe(key, &track, now)).await?
     }
 
     /// Leaves the room: the others see the participant and its tracks go.

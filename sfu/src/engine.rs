@@ -27,8 +27,8 @@ use crate::error::SfuError;
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId,
-    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
+    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
 };
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
@@ -261,11 +261,7 @@ impl Engine {
         now: Instant,
     ) -> Result<Joined, SfuError> {
         self.advance(now);
-        if self
-            .rooms
-            .get(&room)
-            .is_some_and(|r| r.members.contains_key(&id))
-        {
+        if self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&id)) {
             return Err(SfuError::DuplicateParticipant);
         }
         let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
@@ -320,28 +316,16 @@ impl Engine {
         }
         self.offer_if_needed(key);
         self.process_events();
-        Ok(Joined {
-            key,
-            room: snapshot,
-        })
+        Ok(Joined { key, room: snapshot })
     }
 
     /// Applies the client's publisher offer and returns the SDP answer. Tracks appear as the
     /// answer is made (`TrackPublished` events).
-    pub fn publisher_offer(
-        &mut self,
-        key: ParticipantKey,
-        sdp: &str,
-        now: Instant,
-    ) -> Result<String, SfuError> {
+    pub fn publisher_offer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<String, SfuError> {
         self.advance(now);
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let pk = self.participant(key)?.publisher;
-        let peer = self
-            .peers
-            .get_mut(&pk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -351,29 +335,13 @@ impl Engine {
     }
 
     /// Applies the client's answer to the outstanding subscriber offer.
-    pub fn subscriber_answer(
-        &mut self,
-        key: ParticipantKey,
-        sdp: &str,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn subscriber_answer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let part = self
-            .participants
-            .get_mut(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
-        let pending = part
-            .sub
-            .pending_offer
-            .take()
-            .ok_or(SfuError::NoPendingOffer)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
+        let pending = part.sub.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
         let sk = part.subscriber;
-        let peer = self
-            .peers
-            .get_mut(&sk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
         drain(sk, peer, &mut self.out, &mut self.pending);
         if result.is_ok()
@@ -408,10 +376,7 @@ impl Engine {
             PeerTarget::Publisher => part.publisher,
             PeerTarget::Subscriber => part.subscriber,
         };
-        let peer = self
-            .peers
-            .get_mut(&pk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -433,10 +398,7 @@ impl Engine {
             return Err(SfuError::UnknownMid);
         }
         let mid = Mid::from(mid);
-        let part = self
-            .participants
-            .get_mut(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
         if !part.info.grants.may_publish(source) {
             return Err(SfuError::NotAllowed);
         }
@@ -465,11 +427,7 @@ impl Engine {
         let info = track.info.clone();
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for m in members {
-            emit(
-                &mut self.out,
-                m,
-                ParticipantEvent::TrackUpdated(info.clone()),
-            );
+            emit(&mut self.out, m, ParticipantEvent::TrackUpdated(info.clone()));
         }
         if unmuted && info.kind == TrackKind::Video {
             self.request_keyframe(&room_id, &tid, KeyframeRequestKind::Pli);
@@ -479,12 +437,7 @@ impl Engine {
     }
 
     /// Subscribes to a track of another participant in the same room.
-    pub fn subscribe(
-        &mut self,
-        key: ParticipantKey,
-        track: &TrackId,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn subscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         if !part.info.grants.subscribe {
@@ -505,12 +458,7 @@ impl Engine {
     }
 
     /// Stops forwarding a track to this participant (its m-line goes inactive in the next offer).
-    pub fn unsubscribe(
-        &mut self,
-        key: ParticipantKey,
-        track: &TrackId,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn unsubscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         let room = part.room.clone();
@@ -533,10 +481,7 @@ impl Engine {
     /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
     pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<bool, SfuError> {
         self.advance(now);
-        let part = self
-            .participants
-            .remove(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
         let room_id = part.room.clone();
         for tid in part.published.values() {
             self.unpublish(&room_id, tid);
@@ -581,11 +526,7 @@ impl Engine {
 
     /// Ends a room for everyone: each participant gets `Removed { reason: "room_closed" }`.
     /// Returns the keys of the removed participants.
-    pub fn close_room(
-        &mut self,
-        room: &RoomId,
-        now: Instant,
-    ) -> Result<Vec<ParticipantKey>, SfuError> {
+    pub fn close_room(&mut self, room: &RoomId, now: Instant) -> Result<Vec<ParticipantKey>, SfuError> {
         let members: Vec<ParticipantKey> = self
             .rooms
             .get(room)
@@ -595,13 +536,7 @@ impl Engine {
             .copied()
             .collect();
         for key in &members {
-            emit(
-                &mut self.out,
-                *key,
-                ParticipantEvent::Removed {
-                    reason: "room_closed",
-                },
-            );
+            emit(&mut self.out, *key, ParticipantEvent::Removed { reason: "room_closed" });
         }
         for key in &members {
             self.leave(*key, now)?;
@@ -666,9 +601,7 @@ impl Engine {
     }
 
     fn participant(&self, key: ParticipantKey) -> Result<&Participant, SfuError> {
-        self.participants
-            .get(&key)
-            .ok_or(SfuError::UnknownParticipant)
+        self.participants.get(&key).ok_or(SfuError::UnknownParticipant)
     }
 
     fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
@@ -737,14 +670,10 @@ impl Engine {
                         connected: false,
                     },
                 ),
-                Event::MediaAdded(m)
-                    if target == PeerTarget::Publisher && m.direction.is_receiving() =>
-                {
+                Event::MediaAdded(m) if target == PeerTarget::Publisher && m.direction.is_receiving() => {
                     self.publish(owner, pk, m.mid, m.kind);
                 }
-                Event::MediaChanged(m)
-                    if target == PeerTarget::Publisher && !m.direction.is_receiving() =>
-                {
+                Event::MediaChanged(m) if target == PeerTarget::Publisher && !m.direction.is_receiving() => {
                     self.unpublish_mid(owner, m.mid);
                 }
                 Event::RtpPacket(pkt) if target == PeerTarget::Publisher => {
@@ -759,12 +688,10 @@ impl Engine {
                 }
                 Event::ChannelData(data) => self.relay_data(owner, &data.data),
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
-                    let found = self.participants.get(&owner).and_then(|p| {
-                        p.sub
-                            .mids
-                            .get(&req.mid)
-                            .map(|tid| (p.room.clone(), tid.clone()))
-                    });
+                    let found = self
+                        .participants
+                        .get(&owner)
+                        .and_then(|p| p.sub.mids.get(&req.mid).map(|tid| (p.room.clone(), tid.clone())));
                     if let Some((room, tid)) = found {
                         self.request_keyframe(&room, &tid, req.kind);
                     }
@@ -827,15 +754,10 @@ impl Engine {
                 down: HashMap::new(),
             },
         );
-        let members: Vec<(ParticipantId, ParticipantKey)> =
-            room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
+        let members: Vec<(ParticipantId, ParticipantKey)> = room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
         let mut subscribers = Vec::new();
         for (pid, k) in members {
-            emit(
-                &mut self.out,
-                k,
-                ParticipantEvent::TrackPublished(info.clone()),
-            );
+            emit(&mut self.out, k, ParticipantEvent::TrackPublished(info.clone()));
             let auto = self
                 .participants
                 .get(&k)
@@ -1069,12 +991,7 @@ impl Engine {
         let Some(peer) = peers.get_mut(&pk) else {
             return;
         };
-        let Some(mid) = peer
-            .rtc
-            .direct_api()
-            .stream_rx(&pkt.header.ssrc)
-            .map(|s| s.mid())
-        else {
+        let Some(mid) = peer.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else {
             counters.dropped_packets += 1;
             return;
         };
@@ -1093,10 +1010,7 @@ impl Engine {
         let Some(tid) = part.published.get(&mid) else {
             return;
         };
-        let Some(track) = rooms
-            .get_mut(&part.room)
-            .and_then(|r| r.tracks.get_mut(tid))
-        else {
+        let Some(track) = rooms.get_mut(&part.room).and_then(|r| r.tracks.get_mut(tid)) else {
             return;
         };
         if track.info.muted {
@@ -1132,11 +1046,7 @@ impl Engine {
             let rewriter = dt.rewriter.get_or_insert_with(|| {
                 let seed = sk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 // RFC 3550 §5.1: random initial values; below 2^15 keeps the SRTP ROC at 0.
-                SeqTsRewriter::new(
-                    params.spec().clock_rate.get(),
-                    (seed >> 49) as u16,
-                    (seed >> 13) as u32,
-                )
+                SeqTsRewriter::new(params.spec().clock_rate.get(), (seed >> 49) as u16, (seed >> 13) as u32)
             });
             let Some((seq, ts)) = rewriter.rewrite(InPacket {
                 ssrc: *pkt.header.ssrc,
@@ -1198,12 +1108,7 @@ fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: Participant
 }
 
 /// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
-fn drain(
-    pk: PeerKey,
-    peer: &mut Peer,
-    out: &mut VecDeque<EngineOutput>,
-    pending: &mut VecDeque<(PeerKey, Event)>,
-) {
+fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending: &mut VecDeque<(PeerKey, Event)>) {
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {

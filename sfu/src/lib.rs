@@ -19,6 +19,6 @@ pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
 pub use types::{
-    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget,
-    RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
+    SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
 };

@@ -72,9 +72,7 @@ impl SeqTsRewriter {
             Some(m) if m.ssrc == p.ssrc && !self.switch_pending => m,
             Some(_) => {
                 let out_seq = self.highest_out_seq + 1;
-                let out_ts = self
-                    .last_out_ts
-                    .wrapping_add(self.elapsed_ticks(p.now).max(1));
+                let out_ts = self.last_out_ts.wrapping_add(self.elapsed_ticks(p.now).max(1));
                 self.begin(p, out_seq, out_ts)
             }
             None => self.begin(p, self.first_seq, self.first_ts),
@@ -159,10 +157,7 @@ mod tests {
         assert_eq!(out, Some((3, 3_000 + 9_000)));
         assert_eq!(r.rewrite(pkt(2, 40_001, 780_777, t1)), Some((4, 15_000)));
         // Late packets of the old source are dropped rather than rewound.
-        assert_eq!(
-            r.rewrite(pkt(1, 12, 7_000, t1)).map(|(s, _)| s >= 5),
-            Some(true)
-        );
+        assert_eq!(r.rewrite(pkt(1, 12, 7_000, t1)).map(|(s, _)| s >= 5), Some(true));
     }
 
     #[test]

@@ -11,16 +11,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use convene_sfu::{
-    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu,
-    SfuConfig, SfuError,
+    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu, SfuConfig, SfuError,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use support::{
-    AUDIO_SSRC, Client, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp,
-    count_keyframe_requests, local_track, next_event, payload,
+    AUDIO_SSRC, Client, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp, count_keyframe_requests,
+    local_track, next_event, payload,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -55,11 +54,7 @@ impl Subscriber {
     /// Joins and answers every subscriber offer as a client would.
     async fn join(sfu: &Sfu, room: &RoomId, name: &str) -> anyhow::Result<Subscriber> {
         let (handle, mut events, _snapshot) = sfu
-            .join(
-                room.clone(),
-                ParticipantId::parse(name)?,
-                ParticipantInfo::new(name),
-            )
+            .join(room.clone(), ParticipantId::parse(name)?, ParticipantInfo::new(name))
             .await?;
         let mut client = Client::new().await?;
         let tracks = std::mem::replace(&mut client.tracks, mpsc::unbounded_channel().1);
@@ -258,10 +253,7 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
             // Rewritten sequence numbers are contiguous (no gaps beyond real losses).
             let min = *distinct.iter().min().unwrap();
             let max = *distinct.iter().max().unwrap();
-            assert!(
-                u32::from(max.wrapping_sub(min)) < PACKETS + 3,
-                "{kind}: seq span"
-            );
+            assert!(u32::from(max.wrapping_sub(min)) < PACKETS + 3, "{kind}: seq span");
         }
     }
 
@@ -293,10 +285,7 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         .await
         .expect("PLI relayed to the publisher")
         .unwrap();
-    eprintln!(
-        "PLIs at the publisher: {before} before, {} after",
-        *plis.borrow()
-    );
+    eprintln!("PLIs at the publisher: {before} before, {} after", *plis.borrow());
     assert!(sfu.stats().await.unwrap().keyframe_requests >= 1);
 
     // The publisher leaves: the others see it and its tracks go, and renegotiate.
@@ -416,20 +405,11 @@ async fn data_is_relayed_to_the_room_with_the_sender_named() {
         .send(bytes::BytesMut::from(&b"hello room"[..]))
         .await
         .unwrap();
-    bob.channel
-        .send(bytes::BytesMut::from(&b"hi alice"[..]))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut bob.messages).await,
-        framed("alice", b"hello room")
-    );
+    bob.channel.send(bytes::BytesMut::from(&b"hi alice"[..])).await.unwrap();
+    assert_eq!(next(&mut bob.messages).await, framed("alice", b"hello room"));
     assert_eq!(next(&mut alice.messages).await, framed("bob", b"hi alice"));
     let mut carol_messages = carol.messages;
-    assert_eq!(
-        next(&mut carol_messages).await,
-        framed("alice", b"hello room")
-    );
+    assert_eq!(next(&mut carol_messages).await, framed("alice", b"hello room"));
     assert_eq!(next(&mut carol_messages).await, framed("bob", b"hi alice"));
     assert!(alice.messages.try_recv().is_err() && bob.messages.try_recv().is_err());
     for p in [alice.handle, bob.handle, carol.handle] {
@@ -474,9 +454,7 @@ async fn bad_input_is_an_error_not_a_panic() {
             .is_err()
     );
     assert_eq!(
-        handle
-            .subscribe(convene_sfu::TrackId::parse("TR_404").unwrap())
-            .await,
+        handle.subscribe(convene_sfu::TrackId::parse("TR_404").unwrap()).await,
         Err(SfuError::UnknownTrack)
     );
     assert_eq!(

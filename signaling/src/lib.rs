@@ -1,3 +1,136 @@
-//! WebSocket signaling and WHIP/WHEP (not built yet).
+//! Signaling: the JSON WebSocket at `GET /ws/signal` that brokers SDP and ICE between a browser
+//! and the SFU (`convene_proto::signal` has the messages), plus the rooms API's view of the
+//! media plane ([`convene_api::rooms::MediaRooms`]).
 //!
-//! Placeholder: this crate holds no code yet; see the open issues.
+//! A participant's [`session::Session`] outlives its socket: when the socket drops, events are
+//! held for a grace period and a `resume` with the session token re-attaches without
+//! renegotiating media; after the grace period the participant leaves and the others are told.
+
+mod convert;
+mod session;
+mod ws;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use convene_api::rooms::MediaRooms;
+use convene_auth::{IceConfig, JoinTokens, Secret};
+use convene_proto::LiveRoom;
+use convene_sfu::{RoomId, Sfu};
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use session::Session;
+
+#[derive(Debug, Clone)]
+pub struct SignalingConfig {
+    /// How long a participant whose socket dropped is kept for `resume`.
+    pub resume_grace: Duration,
+    pub ice: IceConfig,
+}
+
+/// Shared state of every signaling connection.
+pub struct Signaling {
+    sfu: Sfu,
+    join_tokens: JoinTokens,
+    config: SignalingConfig,
+    sessions: Mutex<Sessions>,
+    /// Serializes joins so a room's participant limit holds under concurrent joins.
+    join_lock: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+impl Signaling {
+    pub fn new(sfu: Sfu, secret: &Secret, config: SignalingConfig, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            sfu,
+            join_tokens: JoinTokens::new(secret),
+            config,
+            sessions: Mutex::new(Sessions::default()),
+            join_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+        })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/ws/signal", get(ws::upgrade))
+            .with_state(self.clone())
+    }
+
+    pub fn sfu(&self) -> &Sfu {
+        &self.sfu
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, session: &Arc<Session>) {
+        let mut s = self.sessions();
+        s.by_identity.insert(
+            (session.room.clone(), session.me.id.clone()),
+            session.token_hash.clone(),
+        );
+        s.by_token.insert(session.token_hash.clone(), session.clone());
+    }
+
+    fn forget(&self, session: &Session) {
+        let mut s = self.sessions();
+        if s.by_token.remove(&session.token_hash).is_some() {
+            let key = (session.room.clone(), session.me.id.clone());
+            if s.by_identity.get(&key) == Some(&session.token_hash) {
+                s.by_identity.remove(&key);
+            }
+        }
+    }
+
+    fn by_token(&self, token_hash: &str) -> Option<Arc<Session>> {
+        self.sessions().by_token.get(token_hash).cloned()
+    }
+
+    fn by_identity(&self, room: &str, participant: &str) -> Option<Arc<Session>> {
+        let s = self.sessions();
+        let hash = s.by_identity.get(&(room.to_owned(), participant.to_owned()))?;
+        s.by_token.get(hash).cloned()
+    }
+}
+
+/// Live sessions by the hash of their session token, and by (room, participant).
+#[derive(Default)]
+struct Sessions {
+    by_token: HashMap<String, Arc<Session>>,
+    by_identity: HashMap<(String, String), String>,
+}
+
+impl MediaRooms for Signaling {
+    fn live(&self, room_id: &str) -> BoxFuture<'_, LiveRoom> {
+        let room = RoomId::parse(room_id);
+        Box::pin(async move {
+            match room {
+                Ok(room) => self
+                    .sfu
+                    .room_snapshot(&room)
+                    .await
+                    .map(|s| LiveRoom {
+                        participants: s.participants.iter().map(convert::participant).collect(),
+                    })
+                    .unwrap_or_default(),
+                Err(_) => LiveRoom::default(),
+            }
+        })
+    }
+
+    fn close(&self, room_id: &str) -> BoxFuture<'_, ()> {
+        let room = RoomId::parse(room_id);
+        Box::pin(async move {
+            if let Ok(room) = room {
+                // An unknown room has no live session to end.
+                let _ = self.sfu.close_room(&room).await;
+            }
+        })
+    }
+}

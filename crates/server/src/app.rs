@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router, middleware};
 use convene_api::{ApiConfig, ApiError, AppState, Db};
 use convene_auth::IceConfig;
+use convene_sfu::{Sfu, SfuConfig};
+use convene_signaling::{Signaling, SignalingConfig};
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -28,6 +30,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    media: Option<Arc<Signaling>>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -62,18 +65,48 @@ impl App {
             login_failures_per_ip: config.login_failures_per_ip,
             login_window: Duration::from_secs(15 * 60),
         };
-        let state = AppState::new(db.clone(), &secret, api_config);
-        let router = routes(state.clone(), Arc::new(Metrics::default()));
+        let mut state = AppState::new(db.clone(), &secret, api_config);
+        let media = match &config.media {
+            Some(media) => {
+                let sfu = Sfu::start(SfuConfig {
+                    udp_addr: media.udp_addr,
+                    advertise_ips: media.advertise_ips.clone(),
+                    workers: media.workers,
+                })?;
+                let signaling = Signaling::new(
+                    sfu.clone(),
+                    &secret,
+                    SignalingConfig {
+                        resume_grace: media.resume_grace,
+                        ice: state.config.ice.clone(),
+                    },
+                    state.shutdown.clone(),
+                );
+                state = state.with_media(signaling.clone());
+                Some(signaling)
+            }
+            None => None,
+        };
+        let mut router = routes(state.clone(), Arc::new(Metrics::default()));
+        if let Some(signaling) = &media {
+            router = router.merge(signaling.router());
+        }
         Ok(Self {
             listener,
             router,
             state,
+            media,
         })
     }
 
     /// The event bus, for publishing to users' real-time streams from outside a request.
     pub fn events(&self) -> Arc<convene_api::events::EventBus> {
         self.state.events.clone()
+    }
+
+    /// The media workers' UDP addresses (empty when media is off).
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.media.as_ref().map(|m| m.sfu().udp_addrs()).unwrap_or_default()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,6 +130,9 @@ impl App {
             stopping.cancel();
         })
         .await?;
+        if let Some(media) = &self.media {
+            media.sfu().shutdown().await;
+        }
         self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,7 +1,7 @@
 //! Configuration: flags, each with a `CONVENE_<FLAG>` environment twin, over an optional TOML
 //! file (`--config`), over defaults. Command line and environment win over the file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,6 +67,25 @@ pub struct ServeArgs {
     /// Failed logins allowed per client IP per 15 minutes.
     #[arg(long, env = "CONVENE_LOGIN_FAILURES_PER_IP", global = true)]
     pub login_failures_per_ip: Option<u32>,
+    /// Run the media plane (SFU and signaling); `--media=false` serves the API only.
+    #[arg(long, env = "CONVENE_MEDIA", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub media: Option<bool>,
+    /// UDP port of the first media worker (worker i uses port + i); 0 picks free ports.
+    #[arg(long, env = "CONVENE_MEDIA_UDP_PORT", global = true)]
+    pub media_udp_port: Option<u16>,
+    /// Address the media sockets bind to.
+    #[arg(long, env = "CONVENE_MEDIA_BIND_IP", global = true)]
+    pub media_bind_ip: Option<IpAddr>,
+    /// Addresses announced to clients as ICE candidates (comma-separated); default: the bind
+    /// address, or every interface address when bound to 0.0.0.0.
+    #[arg(long, env = "CONVENE_ADVERTISE_IP", global = true, value_delimiter = ',')]
+    pub advertise_ip: Option<Vec<IpAddr>>,
+    /// Media worker threads (default: one per core).
+    #[arg(long, env = "CONVENE_MEDIA_WORKERS", global = true)]
+    pub media_workers: Option<usize>,
+    /// Seconds a participant whose connection dropped is kept for `resume`.
+    #[arg(long, env = "CONVENE_RESUME_GRACE", global = true)]
+    pub resume_grace: Option<u64>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONVENE_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -111,6 +130,27 @@ pub struct Config {
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
     pub log_format: LogFormat,
+    pub media: Option<MediaConfig>,
+}
+
+/// The media plane's settings; `None` in [`Config`] when media is off.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub udp_addr: SocketAddr,
+    pub advertise_ips: Vec<IpAddr>,
+    pub workers: usize,
+    pub resume_grace: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7882)),
+            advertise_ips: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            resume_grace: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Default for Config {
@@ -128,6 +168,7 @@ impl Default for Config {
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
             log_format: LogFormat::Text,
+            media: Some(MediaConfig::default()),
         }
     }
 }
@@ -148,6 +189,12 @@ impl ServeArgs {
             invite_ttl: self.invite_ttl.or(lower.invite_ttl),
             login_failures_per_account: self.login_failures_per_account.or(lower.login_failures_per_account),
             login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
+            media: self.media.or(lower.media),
+            media_udp_port: self.media_udp_port.or(lower.media_udp_port),
+            media_bind_ip: self.media_bind_ip.or(lower.media_bind_ip),
+            advertise_ip: self.advertise_ip.or(lower.advertise_ip),
+            media_workers: self.media_workers.or(lower.media_workers),
+            resume_grace: self.resume_grace.or(lower.resume_grace),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -190,6 +237,18 @@ impl ServeArgs {
                 .unwrap_or(d.login_failures_per_account),
             login_failures_per_ip: merged.login_failures_per_ip.unwrap_or(d.login_failures_per_ip),
             log_format: merged.log_format.unwrap_or(d.log_format),
+            media: merged.media.unwrap_or(true).then(|| {
+                let m = MediaConfig::default();
+                MediaConfig {
+                    udp_addr: SocketAddr::new(
+                        merged.media_bind_ip.unwrap_or(m.udp_addr.ip()),
+                        merged.media_udp_port.unwrap_or(m.udp_addr.port()),
+                    ),
+                    advertise_ips: merged.advertise_ip.unwrap_or_default(),
+                    workers: merged.media_workers.unwrap_or(m.workers).max(1),
+                    resume_grace: merged.resume_grace.map_or(m.resume_grace, Duration::from_secs),
+                }
+            }),
         })
     }
 }

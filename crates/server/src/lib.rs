@@ -5,7 +5,7 @@ pub mod config;
 mod telemetry;
 
 pub use app::{App, open_database};
-pub use config::{Cli, Command, Config};
+pub use config::{Cli, Command, Config, MediaConfig};
 pub use telemetry::init_tracing;
 
 /// Resolves on SIGINT or SIGTERM.

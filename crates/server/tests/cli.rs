@@ -26,7 +26,9 @@ fn convene(dir: &std::path::Path, db: Option<&str>) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CONVENE_DATA_DIR", dir.join("data"))
-        .env("CONVENE_LOG_FORMAT", "json");
+        .env("CONVENE_LOG_FORMAT", "json")
+        .env("CONVENE_MEDIA_UDP_PORT", "0")
+        .env("CONVENE_MEDIA_BIND_IP", "127.0.0.1");
     if let Some(url) = db {
         cmd.env("CONVENE_DATABASE_URL", url);
     }

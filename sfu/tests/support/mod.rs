@@ -11,8 +11,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -24,9 +23,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
 };
 
 pub const OPUS_PT: u8 = 111;
@@ -108,9 +107,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets
-                .iter()
-                .any(|p| p.as_any().is::<PictureLossIndication>())
+            && packets.iter().any(|p| p.as_any().is::<PictureLossIndication>())
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -226,12 +223,7 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g))
             .await
             .context("ice gathering timed out")??;
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .context("no local description")?
-            .sdp)
+        Ok(self.pc.local_description().await.context("no local description")?.sdp)
     }
 
     /// Creates the publisher offer, has the SFU answer it, applies the answer.
@@ -259,8 +251,7 @@ impl Client {
     pub async fn wait_connected(&mut self) -> anyhow::Result<()> {
         tokio::time::timeout(
             Duration::from_secs(15),
-            self.state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+            self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
         )
         .await
         .context("peer connection did not connect")??;
@@ -270,12 +261,7 @@ impl Client {
 
 /// A local RTP track with a fixed SSRC.
 pub fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    let codec = codecs()
-        .into_iter()
-        .find(|(_, k)| *k == kind)
-        .unwrap()
-        .0
-        .rtp_codec;
+    let codec = codecs().into_iter().find(|(_, k)| *k == kind).unwrap().0.rtp_codec;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher-stream".to_owned(),
         format!("publisher-{kind}"),

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use convene::{App, Config};
+use convene::{App, Config, MediaConfig};
 use convene_auth::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -58,6 +58,12 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
         data_dir: dir.path().to_path_buf(),
         database_url: Some(database_url),
         jwt_secret: Some(Secret::new(TEST_SECRET)),
+        media: Some(MediaConfig {
+            udp_addr: "127.0.0.1:0".parse().expect("addr"),
+            advertise_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            workers: 1,
+            resume_grace: std::time::Duration::from_secs(2),
+        }),
         ..Config::default()
     };
     adjust(&mut config);
