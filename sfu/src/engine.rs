@@ -18,7 +18,7 @@ use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -67,8 +67,10 @@ pub enum EngineOutput {
 /// Static settings of one engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Host candidates every peer connection advertises (advertised IPs with the worker's port).
+    /// UDP host candidates every peer connection advertises (advertised IPs, the worker's port).
     pub candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP host candidates (RFC 6544), if the worker listens on TCP.
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 /// A participant's view of what one `join` produced.
@@ -681,8 +683,21 @@ impl Engine {
             .set_stats_interval(None)
             .set_crypto_provider(self.crypto.clone())
             .build(self.now);
-        for addr in &self.config.candidates {
-            match Candidate::host(*addr, "udp") {
+        let udp = self
+            .config
+            .candidates
+            .iter()
+            .map(|a| Candidate::host(*a, "udp"));
+        // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
+        let tcp = self.config.tcp_candidates.iter().map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+        });
+        for candidate in udp.chain(tcp) {
+            match candidate {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, PeerTarget};
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -25,8 +26,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
 pub const OPUS_PT: u8 = 111;
@@ -180,6 +181,11 @@ pub struct Client {
 
 impl Client {
     pub async fn new() -> anyhow::Result<Client> {
+        Self::with_transport(false).await
+    }
+
+    /// `tcp`: gather only active ICE-TCP candidates (RFC 6544), no UDP at all.
+    pub async fn with_transport(tcp: bool) -> anyhow::Result<Client> {
         let mut media = MediaEngine::default();
         for (codec, kind) in codecs() {
             media.register_codec(codec, kind)?;
@@ -191,9 +197,11 @@ impl Client {
                 write: VecDeque::new(),
             },
         );
-        let settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
-            .build();
+        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        if tcp {
+            settings = settings.with_network_types(vec![NetworkType::Tcp4]);
+        }
+        let settings = settings.build();
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
@@ -210,7 +218,16 @@ impl Client {
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(if tcp {
+                vec![]
+            } else {
+                vec!["127.0.0.1:0".to_owned()]
+            })
+            .with_tcp_addrs(if tcp {
+                vec!["127.0.0.1:0".to_owned()]
+            } else {
+                vec![]
+            })
             .build()
             .await?;
         Ok(Client {
@@ -241,8 +258,22 @@ impl Client {
         let sdp = self.local_sdp_after_gathering().await?;
         let answer = handle.publisher_offer(sdp).await?;
         self.pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .set_remote_description(RTCSessionDescription::answer(answer.clone())?)
             .await?;
+        // webrtc-rs dials passive ICE-TCP candidates only when they are trickled, not when they
+        // come in the SDP (browsers do both), so hand them over again.
+        for line in answer.lines().filter(|l| l.contains(" tcp ")) {
+            if let Some(candidate) = line.strip_prefix("a=") {
+                self.pc
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate: candidate.to_owned(),
+                        sdp_mid: Some("0".to_owned()),
+                        sdp_mline_index: Some(0),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
         Ok(())
     }
 
