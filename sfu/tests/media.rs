@@ -19,7 +19,7 @@ use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use support::{
-    AUDIO_SSRC, Client, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp,
+    AUDIO_SSRC, Client, H264_PT, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp,
     count_keyframe_requests, local_track, next_event, payload,
 };
 use tokio::sync::mpsc;
@@ -127,14 +127,20 @@ struct Publisher {
     client: Client,
     audio: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     video: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    video_pt: u8,
 }
 
 impl Publisher {
     async fn join(sfu: &Sfu, room: &RoomId) -> anyhow::Result<Publisher> {
-        Self::join_over(sfu, room, false).await
+        Self::join_with(sfu, room, false, false).await
     }
 
-    async fn join_over(sfu: &Sfu, room: &RoomId, tcp: bool) -> anyhow::Result<Publisher> {
+    async fn join_with(
+        sfu: &Sfu,
+        room: &RoomId,
+        tcp: bool,
+        h264: bool,
+    ) -> anyhow::Result<Publisher> {
         let (handle, events, _) = sfu
             .join(
                 room.clone(),
@@ -142,9 +148,9 @@ impl Publisher {
                 ParticipantInfo::new("Publisher"),
             )
             .await?;
-        let mut client = Client::with_transport(tcp).await?;
-        let audio = local_track(RtpCodecKind::Audio, AUDIO_SSRC);
-        let video = local_track(RtpCodecKind::Video, VIDEO_SSRC);
+        let mut client = Client::with_options(tcp, h264).await?;
+        let audio = local_track(RtpCodecKind::Audio, AUDIO_SSRC, h264);
+        let video = local_track(RtpCodecKind::Video, VIDEO_SSRC, h264);
         client.pc.add_track(audio.clone()).await?;
         client.pc.add_track(video.clone()).await?;
         client.publish_via(&handle).await?;
@@ -154,6 +160,7 @@ impl Publisher {
             client,
             audio,
             video,
+            video_pt: if h264 { H264_PT } else { VP8_PT },
         })
     }
 
@@ -174,7 +181,12 @@ impl Publisher {
             .write_rtp(packet(OPUS_PT, AUDIO_SSRC, n * 480, RtpCodecKind::Audio))
             .await?;
         self.video
-            .write_rtp(packet(VP8_PT, VIDEO_SSRC, n * 900, RtpCodecKind::Video))
+            .write_rtp(packet(
+                self.video_pt,
+                VIDEO_SSRC,
+                n * 900,
+                RtpCodecKind::Video,
+            ))
             .await?;
         Ok(())
     }
@@ -182,6 +194,14 @@ impl Publisher {
 
 /// Counts intact packets per kind until both reach `PACKETS` or the stream goes quiet.
 async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<String, Vec<u16>> {
+    receive_all_with_pts(rtp).await.0
+}
+
+/// Like `receive_all`, also returning the payload types seen per kind.
+async fn receive_all_with_pts(
+    rtp: &mut mpsc::UnboundedReceiver<Received>,
+) -> (HashMap<String, Vec<u16>>, HashMap<String, HashSet<u8>>) {
+    let mut pts: HashMap<String, HashSet<u8>> = HashMap::new();
     let mut got: HashMap<String, (HashSet<u32>, Vec<u16>)> = HashMap::new();
     let mut corrupt = 0;
     loop {
@@ -197,6 +217,7 @@ async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<Str
         };
         match check_payload(r.kind, &r.payload) {
             Some(n) => {
+                pts.entry(r.kind.to_string()).or_default().insert(r.pt);
                 let e = got.entry(r.kind.to_string()).or_default();
                 e.0.insert(n);
                 e.1.push(r.seq);
@@ -205,7 +226,8 @@ async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<Str
         }
     }
     assert_eq!(corrupt, 0, "corrupted payloads");
-    got.into_iter().map(|(k, (_, seqs))| (k, seqs)).collect()
+    let seqs = got.into_iter().map(|(k, (_, seqs))| (k, seqs)).collect();
+    (seqs, pts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +382,9 @@ async fn a_publisher_behind_udp_blocking_firewall_publishes_over_ice_tcp() {
     let sfu = loopback_sfu();
     let room = RoomId::parse("tcp-room").unwrap();
     let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
-    let mut publisher = Publisher::join_over(&sfu, &room, true).await.unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, true, false)
+        .await
+        .unwrap();
     next_event(&mut publisher.events, 15, |e| match e {
         ParticipantEvent::MediaConnection {
             target: PeerTarget::Publisher,
@@ -386,6 +410,46 @@ async fn a_publisher_behind_udp_blocking_firewall_publishes_over_ice_tcp() {
         eprintln!("over ice-tcp, {kind}: {n:?} distinct of {PACKETS}");
         assert!(n.unwrap_or(0) as u32 * 100 >= PACKETS * 99, "{kind}: {n:?}");
     }
+    publisher.handle.leave().await.unwrap();
+    sub.handle.leave().await.unwrap();
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_with_the_subscribers_payload_type() {
+    let sfu = loopback_sfu();
+    let room = RoomId::parse("h264-room").unwrap();
+    let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, false, true)
+        .await
+        .unwrap();
+    next_event(&mut publisher.events, 15, |e| match e {
+        ParticipantEvent::MediaConnection {
+            target: PeerTarget::Publisher,
+            connected: true,
+        } => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    publisher.client.wait_connected().await.unwrap();
+    sub.ready_for_tracks(2).await.unwrap();
+
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..PACKETS {
+        tick.tick().await;
+        publisher.send(n).await.unwrap();
+    }
+    let (got, pts) = receive_all_with_pts(&mut sub.rtp).await;
+    let n = got
+        .get("video")
+        .map(|s| s.iter().collect::<HashSet<_>>().len())
+        .unwrap_or(0);
+    assert!(n as u32 * 100 >= PACKETS * 99, "h264: {n} of {PACKETS}");
+    // The publisher sent PT 102; the subscriber negotiated str0m's PT for this profile.
+    let video_pts = pts.get("video").cloned().unwrap_or_default();
+    assert_eq!(video_pts.len(), 1, "{video_pts:?}");
+    assert!(!video_pts.contains(&H264_PT), "{video_pts:?}");
     publisher.handle.leave().await.unwrap();
     sub.handle.leave().await.unwrap();
     sfu.shutdown().await;

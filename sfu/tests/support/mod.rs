@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, PeerTarget};
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -32,6 +34,9 @@ use webrtc::peer_connection::{
 
 pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
+/// Deliberately not str0m's PT for this H.264 profile (108), so the SFU must map it.
+pub const H264_PT: u8 = 102;
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 pub const AUDIO_SSRC: u32 = 0x1111_0001;
 pub const VIDEO_SSRC: u32 = 0x2222_0002;
 
@@ -58,7 +63,9 @@ pub fn check_payload(kind: RtpCodecKind, data: &[u8]) -> Option<u32> {
     (payload(kind, n) == data).then_some(n)
 }
 
-fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
+/// Opus plus VP8 and H.264 (Chromium's usual pair); `h264_only` leaves VP8 out so an offer
+/// carries H.264 alone.
+fn codecs(h264_only: bool) -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.into(),
         parameter: parameter.into(),
@@ -90,7 +97,23 @@ fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
             },
             RtpCodecKind::Video,
         ),
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: H264_FMTP.to_owned(),
+                    rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+                },
+                payload_type: H264_PT,
+            },
+            RtpCodecKind::Video,
+        ),
     ]
+    .into_iter()
+    .filter(|(c, _)| !(h264_only && c.rtp_codec.mime_type == MIME_TYPE_VP8))
+    .collect()
 }
 
 /// Marks incoming PLI/FIR for delivery to the application, so a local track's `poll()` sees them
@@ -141,6 +164,7 @@ impl Interceptor for KeyframeRequestTap {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub kind: RtpCodecKind,
+    pub pt: u8,
     pub seq: u16,
     pub ssrc: u32,
     pub payload: Vec<u8>,
@@ -181,13 +205,14 @@ pub struct Client {
 
 impl Client {
     pub async fn new() -> anyhow::Result<Client> {
-        Self::with_transport(false).await
+        Self::with_options(false, false).await
     }
 
     /// `tcp`: gather only active ICE-TCP candidates (RFC 6544), no UDP at all.
-    pub async fn with_transport(tcp: bool) -> anyhow::Result<Client> {
+    /// `h264_only`: offer H.264 as the only video codec.
+    pub async fn with_options(tcp: bool, h264_only: bool) -> anyhow::Result<Client> {
         let mut media = MediaEngine::default();
-        for (codec, kind) in codecs() {
+        for (codec, kind) in codecs(h264_only) {
             media.register_codec(codec, kind)?;
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
@@ -300,8 +325,8 @@ impl Client {
 }
 
 /// A local RTP track with a fixed SSRC.
-pub fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    let codec = codecs()
+pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalStaticRTP> {
+    let codec = codecs(h264)
         .into_iter()
         .find(|(_, k)| *k == kind)
         .unwrap()
@@ -365,6 +390,7 @@ pub fn collect_rtp(
                         TrackRemoteEvent::OnRtpPacket(p) => {
                             let _ = tx.send(Received {
                                 kind,
+                                pt: p.header.payload_type,
                                 seq: p.header.sequence_number,
                                 ssrc: p.header.ssrc,
                                 payload: p.payload.to_vec(),
