@@ -294,8 +294,9 @@ impl std::fmt::Debug for Sfu {
 }
 
 impl Sfu {
-    /// Binds every worker's socket and starts the worker threads. Must be called inside a tokio
-    /// runtime only for the handles' sake; the workers run their own.
+    /// Binds every worker's sockets and starts the worker threads, each with its own
+    /// current-thread runtime; callable from sync or async code. The handles it gives out are
+    /// async (tokio).
     pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
         if config.workers == 0 {
             return Err(SfuError::Config("workers must be at least 1"));

@@ -37,6 +37,9 @@ const MAX_MID_LEN: usize = 32;
 /// Label of the data channel the SFU opens on every subscriber connection.
 pub const DATA_CHANNEL_LABEL: &str = "convene-data";
 
+/// Tracks one participant may publish; each costs every subscriber an m-line.
+const MAX_TRACKS_PER_PARTICIPANT: usize = 16;
+
 /// Largest data channel message relayed to the room; larger ones are dropped.
 const MAX_DATA_MESSAGE: usize = 16 * 1024;
 
@@ -346,6 +349,10 @@ impl Engine {
             .ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
         drain(pk, peer, &mut self.out, &mut self.pending);
+        // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
+        // client's new address will name it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        self.demux.insert(ufrag, pk);
         self.process_events();
         result
             .map(|answer| answer.to_sdp_string())
@@ -812,6 +819,17 @@ impl Engine {
                 ParticipantEvent::Error {
                     code: "publish_not_allowed",
                     message: format!("no grant to publish {} (mid {mid})", source.as_str()),
+                },
+            );
+            return;
+        }
+        if part.published.len() >= MAX_TRACKS_PER_PARTICIPANT {
+            emit(
+                &mut self.out,
+                owner,
+                ParticipantEvent::Error {
+                    code: "too_many_tracks",
+                    message: format!("at most {MAX_TRACKS_PER_PARTICIPANT} tracks (mid {mid})"),
                 },
             );
             return;
