@@ -17,7 +17,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -101,6 +101,10 @@ struct Track {
     info: TrackInfo,
     publisher_peer: PeerKey,
     mid: Mid,
+    /// The one simulcast layer forwarded: the first to deliver, until it pauses. Layer selection
+    /// by subscriber bandwidth is not built yet; this keeps a simulcast publisher from
+    /// interleaving layers into one down-track.
+    layer: Option<Option<Rid>>,
     throttle: KeyframeThrottle,
     down: HashMap<ParticipantKey, DownTrack>,
 }
@@ -780,6 +784,9 @@ impl Engine {
                     }
                 }
                 Event::ChannelData(data) => self.relay_data(owner, &data.data),
+                Event::StreamPaused(p) if target == PeerTarget::Publisher && p.paused => {
+                    self.layer_paused(owner, p.mid, p.rid);
+                }
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
                     let found = self.participants.get(&owner).and_then(|p| {
                         p.sub
@@ -856,6 +863,7 @@ impl Engine {
                 info: info.clone(),
                 publisher_peer: pk,
                 mid,
+                layer: None,
                 throttle: KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL),
                 down: HashMap::new(),
             },
@@ -880,6 +888,24 @@ impl Engine {
         for k in subscribers {
             self.queue_subscription(k, SubscriptionChange::Add(tid.clone()));
             self.renegotiate.push(k);
+        }
+    }
+
+    /// The forwarded layer stopped (simulcast layer dropped by the publisher's encoder, or the
+    /// track went quiet): the next layer to deliver takes over.
+    fn layer_paused(&mut self, owner: ParticipantKey, mid: Mid, rid: Option<Rid>) {
+        let Some(part) = self.participants.get(&owner) else {
+            return;
+        };
+        let Some(track) = part
+            .published
+            .get(&mid)
+            .and_then(|tid| self.rooms.get_mut(&part.room)?.tracks.get_mut(tid))
+        else {
+            return;
+        };
+        if track.layer == Some(rid) {
+            track.layer = None;
         }
     }
 
@@ -1038,10 +1064,11 @@ impl Engine {
         }
         let pk = track.publisher_peer;
         let mid = track.mid;
+        let rid = track.layer.flatten();
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
-        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             rx.request_keyframe(kind);
             self.counters.keyframe_requests += 1;
         }
@@ -1102,11 +1129,11 @@ impl Engine {
         let Some(peer) = peers.get_mut(&pk) else {
             return;
         };
-        let Some(mid) = peer
+        let Some((mid, rid)) = peer
             .rtc
             .direct_api()
             .stream_rx(&pkt.header.ssrc)
-            .map(|s| s.mid())
+            .map(|s| (s.mid(), s.rid()))
         else {
             counters.dropped_packets += 1;
             return;
@@ -1135,6 +1162,16 @@ impl Engine {
         if track.info.muted {
             return;
         }
+        let mut needs_keyframe = false;
+        match track.layer {
+            Some(layer) if layer != rid => return,
+            Some(_) => {}
+            None => {
+                // A new layer starts mid-stream for everyone already subscribed.
+                needs_keyframe = track.down.values().any(|dt| dt.started);
+                track.layer = Some(rid);
+            }
+        }
         let video = track.info.kind == TrackKind::Video;
         let ext = ExtensionValues {
             audio_level: pkt.header.ext_vals.audio_level,
@@ -1143,7 +1180,6 @@ impl Engine {
             ..Default::default()
         };
 
-        let mut needs_keyframe = false;
         for (sub_key, dt) in track.down.iter_mut() {
             if !dt.negotiated {
                 continue;

@@ -32,7 +32,8 @@ async function until(what, page, pred, ms = 15000) {
       const page = await ctx.newPage();
       page.on('console', m => console.error(`[${name}]`, m.text()));
       await page.goto(URL_);
-      await page.evaluate(n => join(n), name);
+      // p2 publishes its camera as two simulcast layers.
+      await page.evaluate(([n, simulcast]) => join(n, { simulcast }), [name, name === 'p2']);
       pages.push(page);
     }
     const decodes = n => s => s.video.filter(v => v.frames > 0).length >= n;
