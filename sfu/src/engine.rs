@@ -335,8 +335,9 @@ impl Engine {
         })
     }
 
-    /// Applies the client's publisher offer and returns the SDP answer. Tracks appear as the
-    /// answer is made (`TrackPublished` events).
+    /// Applies the client's publisher offer and returns the SDP answer. Its tracks are announced
+    /// (`TrackPublished`, to everyone including the publisher) once the publisher connection is
+    /// up: str0m reports new m-lines after ICE and DTLS complete.
     pub fn publisher_offer(
         &mut self,
         key: ParticipantKey,
@@ -363,7 +364,10 @@ impl Engine {
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))
     }
 
-    /// Applies the client's answer to the outstanding subscriber offer.
+    /// Applies the client's answer to the outstanding subscriber offer. An answer that does not
+    /// parse is refused and the offer stays outstanding (the client may answer again); one that
+    /// parses but does not match the offer fails the subscriber connection (an `Error` event with
+    /// code `subscriber_negotiation_failed`; rejoin to recover).
     pub fn subscriber_answer(
         &mut self,
         key: ParticipantKey,
@@ -389,14 +393,29 @@ impl Engine {
             .ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
         drain(sk, peer, &mut self.out, &mut self.pending);
-        if result.is_ok()
-            && let Some(room) = self.rooms.get_mut(&part.room)
-        {
-            for tid in part.sub.mids.values() {
-                if let Some(dt) = room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key)) {
-                    dt.negotiated = true;
+        match &result {
+            Ok(()) => {
+                if let Some(room) = self.rooms.get_mut(&part.room) {
+                    for tid in part.sub.mids.values() {
+                        if let Some(dt) =
+                            room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key))
+                        {
+                            dt.negotiated = true;
+                        }
+                    }
                 }
             }
+            // An answer that parses but does not fit the offer leaves str0m's subscriber
+            // session half-applied; re-offering on it yields offers the client cannot match.
+            // The subscriber connection is unusable from here: signaling should rejoin.
+            Err(e) => emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::Error {
+                    code: "subscriber_negotiation_failed",
+                    message: e.to_string(),
+                },
+            ),
         }
         self.offer_if_needed(key);
         self.process_events();

@@ -20,6 +20,14 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 const SERVER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
 
+#[derive(Clone, Copy)]
+enum Mangle {
+    /// Not SDP at all.
+    Garbage,
+    /// SDP whose m-lines disagree with its BUNDLE group.
+    Inconsistent,
+}
+
 struct Datagram {
     source: SocketAddr,
     destination: SocketAddr,
@@ -48,6 +56,10 @@ struct World {
     clients: Vec<Client>,
     next_port: u16,
     wire: VecDeque<Datagram>,
+    /// Answer the next subscriber offer badly first.
+    mangle_next_answer: Option<Mangle>,
+    /// The offer that got the unparsable answer, to be answered properly by the test.
+    retry_offer: Option<(usize, String)>,
 }
 
 fn new_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -92,6 +104,8 @@ impl World {
             clients: Vec::new(),
             next_port: 20_000,
             wire: VecDeque::new(),
+            mangle_next_answer: None,
+            retry_offer: None,
         }
     }
 
@@ -229,6 +243,24 @@ impl World {
     fn answer(&mut self, c: usize, sdp: &str) {
         let client = &mut self.clients[c];
         let offer = str0m::change::SdpOffer::from_sdp_string(sdp).unwrap();
+        if let Some(mangle) = self.mangle_next_answer.take() {
+            // A client that answers badly first, keeping its own state as it was.
+            let bogus = match mangle {
+                Mangle::Garbage => "v=0\r\nnot sdp\r\n".to_owned(),
+                Mangle::Inconsistent => {
+                    let mut scratch = new_rtc(self.now, client.subscriber.addr);
+                    let good = scratch.sdp_api().accept_offer(offer).unwrap();
+                    good.to_sdp_string().replace("a=mid:", "a=mid:x")
+                }
+            };
+            let result = self.engine.subscriber_answer(client.key, &bogus, self.now);
+            assert!(
+                matches!(result, Err(convene_sfu::SfuError::InvalidSdp(_))),
+                "{result:?}"
+            );
+            self.retry_offer = Some((c, sdp.to_owned()));
+            return;
+        }
         let answer = client.subscriber.rtc.sdp_api().accept_offer(offer).unwrap();
         drain(&mut client.subscriber, &mut self.wire);
         self.engine
@@ -538,4 +570,53 @@ fn hidden_participants_and_closing_a_room() {
     }
     assert!(w.engine.rooms().is_empty());
     assert_eq!(w.engine.stats().participants, 0);
+}
+
+#[test]
+fn an_unparsable_subscriber_answer_leaves_the_offer_outstanding() {
+    let mut w = World::new();
+    let viewer = w.join("r", "viewer", ParticipantInfo::new("V"));
+    w.run(300);
+    let publ = w.join("r", "camera", ParticipantInfo::new("C"));
+    w.run(300);
+    w.mangle_next_answer = Some(Mangle::Garbage);
+    let mid = w.publish(publ, &[MediaKind::Video])[0];
+    w.run(300);
+    // The corrected answer to the same offer is accepted and media flows.
+    let (c, offer) = w.retry_offer.take().unwrap();
+    assert_eq!(c, viewer);
+    w.answer(c, &offer);
+    w.run(200);
+    for n in 0..20 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    assert_eq!(w.received(viewer).len(), 20);
+}
+
+#[test]
+fn an_answer_that_does_not_fit_the_offer_fails_the_subscriber_connection() {
+    let mut w = World::new();
+    w.mangle_next_answer = Some(Mangle::Inconsistent);
+    let viewer = w.join("r", "viewer", ParticipantInfo::new("V"));
+    w.run(100);
+    assert!(w.clients[viewer].events.iter().any(|e| matches!(
+        e,
+        ParticipantEvent::Error {
+            code: "subscriber_negotiation_failed",
+            ..
+        }
+    )));
+    // Str0m consumed the offer: a second answer has nothing to answer.
+    let (c, offer) = w.retry_offer.take().unwrap();
+    let answer = {
+        let client = &mut w.clients[c];
+        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).unwrap();
+        client.subscriber.rtc.sdp_api().accept_offer(offer).unwrap()
+    };
+    assert_eq!(
+        w.engine
+            .subscriber_answer(w.clients[c].key, &answer.to_sdp_string(), w.now),
+        Err(convene_sfu::SfuError::NoPendingOffer)
+    );
 }
