@@ -534,11 +534,23 @@ impl Sfu {
         Ok(total)
     }
 
-    /// Stops the workers; outstanding handles then fail with `WorkerGone`.
+    /// Ends every room (participants get `Removed { reason: "room_closed" }`, clients get DTLS
+    /// close_notify) and stops the workers; outstanding handles then fail with `WorkerGone`.
     pub async fn shutdown(&self) {
         for w in &self.inner.workers {
-            let _ = call(&w.requests, |w, _| w.stop = true).await;
+            let _ = call(&w.requests, |w, now| {
+                for room in w.engine.rooms() {
+                    let _ = w.engine.close_room(&room, now);
+                }
+                w.stop = true;
+            })
+            .await;
         }
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 }
 
