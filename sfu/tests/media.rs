@@ -633,3 +633,64 @@ async fn bad_input_is_an_error_not_a_panic() {
     assert_eq!(sfu.stats().await.unwrap().participants, 0);
     sfu.shutdown().await;
 }
+
+#[tokio::test]
+async fn rooms_are_spread_over_workers_each_on_its_own_port() {
+    let sfu = Sfu::start(SfuConfig {
+        udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tcp_addr: None,
+        advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        workers: 2,
+    })
+    .unwrap();
+    let ports: Vec<u16> = sfu.udp_addrs().iter().map(|a| a.port()).collect();
+    assert_eq!(ports.len(), 2);
+    assert!(sfu.tcp_addrs().is_empty());
+
+    let mut candidate_ports = Vec::new();
+    let mut handles = Vec::new();
+    for room in ["room-a", "room-b", "room-a"] {
+        let (handle, mut events, _) = sfu
+            .join(
+                RoomId::parse(room).unwrap(),
+                ParticipantId::parse(format!("p{}", handles.len())).unwrap(),
+                ParticipantInfo::new("p"),
+            )
+            .await
+            .unwrap();
+        let offer = next_event(&mut events, 5, |e| match e {
+            ParticipantEvent::SubscriberOffer { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        // "a=candidate:<foundation> 1 udp <prio> 127.0.0.1 <port> typ host"
+        let port: u16 = offer
+            .lines()
+            .find(|l| l.starts_with("a=candidate") && l.contains(" udp "))
+            .and_then(|l| l.split(' ').nth(5))
+            .unwrap()
+            .parse()
+            .unwrap();
+        candidate_ports.push(port);
+        handles.push(handle);
+    }
+    // Both rooms' participants use their room's worker; the room's second member the same one.
+    assert_ne!(candidate_ports[0], candidate_ports[1]);
+    assert_eq!(candidate_ports[0], candidate_ports[2]);
+    assert!(candidate_ports.iter().all(|p| ports.contains(p)));
+    let stats = sfu.stats().await.unwrap();
+    assert_eq!((stats.rooms, stats.participants), (2, 3));
+    let mut rooms = sfu.rooms().await.unwrap();
+    rooms.sort();
+    assert_eq!(rooms.len(), 2);
+    sfu.close_room(&RoomId::parse("room-a").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sfu.stats().await.unwrap().participants, 1);
+    assert_eq!(
+        sfu.room_snapshot(&RoomId::parse("room-a").unwrap()).await,
+        Err(SfuError::UnknownRoom)
+    );
+    sfu.shutdown().await;
+}
