@@ -20,7 +20,14 @@ fn is_stun(datagram: &[u8]) -> bool {
 pub(crate) struct Demux<K> {
     by_addr: HashMap<SocketAddr, K>,
     by_ufrag: HashMap<String, K>,
-    addrs_of: HashMap<K, Vec<SocketAddr>>,
+    /// Reverse index so removing a peer touches only its own entries.
+    owned: HashMap<K, Owned>,
+}
+
+#[derive(Debug, Default)]
+struct Owned {
+    addrs: Vec<SocketAddr>,
+    ufrags: Vec<String>,
 }
 
 impl<K: Copy + Eq + Hash> Demux<K> {
@@ -28,19 +35,31 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         Demux {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
-            addrs_of: HashMap::new(),
+            owned: HashMap::new(),
         }
     }
 
-    /// Registers a peer under its local ICE ufrag (unique per `Rtc`, random from str0m).
+    /// Registers a peer under its local ICE ufrag (unique per `Rtc`, random from str0m). A peer
+    /// may hold several (an ICE restart adds one); registering a known one again is a no-op.
     pub(crate) fn insert(&mut self, ufrag: String, key: K) {
+        let owned = self.owned.entry(key).or_default();
+        if self.by_ufrag.get(&ufrag) == Some(&key) {
+            return;
+        }
+        owned.ufrags.push(ufrag.clone());
         self.by_ufrag.insert(ufrag, key);
-        self.addrs_of.entry(key).or_default();
     }
 
     pub(crate) fn remove(&mut self, key: K) {
-        self.by_ufrag.retain(|_, k| *k != key);
-        for addr in self.addrs_of.remove(&key).unwrap_or_default() {
+        let Some(owned) = self.owned.remove(&key) else {
+            return;
+        };
+        for ufrag in owned.ufrags {
+            if self.by_ufrag.get(&ufrag) == Some(&key) {
+                self.by_ufrag.remove(&ufrag);
+            }
+        }
+        for addr in owned.addrs {
             if self.by_addr.get(&addr) == Some(&key) {
                 self.by_addr.remove(&addr);
             }
@@ -71,18 +90,18 @@ impl<K: Copy + Eq + Hash> Demux<K> {
             if prev == key {
                 return;
             }
-            if let Some(list) = self.addrs_of.get_mut(&prev) {
-                list.retain(|a| *a != source);
+            if let Some(o) = self.owned.get_mut(&prev) {
+                o.addrs.retain(|a| *a != source);
             }
         }
-        if let Some(list) = self.addrs_of.get_mut(&key) {
-            list.push(source);
+        if let Some(o) = self.owned.get_mut(&key) {
+            o.addrs.push(source);
         }
     }
 
     #[cfg(test)]
-    fn len_addrs(&self) -> usize {
-        self.by_addr.len()
+    fn len(&self) -> (usize, usize) {
+        (self.by_addr.len(), self.by_ufrag.len())
     }
 }
 
@@ -141,7 +160,19 @@ mod tests {
         assert_eq!(d.route(addr(6000), &RTP), Some(2));
         d.remove(2);
         assert_eq!(d.route(addr(6000), &RTP), None);
-        assert_eq!(d.len_addrs(), 0);
+        assert_eq!(d.len(), (0, 0));
+    }
+
+    #[test]
+    fn an_ice_restart_ufrag_routes_alongside_the_old_one() {
+        let mut d: Demux<u32> = Demux::new();
+        d.insert("old1".into(), 1);
+        d.insert("new1".into(), 1);
+        d.insert("new1".into(), 1);
+        assert_eq!(d.route(addr(8000), &binding_request("old1:r")), Some(1));
+        assert_eq!(d.route(addr(8001), &binding_request("new1:r2")), Some(1));
+        d.remove(1);
+        assert_eq!(d.len(), (0, 0));
     }
 
     #[test]

@@ -1,24 +1,26 @@
 //! The thin driver around [`Engine`]: media worker threads and the async handle API.
 //!
-//! Each worker is an OS thread running a current-thread tokio runtime that owns one UDP socket
-//! and one engine. It waits on three things: a datagram, a control request, the engine's next
-//! timeout. Requests are closures run against the engine on the worker thread, so the engine needs
+//! Each worker is an OS thread running a current-thread tokio runtime that owns one UDP socket,
+//! optionally one ICE-TCP listener, and one engine. It waits on: a datagram, a TCP frame, a new
+//! TCP connection, a control request, the engine's next timeout. Requests are closures run against the engine on the worker thread, so the engine needs
 //! no locks; their results come back on oneshot channels. Rooms are pinned to one worker.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, EngineConfig, EngineOutput, ParticipantKey};
 use crate::error::SfuError;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats,
+    TrackId, TrackSource,
 };
 
 /// Events buffered per participant before it counts as stuck and is removed.
@@ -31,6 +33,10 @@ const RECV_BATCH: usize = 64;
 const RECV_BUF: usize = 2048;
 /// Wake-up when the engine has no peers and so no timeout.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// ICE-TCP connections one worker accepts at once; more are refused.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Frames queued towards one ICE-TCP connection before further ones are dropped (as UDP would).
+const TCP_SEND_QUEUE: usize = 256;
 
 /// Media plane settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +44,10 @@ pub struct SfuConfig {
     /// Where the first worker binds its UDP socket (default `0.0.0.0:7882`). Worker `i` binds
     /// port + `i`; port 0 gives every worker an ephemeral port.
     pub udp_addr: SocketAddr,
+    /// Where the first worker listens for ICE-TCP (RFC 6544, RFC 4571 framing; default
+    /// `0.0.0.0:7881`), for clients that cannot use UDP. Worker `i` listens on port + `i`.
+    /// `None`: UDP only.
+    pub tcp_addr: Option<SocketAddr>,
     /// Addresses put in ICE host candidates (with each worker's port). Empty: the bind address,
     /// or all interface addresses when bound to an unspecified address.
     pub advertise_ips: Vec<IpAddr>,
@@ -49,6 +59,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             udp_addr: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            tcp_addr: Some(SocketAddr::from(([0, 0, 0, 0], 7881))),
             advertise_ips: Vec::new(),
             workers: 1,
         }
@@ -63,33 +74,66 @@ struct Worker {
     events: HashMap<ParticipantKey, mpsc::Sender<ParticipantEvent>>,
     local: SocketAddr,
     candidates: Vec<SocketAddr>,
+    tcp_candidates: Vec<SocketAddr>,
+    tcp_local: Option<SocketAddr>,
+    /// Outgoing frame queues of the open ICE-TCP connections, by remote address.
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     stop: bool,
+}
+
+/// What an ICE-TCP connection task reports to its worker.
+enum TcpEvent {
+    Frame(SocketAddr, Vec<u8>),
+    Closed(SocketAddr),
 }
 
 impl Worker {
     /// The local candidate a datagram from `from` arrived on: str0m's ICE agent matches
     /// incoming checks against its candidates, and a socket bound to 0.0.0.0 cannot say which
     /// address it was (no IP_PKTINFO here).
-    fn destination_for(&self, from: SocketAddr) -> SocketAddr {
+    fn destination_for(&self, proto: Protocol, from: SocketAddr) -> SocketAddr {
+        let (candidates, local) = match (proto, self.tcp_local) {
+            (Protocol::Tcp, Some(tcp)) => (&self.tcp_candidates, tcp),
+            _ => (&self.candidates, self.local),
+        };
         let same_family = |c: &&SocketAddr| c.is_ipv4() == from.is_ipv4();
-        self.candidates
+        candidates
             .iter()
             .filter(same_family)
             .find(|c| c.ip().is_loopback() == from.ip().is_loopback())
-            .or_else(|| self.candidates.iter().find(same_family))
+            .or_else(|| candidates.iter().find(same_family))
             .copied()
-            .unwrap_or(self.local)
+            .unwrap_or(local)
+    }
+
+    fn input(&mut self, proto: Protocol, from: SocketAddr, data: &[u8]) {
+        let to = self.destination_for(proto, from);
+        self.engine
+            .handle_input(Instant::now(), proto, from, to, data);
     }
 
     fn flush(&mut self, socket: &UdpSocket) {
         let mut stuck = Vec::new();
         while let Some(output) = self.engine.poll_output() {
             match output {
-                EngineOutput::Transmit(t) => {
+                EngineOutput::Transmit(t) if t.proto == Protocol::Udp => {
                     // UDP is lossy anyway; a full send buffer drops like the network would.
                     if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
                         tracing::debug!(error = %e, "udp send failed");
                     }
+                }
+                EngineOutput::Transmit(t) => {
+                    // RFC 4571 §2: each packet is preceded by its 16-bit length.
+                    let (Some(conn), Ok(len)) = (
+                        self.tcp_conns.get(&t.destination),
+                        u16::try_from(t.contents.len()),
+                    ) else {
+                        continue;
+                    };
+                    let mut frame = Vec::with_capacity(2 + t.contents.len());
+                    frame.extend_from_slice(&len.to_be_bytes());
+                    frame.extend_from_slice(&t.contents);
+                    let _ = conn.try_send(frame);
                 }
                 EngineOutput::Event { to, event } => {
                     let last = matches!(event, ParticipantEvent::Removed { .. });
@@ -115,8 +159,14 @@ impl Worker {
     }
 }
 
-async fn run_worker(mut w: Worker, socket: UdpSocket, mut requests: mpsc::Receiver<Request>) {
+async fn run_worker(
+    mut w: Worker,
+    socket: UdpSocket,
+    listener: Option<TcpListener>,
+    mut requests: mpsc::Receiver<Request>,
+) {
     let mut buf = vec![0u8; RECV_BUF];
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(COMMAND_QUEUE);
     while !w.stop {
         w.flush(&socket);
         let now = Instant::now();
@@ -125,18 +175,38 @@ async fn run_worker(mut w: Worker, socket: UdpSocket, mut requests: mpsc::Receiv
             w.engine.handle_timeout(now);
             continue;
         }
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = received {
-                    let to = w.destination_for(from);
-                    w.engine.handle_input(Instant::now(), Protocol::Udp, from, to, &buf[..n]);
+                    w.input(Protocol::Udp, from, &buf[..n]);
                     for _ in 1..RECV_BATCH {
                         let Ok((n, from)) = socket.try_recv_from(&mut buf) else { break };
-                        let to = w.destination_for(from);
-                        w.engine.handle_input(Instant::now(), Protocol::Udp, from, to, &buf[..n]);
+                        w.input(Protocol::Udp, from, &buf[..n]);
                     }
                 }
             }
+            event = tcp_rx.recv() => match event {
+                Some(TcpEvent::Frame(from, data)) => w.input(Protocol::Tcp, from, &data),
+                Some(TcpEvent::Closed(from)) => {
+                    w.tcp_conns.remove(&from);
+                }
+                None => {}
+            },
+            accepted = accept => match accepted {
+                Ok((stream, from)) if w.tcp_conns.len() < MAX_TCP_CONNECTIONS => {
+                    let (out_tx, out_rx) = mpsc::channel(TCP_SEND_QUEUE);
+                    w.tcp_conns.insert(from, out_tx);
+                    tokio::spawn(tcp_connection(stream, from, tcp_tx.clone(), out_rx));
+                }
+                Ok(_) => tracing::warn!("ice-tcp connection limit reached; refusing"),
+                Err(e) => tracing::debug!(error = %e, "ice-tcp accept failed"),
+            },
             request = requests.recv() => match request {
                 Some(f) => f(&mut w, Instant::now()),
                 None => break,
@@ -149,9 +219,43 @@ async fn run_worker(mut w: Worker, socket: UdpSocket, mut requests: mpsc::Receiv
     w.flush(&socket);
 }
 
+/// One ICE-TCP connection: RFC 4571 frames in both directions, relayed to and from the worker.
+async fn tcp_connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    to_worker: mpsc::Sender<TcpEvent>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let read = async {
+        let mut len = [0u8; 2];
+        loop {
+            reader.read_exact(&mut len).await?;
+            let mut frame = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            reader.read_exact(&mut frame).await?;
+            if to_worker.send(TcpEvent::Frame(from, frame)).await.is_err() {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    let write = async {
+        while let Some(frame) = outgoing.recv().await {
+            writer.write_all(&frame).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = write => {}
+    }
+    let _ = to_worker.send(TcpEvent::Closed(from)).await;
+}
+
 struct WorkerRef {
     requests: mpsc::Sender<Request>,
     local: SocketAddr,
+    tcp_local: Option<SocketAddr>,
 }
 
 async fn call<R: Send + 'static>(
@@ -162,7 +266,10 @@ async fn call<R: Send + 'static>(
     let request: Request = Box::new(move |w, now| {
         let _ = tx.send(f(w, now));
     });
-    requests.send(request).await.map_err(|_| SfuError::WorkerGone)?;
+    requests
+        .send(request)
+        .await
+        .map_err(|_| SfuError::WorkerGone)?;
     rx.await.map_err(|_| SfuError::WorkerGone)
 }
 
@@ -180,13 +287,16 @@ pub struct Sfu {
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sfu").field("udp_addrs", &self.udp_addrs()).finish()
+        f.debug_struct("Sfu")
+            .field("udp_addrs", &self.udp_addrs())
+            .finish()
     }
 }
 
 impl Sfu {
-    /// Binds every worker's socket and starts the worker threads. Must be called inside a tokio
-    /// runtime only for the handles' sake; the workers run their own.
+    /// Binds every worker's sockets and starts the worker threads, each with its own
+    /// current-thread runtime; callable from sync or async code. The handles it gives out are
+    /// async (tokio).
     pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
         if config.workers == 0 {
             return Err(SfuError::Config("workers must be at least 1"));
@@ -205,20 +315,58 @@ impl Sfu {
                 addr.set_port(port);
             }
             let socket = StdUdpSocket::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
-            socket.set_nonblocking(true).map_err(|e| SfuError::Io(e.to_string()))?;
-            let local = socket.local_addr().map_err(|e| SfuError::Io(e.to_string()))?;
-            let candidates: Vec<SocketAddr> = advertise.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| SfuError::Io(e.to_string()))?;
+            let candidates: Vec<SocketAddr> = advertise
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, local.port()))
+                .collect();
+            let tcp = match config.tcp_addr {
+                Some(mut addr) => {
+                    if addr.port() != 0 {
+                        let port = u16::try_from(usize::from(addr.port()) + i)
+                            .map_err(|_| SfuError::Config("tcp port + workers exceeds 65535"))?;
+                        addr.set_port(port);
+                    }
+                    let listener =
+                        StdTcpListener::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
+                    listener
+                        .set_nonblocking(true)
+                        .map_err(|e| SfuError::Io(e.to_string()))?;
+                    let tcp_local = listener
+                        .local_addr()
+                        .map_err(|e| SfuError::Io(e.to_string()))?;
+                    Some((listener, tcp_local))
+                }
+                None => None,
+            };
+            let tcp_local = tcp.as_ref().map(|(_, a)| *a);
+            let tcp_candidates: Vec<SocketAddr> = match tcp_local {
+                Some(t) => advertise
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, t.port()))
+                    .collect(),
+                None => Vec::new(),
+            };
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             let worker = Worker {
                 engine: Engine::new(
                     EngineConfig {
                         candidates: candidates.clone(),
+                        tcp_candidates: tcp_candidates.clone(),
                     },
                     Instant::now(),
                 ),
                 events: HashMap::new(),
                 local,
                 candidates,
+                tcp_candidates,
+                tcp_local,
+                tcp_conns: HashMap::new(),
                 stop: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -229,15 +377,27 @@ impl Sfu {
                 .name(format!("media-worker-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
+                        let listener = match tcp.map(|(l, _)| TcpListener::from_std(l)) {
+                            Some(Ok(l)) => Some(l),
+                            Some(Err(e)) => {
+                                tracing::error!(error = %e, "media worker tcp listener");
+                                return;
+                            }
+                            None => None,
+                        };
                         match UdpSocket::from_std(socket) {
-                            Ok(socket) => run_worker(worker, socket, rx).await,
+                            Ok(socket) => run_worker(worker, socket, listener, rx).await,
                             Err(e) => tracing::error!(error = %e, "media worker socket"),
                         }
                     });
                 })
                 .map_err(|e| SfuError::Io(e.to_string()))?;
-            tracing::info!(worker = i, %local, "media worker started");
-            workers.push(WorkerRef { requests: tx, local });
+            tracing::info!(worker = i, udp = %local, tcp = ?tcp_local, "media worker started");
+            workers.push(WorkerRef {
+                requests: tx,
+                local,
+                tcp_local,
+            });
         }
         Ok(Sfu {
             inner: Arc::new(Inner {
@@ -253,15 +413,24 @@ impl Sfu {
         self.inner.workers.iter().map(|w| w.local).collect()
     }
 
+    /// The ICE-TCP listening address of each worker (empty without `tcp_addr`).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .workers
+            .iter()
+            .filter_map(|w| w.tcp_local)
+            .collect()
+    }
+
     fn worker_for(&self, room: &RoomId) -> usize {
         let mut placement = self
             .inner
             .placement
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *placement
-            .entry(room.clone())
-            .or_insert_with(|| self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len())
+        *placement.entry(room.clone()).or_insert_with(|| {
+            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len()
+        })
     }
 
     fn placed(&self, room: &RoomId) -> Option<usize> {
@@ -288,7 +457,14 @@ impl Sfu {
         room: RoomId,
         participant: ParticipantId,
         info: ParticipantInfo,
-    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, RoomSnapshot), SfuError> {
+    ) -> Result<
+        (
+            ParticipantHandle,
+            mpsc::Receiver<ParticipantEvent>,
+            RoomSnapshot,
+        ),
+        SfuError,
+    > {
         let worker = self.worker_for(&room);
         let requests = self.inner.workers[worker].requests.clone();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -323,9 +499,11 @@ impl Sfu {
     pub async fn room_snapshot(&self, room: &RoomId) -> Result<RoomSnapshot, SfuError> {
         let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
         let r = room.clone();
-        call(&self.inner.workers[worker].requests, move |w, _| w.engine.snapshot(&r))
-            .await?
-            .ok_or(SfuError::UnknownRoom)
+        call(&self.inner.workers[worker].requests, move |w, _| {
+            w.engine.snapshot(&r)
+        })
+        .await?
+        .ok_or(SfuError::UnknownRoom)
     }
 
     /// Ends a room for everyone in it.
@@ -356,11 +534,23 @@ impl Sfu {
         Ok(total)
     }
 
-    /// Stops the workers; outstanding handles then fail with `WorkerGone`.
+    /// Ends every room (participants get `Removed { reason: "room_closed" }`, clients get DTLS
+    /// close_notify) and stops the workers; outstanding handles then fail with `WorkerGone`.
     pub async fn shutdown(&self) {
         for w in &self.inner.workers {
-            let _ = call(&w.requests, |w, _| w.stop = true).await;
+            let _ = call(&w.requests, |w, now| {
+                for room in w.engine.rooms() {
+                    let _ = w.engine.close_room(&room, now);
+                }
+                w.stop = true;
+            })
+            .await;
         }
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 }
 
@@ -414,17 +604,27 @@ impl ParticipantHandle {
     /// Applies the client's publisher offer; returns the SDP answer.
     pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| w.engine.publisher_offer(key, &sdp, now)).await?
+        call(&self.requests, move |w, now| {
+            w.engine.publisher_offer(key, &sdp, now)
+        })
+        .await?
     }
 
     /// Applies the client's answer to the last `SubscriberOffer` event.
     pub async fn subscriber_answer(&self, sdp: String) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| w.engine.subscriber_answer(key, &sdp, now)).await?
+        call(&self.requests, move |w, now| {
+            w.engine.subscriber_answer(key, &sdp, now)
+        })
+        .await?
     }
 
     /// Adds a trickled client ICE candidate (optional: the server is ICE-lite).
-    pub async fn add_ice_candidate(&self, target: PeerTarget, candidate: String) -> Result<(), SfuError> {
+    pub async fn add_ice_candidate(
+        &self,
+        target: PeerTarget,
+        candidate: String,
+    ) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.add_ice_candidate(key, target, &candidate, now)
@@ -434,7 +634,12 @@ impl ParticipantHandle {
 
     /// Declares the source and mute state of the publisher m-line `mid` (before or after the offer
     /// that carries it).
-    pub async fn set_track_info(&self, mid: String, source: TrackSource, muted: bool) -> Result<(), SfuError> {
+    pub async fn set_track_info(
+        &self,
+        mid: String,
+        source: TrackSource,
+        muted: bool,
+    ) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.set_track_info(key, &mid, source, muted, now)
@@ -445,13 +650,19 @@ impl ParticipantHandle {
     /// Subscribes to another participant's track (needed only without auto-subscribe).
     pub async fn subscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| w.engine.subscribe(key, &track, now)).await?
+        call(&self.requests, move |w, now| {
+            w.engine.subscribe(key, &track, now)
+        })
+        .await?
     }
 
     /// Stops receiving a track.
     pub async fn unsubscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| w.engine.unsubscribe(key, &track, now)).await?
+        call(&self.requests, move |w, now| {
+            w.engine.unsubscribe(key, &track, now)
+        })
+        .await?
     }
 
     /// Leaves the room: the others see the participant and its tracks go.

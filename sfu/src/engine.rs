@@ -17,8 +17,8 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -27,8 +27,8 @@ use crate::error::SfuError;
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
-    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId,
+    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
 };
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
@@ -36,6 +36,9 @@ const MAX_MID_LEN: usize = 32;
 
 /// Label of the data channel the SFU opens on every subscriber connection.
 pub const DATA_CHANNEL_LABEL: &str = "convene-data";
+
+/// Tracks one participant may publish; each costs every subscriber an m-line.
+const MAX_TRACKS_PER_PARTICIPANT: usize = 16;
 
 /// Largest data channel message relayed to the room; larger ones are dropped.
 const MAX_DATA_MESSAGE: usize = 16 * 1024;
@@ -67,8 +70,10 @@ pub enum EngineOutput {
 /// Static settings of one engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Host candidates every peer connection advertises (advertised IPs with the worker's port).
+    /// UDP host candidates every peer connection advertises (advertised IPs, the worker's port).
     pub candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP host candidates (RFC 6544), if the worker listens on TCP.
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 /// A participant's view of what one `join` produced.
@@ -96,6 +101,10 @@ struct Track {
     info: TrackInfo,
     publisher_peer: PeerKey,
     mid: Mid,
+    /// The one simulcast layer forwarded: the first to deliver, until it pauses. Layer selection
+    /// by subscriber bandwidth is not built yet; this keeps a simulcast publisher from
+    /// interleaving layers into one down-track.
+    layer: Option<Option<Rid>>,
     throttle: KeyframeThrottle,
     down: HashMap<ParticipantKey, DownTrack>,
 }
@@ -261,7 +270,11 @@ impl Engine {
         now: Instant,
     ) -> Result<Joined, SfuError> {
         self.advance(now);
-        if self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&id)) {
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.contains_key(&id))
+        {
             return Err(SfuError::DuplicateParticipant);
         }
         let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
@@ -316,42 +329,93 @@ impl Engine {
         }
         self.offer_if_needed(key);
         self.process_events();
-        Ok(Joined { key, room: snapshot })
+        Ok(Joined {
+            key,
+            room: snapshot,
+        })
     }
 
-    /// Applies the client's publisher offer and returns the SDP answer. Tracks appear as the
-    /// answer is made (`TrackPublished` events).
-    pub fn publisher_offer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<String, SfuError> {
+    /// Applies the client's publisher offer and returns the SDP answer. Its tracks are announced
+    /// (`TrackPublished`, to everyone including the publisher) once the publisher connection is
+    /// up: str0m reports new m-lines after ICE and DTLS complete.
+    pub fn publisher_offer(
+        &mut self,
+        key: ParticipantKey,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
         self.advance(now);
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let pk = self.participant(key)?.publisher;
-        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
+        let peer = self
+            .peers
+            .get_mut(&pk)
+            .ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
         drain(pk, peer, &mut self.out, &mut self.pending);
+        // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
+        // client's new address will name it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        self.demux.insert(ufrag, pk);
         self.process_events();
         result
             .map(|answer| answer.to_sdp_string())
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))
     }
 
-    /// Applies the client's answer to the outstanding subscriber offer.
-    pub fn subscriber_answer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<(), SfuError> {
+    /// Applies the client's answer to the outstanding subscriber offer. An answer that does not
+    /// parse is refused and the offer stays outstanding (the client may answer again); one that
+    /// parses but does not match the offer fails the subscriber connection (an `Error` event with
+    /// code `subscriber_negotiation_failed`; rejoin to recover).
+    pub fn subscriber_answer(
+        &mut self,
+        key: ParticipantKey,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         self.advance(now);
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
-        let pending = part.sub.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let part = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let pending = part
+            .sub
+            .pending_offer
+            .take()
+            .ok_or(SfuError::NoPendingOffer)?;
         let sk = part.subscriber;
-        let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
+        let peer = self
+            .peers
+            .get_mut(&sk)
+            .ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
         drain(sk, peer, &mut self.out, &mut self.pending);
-        if result.is_ok()
-            && let Some(room) = self.rooms.get_mut(&part.room)
-        {
-            for tid in part.sub.mids.values() {
-                if let Some(dt) = room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key)) {
-                    dt.negotiated = true;
+        match &result {
+            Ok(()) => {
+                if let Some(room) = self.rooms.get_mut(&part.room) {
+                    for tid in part.sub.mids.values() {
+                        if let Some(dt) =
+                            room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key))
+                        {
+                            dt.negotiated = true;
+                        }
+                    }
                 }
             }
+            // An answer that parses but does not fit the offer leaves str0m's subscriber
+            // session half-applied; re-offering on it yields offers the client cannot match.
+            // The subscriber connection is unusable from here: signaling should rejoin.
+            Err(e) => emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::Error {
+                    code: "subscriber_negotiation_failed",
+                    message: e.to_string(),
+                },
+            ),
         }
         self.offer_if_needed(key);
         self.process_events();
@@ -376,7 +440,10 @@ impl Engine {
             PeerTarget::Publisher => part.publisher,
             PeerTarget::Subscriber => part.subscriber,
         };
-        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
+        let peer = self
+            .peers
+            .get_mut(&pk)
+            .ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -398,7 +465,10 @@ impl Engine {
             return Err(SfuError::UnknownMid);
         }
         let mid = Mid::from(mid);
-        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
+        let part = self
+            .participants
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
         if !part.info.grants.may_publish(source) {
             return Err(SfuError::NotAllowed);
         }
@@ -427,7 +497,11 @@ impl Engine {
         let info = track.info.clone();
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for m in members {
-            emit(&mut self.out, m, ParticipantEvent::TrackUpdated(info.clone()));
+            emit(
+                &mut self.out,
+                m,
+                ParticipantEvent::TrackUpdated(info.clone()),
+            );
         }
         if unmuted && info.kind == TrackKind::Video {
             self.request_keyframe(&room_id, &tid, KeyframeRequestKind::Pli);
@@ -437,7 +511,12 @@ impl Engine {
     }
 
     /// Subscribes to a track of another participant in the same room.
-    pub fn subscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
+    pub fn subscribe(
+        &mut self,
+        key: ParticipantKey,
+        track: &TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         if !part.info.grants.subscribe {
@@ -458,7 +537,12 @@ impl Engine {
     }
 
     /// Stops forwarding a track to this participant (its m-line goes inactive in the next offer).
-    pub fn unsubscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
+    pub fn unsubscribe(
+        &mut self,
+        key: ParticipantKey,
+        track: &TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         let room = part.room.clone();
@@ -481,7 +565,10 @@ impl Engine {
     /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
     pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<bool, SfuError> {
         self.advance(now);
-        let part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
+        let part = self
+            .participants
+            .remove(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
         let room_id = part.room.clone();
         for tid in part.published.values() {
             self.unpublish(&room_id, tid);
@@ -526,7 +613,11 @@ impl Engine {
 
     /// Ends a room for everyone: each participant gets `Removed { reason: "room_closed" }`.
     /// Returns the keys of the removed participants.
-    pub fn close_room(&mut self, room: &RoomId, now: Instant) -> Result<Vec<ParticipantKey>, SfuError> {
+    pub fn close_room(
+        &mut self,
+        room: &RoomId,
+        now: Instant,
+    ) -> Result<Vec<ParticipantKey>, SfuError> {
         let members: Vec<ParticipantKey> = self
             .rooms
             .get(room)
@@ -536,7 +627,13 @@ impl Engine {
             .copied()
             .collect();
         for key in &members {
-            emit(&mut self.out, *key, ParticipantEvent::Removed { reason: "room_closed" });
+            emit(
+                &mut self.out,
+                *key,
+                ParticipantEvent::Removed {
+                    reason: "room_closed",
+                },
+            );
         }
         for key in &members {
             self.leave(*key, now)?;
@@ -601,7 +698,9 @@ impl Engine {
     }
 
     fn participant(&self, key: ParticipantKey) -> Result<&Participant, SfuError> {
-        self.participants.get(&key).ok_or(SfuError::UnknownParticipant)
+        self.participants
+            .get(&key)
+            .ok_or(SfuError::UnknownParticipant)
     }
 
     fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
@@ -614,8 +713,21 @@ impl Engine {
             .set_stats_interval(None)
             .set_crypto_provider(self.crypto.clone())
             .build(self.now);
-        for addr in &self.config.candidates {
-            match Candidate::host(*addr, "udp") {
+        let udp = self
+            .config
+            .candidates
+            .iter()
+            .map(|a| Candidate::host(*a, "udp"));
+        // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
+        let tcp = self.config.tcp_candidates.iter().map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+        });
+        for candidate in udp.chain(tcp) {
+            match candidate {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
@@ -670,10 +782,14 @@ impl Engine {
                         connected: false,
                     },
                 ),
-                Event::MediaAdded(m) if target == PeerTarget::Publisher && m.direction.is_receiving() => {
+                Event::MediaAdded(m)
+                    if target == PeerTarget::Publisher && m.direction.is_receiving() =>
+                {
                     self.publish(owner, pk, m.mid, m.kind);
                 }
-                Event::MediaChanged(m) if target == PeerTarget::Publisher && !m.direction.is_receiving() => {
+                Event::MediaChanged(m)
+                    if target == PeerTarget::Publisher && !m.direction.is_receiving() =>
+                {
                     self.unpublish_mid(owner, m.mid);
                 }
                 Event::RtpPacket(pkt) if target == PeerTarget::Publisher => {
@@ -687,11 +803,16 @@ impl Engine {
                     }
                 }
                 Event::ChannelData(data) => self.relay_data(owner, &data.data),
+                Event::StreamPaused(p) if target == PeerTarget::Publisher && p.paused => {
+                    self.layer_paused(owner, p.mid, p.rid);
+                }
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
-                    let found = self
-                        .participants
-                        .get(&owner)
-                        .and_then(|p| p.sub.mids.get(&req.mid).map(|tid| (p.room.clone(), tid.clone())));
+                    let found = self.participants.get(&owner).and_then(|p| {
+                        p.sub
+                            .mids
+                            .get(&req.mid)
+                            .map(|tid| (p.room.clone(), tid.clone()))
+                    });
                     if let Some((room, tid)) = found {
                         self.request_keyframe(&room, &tid, req.kind);
                     }
@@ -728,6 +849,17 @@ impl Engine {
             );
             return;
         }
+        if part.published.len() >= MAX_TRACKS_PER_PARTICIPANT {
+            emit(
+                &mut self.out,
+                owner,
+                ParticipantEvent::Error {
+                    code: "too_many_tracks",
+                    message: format!("at most {MAX_TRACKS_PER_PARTICIPANT} tracks (mid {mid})"),
+                },
+            );
+            return;
+        }
         let Ok(tid) = TrackId::parse(format!("TR_{id}")) else {
             return;
         };
@@ -750,14 +882,20 @@ impl Engine {
                 info: info.clone(),
                 publisher_peer: pk,
                 mid,
+                layer: None,
                 throttle: KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL),
                 down: HashMap::new(),
             },
         );
-        let members: Vec<(ParticipantId, ParticipantKey)> = room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
+        let members: Vec<(ParticipantId, ParticipantKey)> =
+            room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
         let mut subscribers = Vec::new();
         for (pid, k) in members {
-            emit(&mut self.out, k, ParticipantEvent::TrackPublished(info.clone()));
+            emit(
+                &mut self.out,
+                k,
+                ParticipantEvent::TrackPublished(info.clone()),
+            );
             let auto = self
                 .participants
                 .get(&k)
@@ -769,6 +907,24 @@ impl Engine {
         for k in subscribers {
             self.queue_subscription(k, SubscriptionChange::Add(tid.clone()));
             self.renegotiate.push(k);
+        }
+    }
+
+    /// The forwarded layer stopped (simulcast layer dropped by the publisher's encoder, or the
+    /// track went quiet): the next layer to deliver takes over.
+    fn layer_paused(&mut self, owner: ParticipantKey, mid: Mid, rid: Option<Rid>) {
+        let Some(part) = self.participants.get(&owner) else {
+            return;
+        };
+        let Some(track) = part
+            .published
+            .get(&mid)
+            .and_then(|tid| self.rooms.get_mut(&part.room)?.tracks.get_mut(tid))
+        else {
+            return;
+        };
+        if track.layer == Some(rid) {
+            track.layer = None;
         }
     }
 
@@ -927,10 +1083,11 @@ impl Engine {
         }
         let pk = track.publisher_peer;
         let mid = track.mid;
+        let rid = track.layer.flatten();
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
-        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             rx.request_keyframe(kind);
             self.counters.keyframe_requests += 1;
         }
@@ -991,7 +1148,12 @@ impl Engine {
         let Some(peer) = peers.get_mut(&pk) else {
             return;
         };
-        let Some(mid) = peer.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else {
+        let Some((mid, rid)) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
             counters.dropped_packets += 1;
             return;
         };
@@ -1010,11 +1172,24 @@ impl Engine {
         let Some(tid) = part.published.get(&mid) else {
             return;
         };
-        let Some(track) = rooms.get_mut(&part.room).and_then(|r| r.tracks.get_mut(tid)) else {
+        let Some(track) = rooms
+            .get_mut(&part.room)
+            .and_then(|r| r.tracks.get_mut(tid))
+        else {
             return;
         };
         if track.info.muted {
             return;
+        }
+        let mut needs_keyframe = false;
+        match track.layer {
+            Some(layer) if layer != rid => return,
+            Some(_) => {}
+            None => {
+                // A new layer starts mid-stream for everyone already subscribed.
+                needs_keyframe = track.down.values().any(|dt| dt.started);
+                track.layer = Some(rid);
+            }
         }
         let video = track.info.kind == TrackKind::Video;
         let ext = ExtensionValues {
@@ -1024,7 +1199,6 @@ impl Engine {
             ..Default::default()
         };
 
-        let mut needs_keyframe = false;
         for (sub_key, dt) in track.down.iter_mut() {
             if !dt.negotiated {
                 continue;
@@ -1046,7 +1220,11 @@ impl Engine {
             let rewriter = dt.rewriter.get_or_insert_with(|| {
                 let seed = sk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 // RFC 3550 §5.1: random initial values; below 2^15 keeps the SRTP ROC at 0.
-                SeqTsRewriter::new(params.spec().clock_rate.get(), (seed >> 49) as u16, (seed >> 13) as u32)
+                SeqTsRewriter::new(
+                    params.spec().clock_rate.get(),
+                    (seed >> 49) as u16,
+                    (seed >> 13) as u32,
+                )
             });
             let Some((seq, ts)) = rewriter.rewrite(InPacket {
                 ssrc: *pkt.header.ssrc,
@@ -1108,7 +1286,12 @@ fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: Participant
 }
 
 /// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
-fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending: &mut VecDeque<(PeerKey, Event)>) {
+fn drain(
+    pk: PeerKey,
+    peer: &mut Peer,
+    out: &mut VecDeque<EngineOutput>,
+    pending: &mut VecDeque<(PeerKey, Event)>,
+) {
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {

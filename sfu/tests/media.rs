@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use convene_sfu::{
-    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu, SfuConfig, SfuError,
+    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu,
+    SfuConfig, SfuError,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use support::{
-    AUDIO_SSRC, Client, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp, count_keyframe_requests,
-    local_track, next_event, payload,
+    AUDIO_SSRC, Client, H264_PT, OPUS_PT, Received, VIDEO_SSRC, VP8_PT, check_payload, collect_rtp,
+    count_keyframe_requests, local_track, next_event, payload,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -30,6 +31,7 @@ const PACKETS: u32 = 300;
 fn loopback_sfu() -> Sfu {
     Sfu::start(SfuConfig {
         udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tcp_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         workers: 1,
     })
@@ -54,7 +56,11 @@ impl Subscriber {
     /// Joins and answers every subscriber offer as a client would.
     async fn join(sfu: &Sfu, room: &RoomId, name: &str) -> anyhow::Result<Subscriber> {
         let (handle, mut events, _snapshot) = sfu
-            .join(room.clone(), ParticipantId::parse(name)?, ParticipantInfo::new(name))
+            .join(
+                room.clone(),
+                ParticipantId::parse(name)?,
+                ParticipantInfo::new(name),
+            )
             .await?;
         let mut client = Client::new().await?;
         let tracks = std::mem::replace(&mut client.tracks, mpsc::unbounded_channel().1);
@@ -82,6 +88,25 @@ impl Subscriber {
         })
     }
 
+    /// Waits until an offer with `tracks` tracks is answered and the connection is up (in either
+    /// order: the connection comes up with the data channel offered at join).
+    async fn ready_for_tracks(&mut self, tracks: usize) -> anyhow::Result<()> {
+        let mut answered = false;
+        let mut connected = false;
+        self.wait(|s| {
+            match s {
+                Seen::Answered { tracks: n, .. } if *n == tracks => answered = true,
+                Seen::Event(ParticipantEvent::MediaConnection {
+                    target: PeerTarget::Subscriber,
+                    connected: true,
+                }) => connected = true,
+                _ => {}
+            }
+            (answered && connected).then_some(())
+        })
+        .await
+    }
+
     async fn wait<T>(&mut self, mut f: impl FnMut(&Seen) -> Option<T>) -> anyhow::Result<T> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -102,10 +127,20 @@ struct Publisher {
     client: Client,
     audio: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     video: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    video_pt: u8,
 }
 
 impl Publisher {
     async fn join(sfu: &Sfu, room: &RoomId) -> anyhow::Result<Publisher> {
+        Self::join_with(sfu, room, false, false).await
+    }
+
+    async fn join_with(
+        sfu: &Sfu,
+        room: &RoomId,
+        tcp: bool,
+        h264: bool,
+    ) -> anyhow::Result<Publisher> {
         let (handle, events, _) = sfu
             .join(
                 room.clone(),
@@ -113,9 +148,9 @@ impl Publisher {
                 ParticipantInfo::new("Publisher"),
             )
             .await?;
-        let mut client = Client::new().await?;
-        let audio = local_track(RtpCodecKind::Audio, AUDIO_SSRC);
-        let video = local_track(RtpCodecKind::Video, VIDEO_SSRC);
+        let mut client = Client::with_options(tcp, h264).await?;
+        let audio = local_track(RtpCodecKind::Audio, AUDIO_SSRC, h264);
+        let video = local_track(RtpCodecKind::Video, VIDEO_SSRC, h264);
         client.pc.add_track(audio.clone()).await?;
         client.pc.add_track(video.clone()).await?;
         client.publish_via(&handle).await?;
@@ -125,6 +160,7 @@ impl Publisher {
             client,
             audio,
             video,
+            video_pt: if h264 { H264_PT } else { VP8_PT },
         })
     }
 
@@ -145,7 +181,12 @@ impl Publisher {
             .write_rtp(packet(OPUS_PT, AUDIO_SSRC, n * 480, RtpCodecKind::Audio))
             .await?;
         self.video
-            .write_rtp(packet(VP8_PT, VIDEO_SSRC, n * 900, RtpCodecKind::Video))
+            .write_rtp(packet(
+                self.video_pt,
+                VIDEO_SSRC,
+                n * 900,
+                RtpCodecKind::Video,
+            ))
             .await?;
         Ok(())
     }
@@ -153,6 +194,14 @@ impl Publisher {
 
 /// Counts intact packets per kind until both reach `PACKETS` or the stream goes quiet.
 async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<String, Vec<u16>> {
+    receive_all_with_pts(rtp).await.0
+}
+
+/// Like `receive_all`, also returning the payload types seen per kind.
+async fn receive_all_with_pts(
+    rtp: &mut mpsc::UnboundedReceiver<Received>,
+) -> (HashMap<String, Vec<u16>>, HashMap<String, HashSet<u8>>) {
+    let mut pts: HashMap<String, HashSet<u8>> = HashMap::new();
     let mut got: HashMap<String, (HashSet<u32>, Vec<u16>)> = HashMap::new();
     let mut corrupt = 0;
     loop {
@@ -168,6 +217,7 @@ async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<Str
         };
         match check_payload(r.kind, &r.payload) {
             Some(n) => {
+                pts.entry(r.kind.to_string()).or_default().insert(r.pt);
                 let e = got.entry(r.kind.to_string()).or_default();
                 e.0.insert(n);
                 e.1.push(r.seq);
@@ -176,7 +226,8 @@ async fn receive_all(rtp: &mut mpsc::UnboundedReceiver<Received>) -> HashMap<Str
         }
     }
     assert_eq!(corrupt, 0, "corrupted payloads");
-    got.into_iter().map(|(k, (_, seqs))| (k, seqs)).collect()
+    let seqs = got.into_iter().map(|(k, (_, seqs))| (k, seqs)).collect();
+    (seqs, pts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,21 +266,7 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
 
     // Each subscriber has answered an offer carrying both tracks and its connection is up.
     for sub in &mut subs {
-        let mut tracks = 0;
-        let mut connected = false;
-        sub.wait(|s| {
-            match s {
-                Seen::Answered { tracks: n, .. } => tracks = *n,
-                Seen::Event(ParticipantEvent::MediaConnection {
-                    target: PeerTarget::Subscriber,
-                    connected: true,
-                }) => connected = true,
-                _ => {}
-            }
-            (tracks == 2 && connected).then_some(())
-        })
-        .await
-        .unwrap();
+        sub.ready_for_tracks(2).await.unwrap();
     }
 
     // Synthetic Opus and VP8 at 100 packets/s each.
@@ -253,7 +290,10 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
             // Rewritten sequence numbers are contiguous (no gaps beyond real losses).
             let min = *distinct.iter().min().unwrap();
             let max = *distinct.iter().max().unwrap();
-            assert!(u32::from(max.wrapping_sub(min)) < PACKETS + 3, "{kind}: seq span");
+            assert!(
+                u32::from(max.wrapping_sub(min)) < PACKETS + 3,
+                "{kind}: seq span"
+            );
         }
     }
 
@@ -285,7 +325,10 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         .await
         .expect("PLI relayed to the publisher")
         .unwrap();
-    eprintln!("PLIs at the publisher: {before} before, {} after", *plis.borrow());
+    eprintln!(
+        "PLIs at the publisher: {before} before, {} after",
+        *plis.borrow()
+    );
     assert!(sfu.stats().await.unwrap().keyframe_requests >= 1);
 
     // The publisher leaves: the others see it and its tracks go, and renegotiate.
@@ -331,6 +374,84 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         sub.handle.leave().await.unwrap();
     }
     assert!(sfu.rooms().await.unwrap().is_empty());
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_behind_udp_blocking_firewall_publishes_over_ice_tcp() {
+    let sfu = loopback_sfu();
+    let room = RoomId::parse("tcp-room").unwrap();
+    let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, true, false)
+        .await
+        .unwrap();
+    next_event(&mut publisher.events, 15, |e| match e {
+        ParticipantEvent::MediaConnection {
+            target: PeerTarget::Publisher,
+            connected: true,
+        } => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    publisher.client.wait_connected().await.unwrap();
+    sub.ready_for_tracks(2).await.unwrap();
+
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..PACKETS {
+        tick.tick().await;
+        publisher.send(n).await.unwrap();
+    }
+    let got = receive_all(&mut sub.rtp).await;
+    for kind in ["audio", "video"] {
+        let n = got
+            .get(kind)
+            .map(|s| s.iter().collect::<HashSet<_>>().len());
+        eprintln!("over ice-tcp, {kind}: {n:?} distinct of {PACKETS}");
+        assert!(n.unwrap_or(0) as u32 * 100 >= PACKETS * 99, "{kind}: {n:?}");
+    }
+    publisher.handle.leave().await.unwrap();
+    sub.handle.leave().await.unwrap();
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_with_the_subscribers_payload_type() {
+    let sfu = loopback_sfu();
+    let room = RoomId::parse("h264-room").unwrap();
+    let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, false, true)
+        .await
+        .unwrap();
+    next_event(&mut publisher.events, 15, |e| match e {
+        ParticipantEvent::MediaConnection {
+            target: PeerTarget::Publisher,
+            connected: true,
+        } => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    publisher.client.wait_connected().await.unwrap();
+    sub.ready_for_tracks(2).await.unwrap();
+
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..PACKETS {
+        tick.tick().await;
+        publisher.send(n).await.unwrap();
+    }
+    let (got, pts) = receive_all_with_pts(&mut sub.rtp).await;
+    let n = got
+        .get("video")
+        .map(|s| s.iter().collect::<HashSet<_>>().len())
+        .unwrap_or(0);
+    assert!(n as u32 * 100 >= PACKETS * 99, "h264: {n} of {PACKETS}");
+    // The publisher sent PT 102; the subscriber negotiated str0m's PT for this profile.
+    let video_pts = pts.get("video").cloned().unwrap_or_default();
+    assert_eq!(video_pts.len(), 1, "{video_pts:?}");
+    assert!(!video_pts.contains(&H264_PT), "{video_pts:?}");
+    publisher.handle.leave().await.unwrap();
+    sub.handle.leave().await.unwrap();
     sfu.shutdown().await;
 }
 
@@ -394,7 +515,8 @@ async fn data_is_relayed_to_the_room_with_the_sender_named() {
     let carol = join_for_data(&sfu, &room, "carol", false).await;
 
     // Carol lacks the data grant: her message goes nowhere. Alice's reaches Bob and Carol, Bob's
-    // reaches Alice. Messages on one SCTP stream are ordered, so Bob's first is Alice's.
+    // reaches Alice and Carol. Carol's is sent first, so had it been relayed, Bob's and Alice's
+    // first message would be hers (one sender's messages stay in order).
     carol
         .channel
         .send(bytes::BytesMut::from(&b"from carol"[..]))
@@ -405,12 +527,25 @@ async fn data_is_relayed_to_the_room_with_the_sender_named() {
         .send(bytes::BytesMut::from(&b"hello room"[..]))
         .await
         .unwrap();
-    bob.channel.send(bytes::BytesMut::from(&b"hi alice"[..])).await.unwrap();
-    assert_eq!(next(&mut bob.messages).await, framed("alice", b"hello room"));
+    bob.channel
+        .send(bytes::BytesMut::from(&b"hi alice"[..]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut bob.messages).await,
+        framed("alice", b"hello room")
+    );
     assert_eq!(next(&mut alice.messages).await, framed("bob", b"hi alice"));
+    // Carol may receive without the grant to send; order holds per sender only.
     let mut carol_messages = carol.messages;
-    assert_eq!(next(&mut carol_messages).await, framed("alice", b"hello room"));
-    assert_eq!(next(&mut carol_messages).await, framed("bob", b"hi alice"));
+    let mut got = vec![
+        next(&mut carol_messages).await,
+        next(&mut carol_messages).await,
+    ];
+    got.sort();
+    let mut want = vec![framed("alice", b"hello room"), framed("bob", b"hi alice")];
+    want.sort();
+    assert_eq!(got, want);
     assert!(alice.messages.try_recv().is_err() && bob.messages.try_recv().is_err());
     for p in [alice.handle, bob.handle, carol.handle] {
         p.leave().await.unwrap();
@@ -454,7 +589,9 @@ async fn bad_input_is_an_error_not_a_panic() {
             .is_err()
     );
     assert_eq!(
-        handle.subscribe(convene_sfu::TrackId::parse("TR_404").unwrap()).await,
+        handle
+            .subscribe(convene_sfu::TrackId::parse("TR_404").unwrap())
+            .await,
         Err(SfuError::UnknownTrack)
     );
     assert_eq!(
@@ -494,5 +631,64 @@ async fn bad_input_is_an_error_not_a_panic() {
     }
     handle.leave().await.unwrap();
     assert_eq!(sfu.stats().await.unwrap().participants, 0);
+    sfu.shutdown().await;
+}
+
+#[tokio::test]
+async fn rooms_are_spread_over_workers_each_on_its_own_port() {
+    let sfu = Sfu::start(SfuConfig {
+        udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tcp_addr: None,
+        advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        workers: 2,
+    })
+    .unwrap();
+    let ports: Vec<u16> = sfu.udp_addrs().iter().map(|a| a.port()).collect();
+    assert_eq!(ports.len(), 2);
+    assert!(sfu.tcp_addrs().is_empty());
+
+    let mut candidate_ports = Vec::new();
+    let mut handles = Vec::new();
+    for room in ["room-a", "room-b", "room-a"] {
+        let (handle, mut events, _) = sfu
+            .join(
+                RoomId::parse(room).unwrap(),
+                ParticipantId::parse(format!("p{}", handles.len())).unwrap(),
+                ParticipantInfo::new("p"),
+            )
+            .await
+            .unwrap();
+        let offer = next_event(&mut events, 5, |e| match e {
+            ParticipantEvent::SubscriberOffer { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        // "a=candidate:<foundation> 1 udp <prio> 127.0.0.1 <port> typ host"
+        let port: u16 = offer
+            .lines()
+            .find(|l| l.starts_with("a=candidate") && l.contains(" udp "))
+            .and_then(|l| l.split(' ').nth(5))
+            .unwrap()
+            .parse()
+            .unwrap();
+        candidate_ports.push(port);
+        handles.push(handle);
+    }
+    // Both rooms' participants use their room's worker; the room's second member the same one.
+    assert_ne!(candidate_ports[0], candidate_ports[1]);
+    assert_eq!(candidate_ports[0], candidate_ports[2]);
+    assert!(candidate_ports.iter().all(|p| ports.contains(p)));
+    let stats = sfu.stats().await.unwrap();
+    assert_eq!((stats.rooms, stats.participants), (2, 3));
+    assert_eq!(sfu.rooms().await.unwrap().len(), 2);
+    sfu.close_room(&RoomId::parse("room-a").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sfu.stats().await.unwrap().participants, 1);
+    assert_eq!(
+        sfu.room_snapshot(&RoomId::parse("room-a").unwrap()).await,
+        Err(SfuError::UnknownRoom)
+    );
     sfu.shutdown().await;
 }

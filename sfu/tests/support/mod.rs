@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, PeerTarget};
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -23,13 +27,16 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
 pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
+/// Deliberately not str0m's PT for this H.264 profile (108), so the SFU must map it.
+pub const H264_PT: u8 = 102;
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 pub const AUDIO_SSRC: u32 = 0x1111_0001;
 pub const VIDEO_SSRC: u32 = 0x2222_0002;
 
@@ -56,7 +63,9 @@ pub fn check_payload(kind: RtpCodecKind, data: &[u8]) -> Option<u32> {
     (payload(kind, n) == data).then_some(n)
 }
 
-fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
+/// Opus plus VP8 and H.264 (Chromium's usual pair); `h264_only` leaves VP8 out so an offer
+/// carries H.264 alone.
+fn codecs(h264_only: bool) -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.into(),
         parameter: parameter.into(),
@@ -88,7 +97,23 @@ fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
             },
             RtpCodecKind::Video,
         ),
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: H264_FMTP.to_owned(),
+                    rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+                },
+                payload_type: H264_PT,
+            },
+            RtpCodecKind::Video,
+        ),
     ]
+    .into_iter()
+    .filter(|(c, _)| !(h264_only && c.rtp_codec.mime_type == MIME_TYPE_VP8))
+    .collect()
 }
 
 /// Marks incoming PLI/FIR for delivery to the application, so a local track's `poll()` sees them
@@ -107,7 +132,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| p.as_any().is::<PictureLossIndication>())
+            && packets
+                .iter()
+                .any(|p| p.as_any().is::<PictureLossIndication>())
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -137,6 +164,7 @@ impl Interceptor for KeyframeRequestTap {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub kind: RtpCodecKind,
+    pub pt: u8,
     pub seq: u16,
     pub ssrc: u32,
     pub payload: Vec<u8>,
@@ -177,8 +205,14 @@ pub struct Client {
 
 impl Client {
     pub async fn new() -> anyhow::Result<Client> {
+        Self::with_options(false, false).await
+    }
+
+    /// `tcp`: gather only active ICE-TCP candidates (RFC 6544), no UDP at all.
+    /// `h264_only`: offer H.264 as the only video codec.
+    pub async fn with_options(tcp: bool, h264_only: bool) -> anyhow::Result<Client> {
         let mut media = MediaEngine::default();
-        for (codec, kind) in codecs() {
+        for (codec, kind) in codecs(h264_only) {
             media.register_codec(codec, kind)?;
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
@@ -188,9 +222,11 @@ impl Client {
                 write: VecDeque::new(),
             },
         );
-        let settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
-            .build();
+        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        if tcp {
+            settings = settings.with_network_types(vec![NetworkType::Tcp4]);
+        }
+        let settings = settings.build();
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
@@ -207,7 +243,16 @@ impl Client {
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(if tcp {
+                vec![]
+            } else {
+                vec!["127.0.0.1:0".to_owned()]
+            })
+            .with_tcp_addrs(if tcp {
+                vec!["127.0.0.1:0".to_owned()]
+            } else {
+                vec![]
+            })
             .build()
             .await?;
         Ok(Client {
@@ -223,7 +268,12 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g))
             .await
             .context("ice gathering timed out")??;
-        Ok(self.pc.local_description().await.context("no local description")?.sdp)
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp)
     }
 
     /// Creates the publisher offer, has the SFU answer it, applies the answer.
@@ -233,8 +283,22 @@ impl Client {
         let sdp = self.local_sdp_after_gathering().await?;
         let answer = handle.publisher_offer(sdp).await?;
         self.pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .set_remote_description(RTCSessionDescription::answer(answer.clone())?)
             .await?;
+        // webrtc-rs dials passive ICE-TCP candidates only when they are trickled, not when they
+        // come in the SDP (browsers do both), so hand them over again.
+        for line in answer.lines().filter(|l| l.contains(" tcp ")) {
+            if let Some(candidate) = line.strip_prefix("a=") {
+                self.pc
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate: candidate.to_owned(),
+                        sdp_mid: Some("0".to_owned()),
+                        sdp_mline_index: Some(0),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -251,7 +315,8 @@ impl Client {
     pub async fn wait_connected(&mut self) -> anyhow::Result<()> {
         tokio::time::timeout(
             Duration::from_secs(15),
-            self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
         )
         .await
         .context("peer connection did not connect")??;
@@ -260,8 +325,13 @@ impl Client {
 }
 
 /// A local RTP track with a fixed SSRC.
-pub fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    let codec = codecs().into_iter().find(|(_, k)| *k == kind).unwrap().0.rtp_codec;
+pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalStaticRTP> {
+    let codec = codecs(h264)
+        .into_iter()
+        .find(|(_, k)| *k == kind)
+        .unwrap()
+        .0
+        .rtp_codec;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher-stream".to_owned(),
         format!("publisher-{kind}"),
@@ -320,6 +390,7 @@ pub fn collect_rtp(
                         TrackRemoteEvent::OnRtpPacket(p) => {
                             let _ = tx.send(Received {
                                 kind,
+                                pt: p.header.payload_type,
                                 seq: p.header.sequence_number,
                                 ssrc: p.header.ssrc,
                                 payload: p.payload.to_vec(),

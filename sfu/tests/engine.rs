@@ -1,0 +1,622 @@
+//! The sans-IO engine driven with virtual time: str0m clients and the engine exchange datagrams
+//! in memory, and time only moves when the test moves it. No sockets, no sleeps.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use convene_sfu::{
+    Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo,
+    ParticipantKey, RoomId, TrackKind, TrackSource,
+};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
+
+#[derive(Clone, Copy)]
+enum Mangle {
+    /// Not SDP at all.
+    Garbage,
+    /// SDP whose m-lines disagree with its BUNDLE group.
+    Inconsistent,
+}
+
+struct Datagram {
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+}
+
+/// One client peer connection (a str0m `Rtc`, full ICE, controlling).
+struct Peer {
+    rtc: Rtc,
+    addr: SocketAddr,
+    timeout: Instant,
+    events: Vec<Event>,
+}
+
+/// A participant: key in the engine, publisher and subscriber connections, events received.
+struct Client {
+    key: ParticipantKey,
+    publisher: Peer,
+    subscriber: Peer,
+    events: Vec<ParticipantEvent>,
+}
+
+struct World {
+    now: Instant,
+    engine: Engine,
+    clients: Vec<Client>,
+    next_port: u16,
+    wire: VecDeque<Datagram>,
+    /// Answer the next subscriber offer badly first.
+    mangle_next_answer: Option<Mangle>,
+    /// The offer that got the unparsable answer, to be answered properly by the test.
+    retry_offer: Option<(usize, String)>,
+}
+
+fn new_rtc(now: Instant, addr: SocketAddr) -> Rtc {
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_stats_interval(None)
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    rtc
+}
+
+fn drain(peer: &mut Peer, wire: &mut VecDeque<Datagram>) {
+    loop {
+        match peer.rtc.poll_output().unwrap() {
+            Output::Timeout(t) => {
+                peer.timeout = t;
+                return;
+            }
+            Output::Transmit(t) => wire.push_back(Datagram {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.to_vec(),
+            }),
+            Output::Event(e) => peer.events.push(e),
+        }
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::now();
+        World {
+            now,
+            engine: Engine::new(
+                EngineConfig {
+                    candidates: vec![SERVER],
+                    tcp_candidates: vec![],
+                },
+                now,
+            ),
+            clients: Vec::new(),
+            next_port: 20_000,
+            wire: VecDeque::new(),
+            mangle_next_answer: None,
+            retry_offer: None,
+        }
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        self.next_port += 1;
+        SocketAddr::from(([127, 0, 0, 2], self.next_port))
+    }
+
+    fn join(&mut self, room: &str, name: &str, info: ParticipantInfo) -> usize {
+        let joined = self
+            .engine
+            .join(
+                RoomId::parse(room).unwrap(),
+                ParticipantId::parse(name).unwrap(),
+                info,
+                self.now,
+            )
+            .unwrap();
+        let (a, b) = (self.addr(), self.addr());
+        self.clients.push(Client {
+            key: joined.key,
+            publisher: Peer {
+                rtc: new_rtc(self.now, a),
+                addr: a,
+                timeout: self.now,
+                events: vec![],
+            },
+            subscriber: Peer {
+                rtc: new_rtc(self.now, b),
+                addr: b,
+                timeout: self.now,
+                events: vec![],
+            },
+            events: vec![],
+        });
+        self.clients.len() - 1
+    }
+
+    /// The client offers sendonly media on its publisher connection; the engine answers.
+    fn publish(&mut self, c: usize, kinds: &[MediaKind]) -> Vec<Mid> {
+        self.publish_declared(c, kinds, &[])
+    }
+
+    /// Like `publish`; `sources[i]`, if given, is declared for m-line `i` with `set_track_info`
+    /// between creating the offer and sending it, as a browser client knows its mids then.
+    fn publish_declared(
+        &mut self,
+        c: usize,
+        kinds: &[MediaKind],
+        sources: &[TrackSource],
+    ) -> Vec<Mid> {
+        let client = &mut self.clients[c];
+        let mut api = client.publisher.rtc.sdp_api();
+        let mids: Vec<Mid> = kinds
+            .iter()
+            .map(|k| api.add_media(*k, Direction::SendOnly, None, None, None))
+            .collect();
+        let (offer, pending) = api.apply().unwrap();
+        drain(&mut client.publisher, &mut self.wire);
+        for (mid, source) in mids.iter().zip(sources) {
+            self.engine
+                .set_track_info(client.key, &mid.to_string(), *source, false, self.now)
+                .unwrap();
+        }
+        let answer = self
+            .engine
+            .publisher_offer(client.key, &offer.to_sdp_string(), self.now)
+            .unwrap();
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+        client
+            .publisher
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .unwrap();
+        drain(&mut client.publisher, &mut self.wire);
+        mids
+    }
+
+    /// Moves everything: engine outputs, datagrams, subscriber offers (answered at once), and
+    /// virtual time in 1 ms steps, for `ms` milliseconds.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        loop {
+            self.exchange();
+            if self.now >= end {
+                return;
+            }
+            self.now += Duration::from_millis(1);
+            self.engine.handle_timeout(self.now);
+            let now = self.now;
+            for client in &mut self.clients {
+                for peer in [&mut client.publisher, &mut client.subscriber] {
+                    if peer.timeout <= now {
+                        peer.rtc.handle_input(Input::Timeout(now)).unwrap();
+                        drain(peer, &mut self.wire);
+                    }
+                }
+            }
+        }
+    }
+
+    fn exchange(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.engine.poll_output() {
+                progressed = true;
+                match out {
+                    EngineOutput::Transmit(t) => self.wire.push_back(Datagram {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.to_vec(),
+                    }),
+                    EngineOutput::Event { to, event } => {
+                        let Some(c) = self.clients.iter().position(|c| c.key == to) else {
+                            continue;
+                        };
+                        if let ParticipantEvent::SubscriberOffer { sdp, .. } = &event {
+                            self.answer(c, sdp);
+                        }
+                        self.clients[c].events.push(event);
+                    }
+                }
+            }
+            while let Some(d) = self.wire.pop_front() {
+                progressed = true;
+                self.deliver(d);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn answer(&mut self, c: usize, sdp: &str) {
+        let client = &mut self.clients[c];
+        let offer = str0m::change::SdpOffer::from_sdp_string(sdp).unwrap();
+        if let Some(mangle) = self.mangle_next_answer.take() {
+            // A client that answers badly first, keeping its own state as it was.
+            let bogus = match mangle {
+                Mangle::Garbage => "v=0\r\nnot sdp\r\n".to_owned(),
+                Mangle::Inconsistent => {
+                    let mut scratch = new_rtc(self.now, client.subscriber.addr);
+                    let good = scratch.sdp_api().accept_offer(offer).unwrap();
+                    good.to_sdp_string().replace("a=mid:", "a=mid:x")
+                }
+            };
+            let result = self.engine.subscriber_answer(client.key, &bogus, self.now);
+            assert!(
+                matches!(result, Err(convene_sfu::SfuError::InvalidSdp(_))),
+                "{result:?}"
+            );
+            self.retry_offer = Some((c, sdp.to_owned()));
+            return;
+        }
+        let answer = client.subscriber.rtc.sdp_api().accept_offer(offer).unwrap();
+        drain(&mut client.subscriber, &mut self.wire);
+        self.engine
+            .subscriber_answer(client.key, &answer.to_sdp_string(), self.now)
+            .unwrap();
+    }
+
+    fn deliver(&mut self, d: Datagram) {
+        if d.destination == SERVER {
+            self.engine.handle_input(
+                self.now,
+                Protocol::Udp,
+                d.source,
+                d.destination,
+                &d.contents,
+            );
+            return;
+        }
+        for client in &mut self.clients {
+            for peer in [&mut client.publisher, &mut client.subscriber] {
+                if peer.addr == d.destination {
+                    let r =
+                        Receive::new(Protocol::Udp, d.source, d.destination, &d.contents).unwrap();
+                    peer.rtc.handle_input(Input::Receive(self.now, r)).unwrap();
+                    drain(peer, &mut self.wire);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes one RTP packet on the publisher's `mid` (VP8 or Opus as negotiated).
+    fn send(&mut self, c: usize, mid: Mid, seq: u64, ts: u32, payload: &[u8]) {
+        let now = self.now;
+        let peer = &mut self.clients[c].publisher;
+        let kind = peer.rtc.media(mid).unwrap().kind();
+        let codec = if kind == MediaKind::Video {
+            Codec::Vp8
+        } else {
+            Codec::Opus
+        };
+        let pt = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+            .pt();
+        let mut api = peer.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        tx.write_rtp(RtpWrite::new(pt, seq.into(), ts, now, payload.to_vec()).marker(true));
+        drain(peer, &mut self.wire);
+    }
+
+    fn received(&self, c: usize) -> Vec<&RtpPacket> {
+        self.clients[c]
+            .subscriber
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RtpPacket(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn keyframe_requests(&self, c: usize) -> usize {
+        self.clients[c]
+            .publisher
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::KeyframeRequest(_)))
+            .count()
+    }
+}
+
+fn vp8(n: u64) -> Vec<u8> {
+    let mut p = vec![0x10, 0, 0, 0];
+    p.extend_from_slice(&n.to_be_bytes());
+    p.resize(300, 0x42);
+    p
+}
+
+/// Publisher and one subscriber, connected, with one video track flowing `packets` packets.
+fn video_call() -> (World, Mid) {
+    let mut w = World::new();
+    let sub = w.join("r", "viewer", ParticipantInfo::new("Viewer"));
+    let publ = w.join("r", "camera", ParticipantInfo::new("Camera"));
+    let mids = w.publish(publ, &[MediaKind::Video]);
+    w.run(500);
+    assert!(w.clients[publ].publisher.rtc.is_connected());
+    assert!(w.clients[sub].subscriber.rtc.is_connected());
+    (w, mids[0])
+}
+
+#[test]
+fn mute_and_resume_keep_the_subscribers_sequence_contiguous() {
+    let (mut w, mid) = video_call();
+    let (sub, publ) = (0, 1);
+    for n in 0..50 {
+        w.send(publ, mid, 1000 + n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    w.engine
+        .set_track_info(
+            w.clients[publ].key,
+            &mid.to_string(),
+            TrackSource::Camera,
+            true,
+            w.now,
+        )
+        .unwrap();
+    // While muted the publisher keeps counting (as a browser sending black frames would).
+    for n in 50..100 {
+        w.send(publ, mid, 1000 + n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    w.engine
+        .set_track_info(
+            w.clients[publ].key,
+            &mid.to_string(),
+            TrackSource::Camera,
+            false,
+            w.now,
+        )
+        .unwrap();
+    for n in 100..150 {
+        w.send(publ, mid, 1000 + n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    w.run(200);
+
+    let got = w.received(sub);
+    let counters: Vec<u64> = got
+        .iter()
+        .map(|p| u64::from_be_bytes(p.payload[4..12].try_into().unwrap()))
+        .collect();
+    assert_eq!(counters.len(), 100, "{counters:?}");
+    assert!(counters.iter().all(|n| *n < 50 || *n >= 100));
+    // The subscriber sees one stream, no gap where the mute was.
+    let seqs: Vec<u64> = got.iter().map(|p| *p.seq_no).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    // Timestamps move forward across the gap.
+    let ts: Vec<u32> = got.iter().map(|p| p.header.timestamp).collect();
+    assert!(ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) < 1 << 31));
+
+    let updates: Vec<bool> = w.clients[sub]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::TrackUpdated(t) => Some(t.muted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, vec![true, false]);
+}
+
+#[test]
+fn keyframe_requests_from_subscribers_are_throttled_upstream() {
+    let (mut w, mid) = video_call();
+    let (sub, publ) = (0, 1);
+    for n in 0..20 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    // The first forwarded packet asked for a keyframe for the new subscriber.
+    assert_eq!(w.keyframe_requests(publ), 1);
+    w.run(1000);
+
+    let ssrc = w.received(sub)[0].header.ssrc;
+    let sub_mid = w.clients[sub]
+        .subscriber
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc)
+        .unwrap()
+        .mid();
+    let pli = |w: &mut World| {
+        let peer = &mut w.clients[sub].subscriber;
+        peer.rtc
+            .direct_api()
+            .stream_rx_by_mid(sub_mid, None)
+            .unwrap()
+            .request_keyframe(KeyframeRequestKind::Pli);
+        drain(peer, &mut w.wire);
+    };
+    // Five requests within 200 ms: one goes upstream.
+    for _ in 0..5 {
+        pli(&mut w);
+        w.run(40);
+    }
+    assert_eq!(w.keyframe_requests(publ), 2);
+    // After the 500 ms window the next one goes through.
+    w.run(400);
+    pli(&mut w);
+    w.run(50);
+    assert_eq!(w.keyframe_requests(publ), 3);
+    assert_eq!(w.engine.stats().keyframe_requests, 3);
+}
+
+#[test]
+fn grants_limit_what_is_published_and_received() {
+    let mut w = World::new();
+    let mut listener = ParticipantInfo::new("Listener");
+    listener.grants = Grants {
+        publish_video: false,
+        ..Grants::full()
+    };
+    let l = w.join("r", "listener", listener);
+    let mut lurker = ParticipantInfo::new("Lurker");
+    lurker.grants.subscribe = false;
+    let k = w.join("r", "lurker", lurker);
+    w.publish(l, &[MediaKind::Audio, MediaKind::Video]);
+    w.run(500);
+
+    let published: Vec<TrackKind> = w.clients[l]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::TrackPublished(t) => Some(t.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, vec![TrackKind::Audio]);
+    assert!(w.clients[l].events.iter().any(|e| matches!(
+        e,
+        ParticipantEvent::Error {
+            code: "publish_not_allowed",
+            ..
+        }
+    )));
+    // Without the subscribe grant the lurker's offers carry no tracks.
+    let offered: usize = w.clients[k]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::SubscriberOffer { tracks, .. } => Some(tracks.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(offered, 0);
+    assert_eq!(w.engine.stats().tracks, 1);
+}
+
+#[test]
+fn track_info_sent_before_the_offer_names_the_source() {
+    let mut w = World::new();
+    let viewer = w.join("r", "viewer", ParticipantInfo::new("V"));
+    let sharer = w.join("r", "sharer", ParticipantInfo::new("S"));
+    // A mismatched kind is refused when the m-line appears: the default source is used.
+    w.publish_declared(
+        sharer,
+        &[MediaKind::Video, MediaKind::Audio, MediaKind::Video],
+        &[
+            TrackSource::Screen,
+            TrackSource::ScreenAudio,
+            TrackSource::Microphone,
+        ],
+    );
+    w.run(500);
+    let sources: Vec<TrackSource> = w.clients[viewer]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::TrackPublished(t) => Some(t.source),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            TrackSource::Screen,
+            TrackSource::ScreenAudio,
+            TrackSource::Camera
+        ]
+    );
+}
+
+#[test]
+fn hidden_participants_and_closing_a_room() {
+    let mut w = World::new();
+    let a = w.join("r", "alice", ParticipantInfo::new("Alice"));
+    let mut recorder = ParticipantInfo::new("Recorder");
+    recorder.grants.hidden = true;
+    let rec = w.join("r", "recorder", recorder);
+    w.run(10);
+    assert!(
+        !w.clients[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, ParticipantEvent::ParticipantJoined { .. }))
+    );
+    let room = RoomId::parse("r").unwrap();
+    let snap = w.engine.snapshot(&room).unwrap();
+    assert_eq!(snap.participants.len(), 1);
+    assert_eq!(w.engine.stats().participants, 2);
+
+    let removed = w.engine.close_room(&room, w.now).unwrap();
+    assert_eq!(removed.len(), 2);
+    w.run(10);
+    for c in [a, rec] {
+        assert!(w.clients[c].events.iter().any(|e| matches!(
+            e,
+            ParticipantEvent::Removed {
+                reason: "room_closed"
+            }
+        )));
+    }
+    assert!(w.engine.rooms().is_empty());
+    assert_eq!(w.engine.stats().participants, 0);
+}
+
+#[test]
+fn an_unparsable_subscriber_answer_leaves_the_offer_outstanding() {
+    let mut w = World::new();
+    let viewer = w.join("r", "viewer", ParticipantInfo::new("V"));
+    w.run(300);
+    let publ = w.join("r", "camera", ParticipantInfo::new("C"));
+    w.run(300);
+    w.mangle_next_answer = Some(Mangle::Garbage);
+    let mid = w.publish(publ, &[MediaKind::Video])[0];
+    w.run(300);
+    // The corrected answer to the same offer is accepted and media flows.
+    let (c, offer) = w.retry_offer.take().unwrap();
+    assert_eq!(c, viewer);
+    w.answer(c, &offer);
+    w.run(200);
+    for n in 0..20 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    assert_eq!(w.received(viewer).len(), 20);
+}
+
+#[test]
+fn an_answer_that_does_not_fit_the_offer_fails_the_subscriber_connection() {
+    let mut w = World::new();
+    w.mangle_next_answer = Some(Mangle::Inconsistent);
+    let viewer = w.join("r", "viewer", ParticipantInfo::new("V"));
+    w.run(100);
+    assert!(w.clients[viewer].events.iter().any(|e| matches!(
+        e,
+        ParticipantEvent::Error {
+            code: "subscriber_negotiation_failed",
+            ..
+        }
+    )));
+    // Str0m consumed the offer: a second answer has nothing to answer.
+    let (c, offer) = w.retry_offer.take().unwrap();
+    let answer = {
+        let client = &mut w.clients[c];
+        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).unwrap();
+        client.subscriber.rtc.sdp_api().accept_offer(offer).unwrap()
+    };
+    assert_eq!(
+        w.engine
+            .subscriber_answer(w.clients[c].key, &answer.to_sdp_string(), w.now),
+        Err(convene_sfu::SfuError::NoPendingOffer)
+    );
+}
