@@ -17,8 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use convene_sfu::{
-    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, RoomId, Sfu, SfuConfig,
-    TrackSource,
+    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, RoomId, Sfu, SfuConfig, TrackSource,
 };
 use tokio::sync::{Mutex, mpsc};
 
@@ -40,17 +39,9 @@ fn bad(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, e.to_string()).into_response()
 }
 
-async fn peer(
-    app: &App,
-    name: &str,
-) -> Option<(
-    ParticipantHandle,
-    Arc<Mutex<mpsc::UnboundedReceiver<String>>>,
-)> {
+async fn peer(app: &App, name: &str) -> Option<(ParticipantHandle, Arc<Mutex<mpsc::UnboundedReceiver<String>>>)> {
     let peers = app.peers.lock().await;
-    peers
-        .get(name)
-        .map(|p| (p.handle.clone(), p.offers.clone()))
+    peers.get(name).map(|p| (p.handle.clone(), p.offers.clone()))
 }
 
 async fn join(State(app): State<App>, Path(name): Path<String>) -> Response {
@@ -58,11 +49,7 @@ async fn join(State(app): State<App>, Path(name): Path<String>) -> Response {
         Ok(id) => id,
         Err(e) => return bad(e),
     };
-    let (handle, mut events, _) = match app
-        .sfu
-        .join(app.room.clone(), id, ParticipantInfo::new(&name))
-        .await
-    {
+    let (handle, mut events, _) = match app.sfu.join(app.room.clone(), id, ParticipantInfo::new(&name)).await {
         Ok(j) => j,
         Err(e) => return bad(e),
     };
@@ -95,10 +82,7 @@ async fn publish(State(app): State<App>, Path(name): Path<String>, sdp: String) 
     }
 }
 
-async fn track_info(
-    State(app): State<App>,
-    Path((name, mid, source)): Path<(String, String, String)>,
-) -> Response {
+async fn track_info(State(app): State<App>, Path((name, mid, source)): Path<(String, String, String)>) -> Response {
     let Some((handle, _)) = peer(&app, &name).await else {
         return StatusCode::NOT_FOUND.into_response();
     };

@@ -19,8 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Engine, EngineConfig, EngineOutput, ParticipantKey};
 use crate::error::SfuError;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats,
-    TrackId, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
 };
 
 /// Events buffered per participant before it counts as stuck and is removed.
@@ -108,8 +107,7 @@ impl Worker {
 
     fn input(&mut self, proto: Protocol, from: SocketAddr, data: &[u8]) {
         let to = self.destination_for(proto, from);
-        self.engine
-            .handle_input(Instant::now(), proto, from, to, data);
+        self.engine.handle_input(Instant::now(), proto, from, to, data);
     }
 
     fn flush(&mut self, socket: &UdpSocket) {
@@ -124,10 +122,8 @@ impl Worker {
                 }
                 EngineOutput::Transmit(t) => {
                     // RFC 4571 §2: each packet is preceded by its 16-bit length.
-                    let (Some(conn), Ok(len)) = (
-                        self.tcp_conns.get(&t.destination),
-                        u16::try_from(t.contents.len()),
-                    ) else {
+                    let (Some(conn), Ok(len)) = (self.tcp_conns.get(&t.destination), u16::try_from(t.contents.len()))
+                    else {
                         continue;
                     };
                     let mut frame = Vec::with_capacity(2 + t.contents.len());
@@ -266,10 +262,7 @@ async fn call<R: Send + 'static>(
     let request: Request = Box::new(move |w, now| {
         let _ = tx.send(f(w, now));
     });
-    requests
-        .send(request)
-        .await
-        .map_err(|_| SfuError::WorkerGone)?;
+    requests.send(request).await.map_err(|_| SfuError::WorkerGone)?;
     rx.await.map_err(|_| SfuError::WorkerGone)
 }
 
@@ -287,9 +280,7 @@ pub struct Sfu {
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sfu")
-            .field("udp_addrs", &self.udp_addrs())
-            .finish()
+        f.debug_struct("Sfu").field("udp_addrs", &self.udp_addrs()).finish()
     }
 }
 
@@ -315,16 +306,9 @@ impl Sfu {
                 addr.set_port(port);
             }
             let socket = StdUdpSocket::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
-            socket
-                .set_nonblocking(true)
-                .map_err(|e| SfuError::Io(e.to_string()))?;
-            let local = socket
-                .local_addr()
-                .map_err(|e| SfuError::Io(e.to_string()))?;
-            let candidates: Vec<SocketAddr> = advertise
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, local.port()))
-                .collect();
+            socket.set_nonblocking(true).map_err(|e| SfuError::Io(e.to_string()))?;
+            let local = socket.local_addr().map_err(|e| SfuError::Io(e.to_string()))?;
+            let candidates: Vec<SocketAddr> = advertise.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
             let tcp = match config.tcp_addr {
                 Some(mut addr) => {
                     if addr.port() != 0 {
@@ -332,24 +316,18 @@ impl Sfu {
                             .map_err(|_| SfuError::Config("tcp port + workers exceeds 65535"))?;
                         addr.set_port(port);
                     }
-                    let listener =
-                        StdTcpListener::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
+                    let listener = StdTcpListener::bind(addr).map_err(|e| SfuError::Io(e.to_string()))?;
                     listener
                         .set_nonblocking(true)
                         .map_err(|e| SfuError::Io(e.to_string()))?;
-                    let tcp_local = listener
-                        .local_addr()
-                        .map_err(|e| SfuError::Io(e.to_string()))?;
+                    let tcp_local = listener.local_addr().map_err(|e| SfuError::Io(e.to_string()))?;
                     Some((listener, tcp_local))
                 }
                 None => None,
             };
             let tcp_local = tcp.as_ref().map(|(_, a)| *a);
             let tcp_candidates: Vec<SocketAddr> = match tcp_local {
-                Some(t) => advertise
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, t.port()))
-                    .collect(),
+                Some(t) => advertise.iter().map(|ip| SocketAddr::new(*ip, t.port())).collect(),
                 None => Vec::new(),
             };
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -415,11 +393,7 @@ impl Sfu {
 
     /// The ICE-TCP listening address of each worker (empty without `tcp_addr`).
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
-        self.inner
-            .workers
-            .iter()
-            .filter_map(|w| w.tcp_local)
-            .collect()
+        self.inner.workers.iter().filter_map(|w| w.tcp_local).collect()
     }
 
     fn worker_for(&self, room: &RoomId) -> usize {
@@ -428,9 +402,9 @@ impl Sfu {
             .placement
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *placement.entry(room.clone()).or_insert_with(|| {
-            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len()
-        })
+        *placement
+            .entry(room.clone())
+            .or_insert_with(|| self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len())
     }
 
     fn placed(&self, room: &RoomId) -> Option<usize> {
@@ -457,14 +431,7 @@ impl Sfu {
         room: RoomId,
         participant: ParticipantId,
         info: ParticipantInfo,
-    ) -> Result<
-        (
-            ParticipantHandle,
-            mpsc::Receiver<ParticipantEvent>,
-            RoomSnapshot,
-        ),
-        SfuError,
-    > {
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, RoomSnapshot), SfuError> {
         let worker = self.worker_for(&room);
         let requests = self.inner.workers[worker].requests.clone();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -499,11 +466,9 @@ impl Sfu {
     pub async fn room_snapshot(&self, room: &RoomId) -> Result<RoomSnapshot, SfuError> {
         let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
         let r = room.clone();
-        call(&self.inner.workers[worker].requests, move |w, _| {
-            w.engine.snapshot(&r)
-        })
-        .await?
-        .ok_or(SfuError::UnknownRoom)
+        call(&self.inner.workers[worker].requests, move |w, _| w.engine.snapshot(&r))
+            .await?
+            .ok_or(SfuError::UnknownRoom)
     }
 
     /// Ends a room for everyone in it.
@@ -511,14 +476,9 @@ impl Sfu {
         let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
         let r = room.clone();
         call(&self.inner.workers[worker].requests, move |w, now| {
-            let removed = w.engine.close_room(&r, now)?;
-            // Deliver the Removed events before the senders go.
-            for key in removed {
-                if let Some(tx) = w.events.remove(&key) {
-                    drop(tx);
-                }
-            }
-            Ok::<_, SfuError>(())
+            // The engine queues a `Removed` event per participant; dispatching it delivers the
+            // event and then drops that participant's sender.
+            w.engine.close_room(&r, now).map(|_| ())
         })
         .await??;
         self.unplace(room);
@@ -604,27 +564,17 @@ impl ParticipantHandle {
     /// Applies the client's publisher offer; returns the SDP answer.
     pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.publisher_offer(key, &sdp, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.publisher_offer(key, &sdp, now)).await?
     }
 
     /// Applies the client's answer to the last `SubscriberOffer` event.
     pub async fn subscriber_answer(&self, sdp: String) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.subscriber_answer(key, &sdp, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.subscriber_answer(key, &sdp, now)).await?
     }
 
     /// Adds a trickled client ICE candidate (optional: the server is ICE-lite).
-    pub async fn add_ice_candidate(
-        &self,
-        target: PeerTarget,
-        candidate: String,
-    ) -> Result<(), SfuError> {
+    pub async fn add_ice_candidate(&self, target: PeerTarget, candidate: String) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.add_ice_candidate(key, target, &candidate, now)
@@ -634,12 +584,7 @@ impl ParticipantHandle {
 
     /// Declares the source and mute state of the publisher m-line `mid` (before or after the offer
     /// that carries it).
-    pub async fn set_track_info(
-        &self,
-        mid: String,
-        source: TrackSource,
-        muted: bool,
-    ) -> Result<(), SfuError> {
+    pub async fn set_track_info(&self, mid: String, source: TrackSource, muted: bool) -> Result<(), SfuError> {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.set_track_info(key, &mid, source, muted, now)
@@ -650,19 +595,13 @@ impl ParticipantHandle {
     /// Subscribes to another participant's track (needed only without auto-subscribe).
     pub async fn subscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.subscribe(key, &track, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.subscribe(key, &track, now)).await?
     }
 
     /// Stops receiving a track.
     pub async fn unsubscribe(&self, track: TrackId) -> Result<(), SfuError> {
         let key = self.key;
-        call(&self.requests, move |w, now| {
-            w.engine.unsubscribe(key, &track, now)
-        })
-        .await?
+        call(&self.requests, move |w, now| w.engine.unsubscribe(key, &track, now)).await?
     }
 
     /// Leaves the room: the others see the participant and its tracks go.

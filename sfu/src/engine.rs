@@ -27,8 +27,8 @@ use crate::error::SfuError;
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId,
-    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
+    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
 };
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
@@ -270,11 +270,7 @@ impl Engine {
         now: Instant,
     ) -> Result<Joined, SfuError> {
         self.advance(now);
-        if self
-            .rooms
-            .get(&room)
-            .is_some_and(|r| r.members.contains_key(&id))
-        {
+        if self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&id)) {
             return Err(SfuError::DuplicateParticipant);
         }
         let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
@@ -329,29 +325,17 @@ impl Engine {
         }
         self.offer_if_needed(key);
         self.process_events();
-        Ok(Joined {
-            key,
-            room: snapshot,
-        })
+        Ok(Joined { key, room: snapshot })
     }
 
     /// Applies the client's publisher offer and returns the SDP answer. Its tracks are announced
     /// (`TrackPublished`, to everyone including the publisher) once the publisher connection is
     /// up: str0m reports new m-lines after ICE and DTLS complete.
-    pub fn publisher_offer(
-        &mut self,
-        key: ParticipantKey,
-        sdp: &str,
-        now: Instant,
-    ) -> Result<String, SfuError> {
+    pub fn publisher_offer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<String, SfuError> {
         self.advance(now);
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let pk = self.participant(key)?.publisher;
-        let peer = self
-            .peers
-            .get_mut(&pk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
         drain(pk, peer, &mut self.out, &mut self.pending);
         // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
@@ -368,38 +352,20 @@ impl Engine {
     /// parse is refused and the offer stays outstanding (the client may answer again); one that
     /// parses but does not match the offer fails the subscriber connection (an `Error` event with
     /// code `subscriber_negotiation_failed`; rejoin to recover).
-    pub fn subscriber_answer(
-        &mut self,
-        key: ParticipantKey,
-        sdp: &str,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn subscriber_answer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let part = self
-            .participants
-            .get_mut(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
-        let pending = part
-            .sub
-            .pending_offer
-            .take()
-            .ok_or(SfuError::NoPendingOffer)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
+        let pending = part.sub.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
         let sk = part.subscriber;
-        let peer = self
-            .peers
-            .get_mut(&sk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
         drain(sk, peer, &mut self.out, &mut self.pending);
         match &result {
             Ok(()) => {
                 if let Some(room) = self.rooms.get_mut(&part.room) {
                     for tid in part.sub.mids.values() {
-                        if let Some(dt) =
-                            room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key))
-                        {
+                        if let Some(dt) = room.tracks.get_mut(tid).and_then(|t| t.down.get_mut(&key)) {
                             dt.negotiated = true;
                         }
                     }
@@ -440,10 +406,7 @@ impl Engine {
             PeerTarget::Publisher => part.publisher,
             PeerTarget::Subscriber => part.subscriber,
         };
-        let peer = self
-            .peers
-            .get_mut(&pk)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -465,10 +428,7 @@ impl Engine {
             return Err(SfuError::UnknownMid);
         }
         let mid = Mid::from(mid);
-        let part = self
-            .participants
-            .get_mut(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
         if !part.info.grants.may_publish(source) {
             return Err(SfuError::NotAllowed);
         }
@@ -497,11 +457,7 @@ impl Engine {
         let info = track.info.clone();
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for m in members {
-            emit(
-                &mut self.out,
-                m,
-                ParticipantEvent::TrackUpdated(info.clone()),
-            );
+            emit(&mut self.out, m, ParticipantEvent::TrackUpdated(info.clone()));
         }
         if unmuted && info.kind == TrackKind::Video {
             self.request_keyframe(&room_id, &tid, KeyframeRequestKind::Pli);
@@ -511,12 +467,7 @@ impl Engine {
     }
 
     /// Subscribes to a track of another participant in the same room.
-    pub fn subscribe(
-        &mut self,
-        key: ParticipantKey,
-        track: &TrackId,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn subscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         if !part.info.grants.subscribe {
@@ -537,12 +488,7 @@ impl Engine {
     }
 
     /// Stops forwarding a track to this participant (its m-line goes inactive in the next offer).
-    pub fn unsubscribe(
-        &mut self,
-        key: ParticipantKey,
-        track: &TrackId,
-        now: Instant,
-    ) -> Result<(), SfuError> {
+    pub fn unsubscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
         let room = part.room.clone();
@@ -565,10 +511,7 @@ impl Engine {
     /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
     pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<bool, SfuError> {
         self.advance(now);
-        let part = self
-            .participants
-            .remove(&key)
-            .ok_or(SfuError::UnknownParticipant)?;
+        let part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
         let room_id = part.room.clone();
         for tid in part.published.values() {
             self.unpublish(&room_id, tid);
@@ -613,11 +556,7 @@ impl Engine {
 
     /// Ends a room for everyone: each participant gets `Removed { reason: "room_closed" }`.
     /// Returns the keys of the removed participants.
-    pub fn close_room(
-        &mut self,
-        room: &RoomId,
-        now: Instant,
-    ) -> Result<Vec<ParticipantKey>, SfuError> {
+    pub fn close_room(&mut self, room: &RoomId, now: Instant) -> Result<Vec<ParticipantKey>, SfuError> {
         let members: Vec<ParticipantKey> = self
             .rooms
             .get(room)
@@ -627,13 +566,7 @@ impl Engine {
             .copied()
             .collect();
         for key in &members {
-            emit(
-                &mut self.out,
-                *key,
-                ParticipantEvent::Removed {
-                    reason: "room_closed",
-                },
-            );
+            emit(&mut self.out, *key, ParticipantEvent::Removed { reason: "room_closed" });
         }
         for key in &members {
             self.leave(*key, now)?;
@@ -698,9 +631,7 @@ impl Engine {
     }
 
     fn participant(&self, key: ParticipantKey) -> Result<&Participant, SfuError> {
-        self.participants
-            .get(&key)
-            .ok_or(SfuError::UnknownParticipant)
+        self.participants.get(&key).ok_or(SfuError::UnknownParticipant)
     }
 
     fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
@@ -713,19 +644,13 @@ impl Engine {
             .set_stats_interval(None)
             .set_crypto_provider(self.crypto.clone())
             .build(self.now);
-        let udp = self
-            .config
-            .candidates
-            .iter()
-            .map(|a| Candidate::host(*a, "udp"));
+        let udp = self.config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
         // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
-        let tcp = self.config.tcp_candidates.iter().map(|a| {
-            Candidate::builder()
-                .tcp()
-                .host(*a)
-                .tcptype(TcpType::Passive)
-                .build()
-        });
+        let tcp = self
+            .config
+            .tcp_candidates
+            .iter()
+            .map(|a| Candidate::builder().tcp().host(*a).tcptype(TcpType::Passive).build());
         for candidate in udp.chain(tcp) {
             match candidate {
                 Ok(c) => {
@@ -782,14 +707,10 @@ impl Engine {
                         connected: false,
                     },
                 ),
-                Event::MediaAdded(m)
-                    if target == PeerTarget::Publisher && m.direction.is_receiving() =>
-                {
+                Event::MediaAdded(m) if target == PeerTarget::Publisher && m.direction.is_receiving() => {
                     self.publish(owner, pk, m.mid, m.kind);
                 }
-                Event::MediaChanged(m)
-                    if target == PeerTarget::Publisher && !m.direction.is_receiving() =>
-                {
+                Event::MediaChanged(m) if target == PeerTarget::Publisher && !m.direction.is_receiving() => {
                     self.unpublish_mid(owner, m.mid);
                 }
                 Event::RtpPacket(pkt) if target == PeerTarget::Publisher => {
@@ -807,12 +728,10 @@ impl Engine {
                     self.layer_paused(owner, p.mid, p.rid);
                 }
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
-                    let found = self.participants.get(&owner).and_then(|p| {
-                        p.sub
-                            .mids
-                            .get(&req.mid)
-                            .map(|tid| (p.room.clone(), tid.clone()))
-                    });
+                    let found = self
+                        .participants
+                        .get(&owner)
+                        .and_then(|p| p.sub.mids.get(&req.mid).map(|tid| (p.room.clone(), tid.clone())));
                     if let Some((room, tid)) = found {
                         self.request_keyframe(&room, &tid, req.kind);
                     }
@@ -887,15 +806,10 @@ impl Engine {
                 down: HashMap::new(),
             },
         );
-        let members: Vec<(ParticipantId, ParticipantKey)> =
-            room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
+        let members: Vec<(ParticipantId, ParticipantKey)> = room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
         let mut subscribers = Vec::new();
         for (pid, k) in members {
-            emit(
-                &mut self.out,
-                k,
-                ParticipantEvent::TrackPublished(info.clone()),
-            );
+            emit(&mut self.out, k, ParticipantEvent::TrackPublished(info.clone()));
             let auto = self
                 .participants
                 .get(&k)
@@ -1172,10 +1086,7 @@ impl Engine {
         let Some(tid) = part.published.get(&mid) else {
             return;
         };
-        let Some(track) = rooms
-            .get_mut(&part.room)
-            .and_then(|r| r.tracks.get_mut(tid))
-        else {
+        let Some(track) = rooms.get_mut(&part.room).and_then(|r| r.tracks.get_mut(tid)) else {
             return;
         };
         if track.info.muted {
@@ -1220,11 +1131,7 @@ impl Engine {
             let rewriter = dt.rewriter.get_or_insert_with(|| {
                 let seed = sk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 // RFC 3550 §5.1: random initial values; below 2^15 keeps the SRTP ROC at 0.
-                SeqTsRewriter::new(
-                    params.spec().clock_rate.get(),
-                    (seed >> 49) as u16,
-                    (seed >> 13) as u32,
-                )
+                SeqTsRewriter::new(params.spec().clock_rate.get(), (seed >> 49) as u16, (seed >> 13) as u32)
             });
             let Some((seq, ts)) = rewriter.rewrite(InPacket {
                 ssrc: *pkt.header.ssrc,
@@ -1286,12 +1193,7 @@ fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: Participant
 }
 
 /// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
-fn drain(
-    pk: PeerKey,
-    peer: &mut Peer,
-    out: &mut VecDeque<EngineOutput>,
-    pending: &mut VecDeque<(PeerKey, Event)>,
-) {
+fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending: &mut VecDeque<(PeerKey, Event)>) {
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {

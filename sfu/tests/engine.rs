@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convene_sfu::{
-    Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo,
-    ParticipantKey, RoomId, TrackKind, TrackSource,
+    Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantKey,
+    RoomId, TrackKind, TrackSource,
 };
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
@@ -17,8 +17,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-const SERVER: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
+const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
 
 #[derive(Clone, Copy)]
 enum Mangle {
@@ -151,12 +150,7 @@ impl World {
 
     /// Like `publish`; `sources[i]`, if given, is declared for m-line `i` with `set_track_info`
     /// between creating the offer and sending it, as a browser client knows its mids then.
-    fn publish_declared(
-        &mut self,
-        c: usize,
-        kinds: &[MediaKind],
-        sources: &[TrackSource],
-    ) -> Vec<Mid> {
+    fn publish_declared(&mut self, c: usize, kinds: &[MediaKind], sources: &[TrackSource]) -> Vec<Mid> {
         let client = &mut self.clients[c];
         let mut api = client.publisher.rtc.sdp_api();
         let mids: Vec<Mid> = kinds
@@ -175,12 +169,7 @@ impl World {
             .publisher_offer(client.key, &offer.to_sdp_string(), self.now)
             .unwrap();
         let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-        client
-            .publisher
-            .rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .unwrap();
+        client.publisher.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         drain(&mut client.publisher, &mut self.wire);
         mids
     }
@@ -270,20 +259,14 @@ impl World {
 
     fn deliver(&mut self, d: Datagram) {
         if d.destination == SERVER {
-            self.engine.handle_input(
-                self.now,
-                Protocol::Udp,
-                d.source,
-                d.destination,
-                &d.contents,
-            );
+            self.engine
+                .handle_input(self.now, Protocol::Udp, d.source, d.destination, &d.contents);
             return;
         }
         for client in &mut self.clients {
             for peer in [&mut client.publisher, &mut client.subscriber] {
                 if peer.addr == d.destination {
-                    let r =
-                        Receive::new(Protocol::Udp, d.source, d.destination, &d.contents).unwrap();
+                    let r = Receive::new(Protocol::Udp, d.source, d.destination, &d.contents).unwrap();
                     peer.rtc.handle_input(Input::Receive(self.now, r)).unwrap();
                     drain(peer, &mut self.wire);
                     return;
@@ -302,12 +285,7 @@ impl World {
         } else {
             Codec::Opus
         };
-        let pt = peer
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
-            .unwrap()
-            .pt();
+        let pt = peer.rtc.codec_config().find(|p| p.spec().codec == codec).unwrap().pt();
         let mut api = peer.rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, None).unwrap();
         tx.write_rtp(RtpWrite::new(pt, seq.into(), ts, now, payload.to_vec()).marker(true));
@@ -364,13 +342,7 @@ fn mute_and_resume_keep_the_subscribers_sequence_contiguous() {
         w.run(10);
     }
     w.engine
-        .set_track_info(
-            w.clients[publ].key,
-            &mid.to_string(),
-            TrackSource::Camera,
-            true,
-            w.now,
-        )
+        .set_track_info(w.clients[publ].key, &mid.to_string(), TrackSource::Camera, true, w.now)
         .unwrap();
     // While muted the publisher keeps counting (as a browser sending black frames would).
     for n in 50..100 {
@@ -378,13 +350,7 @@ fn mute_and_resume_keep_the_subscribers_sequence_contiguous() {
         w.run(10);
     }
     w.engine
-        .set_track_info(
-            w.clients[publ].key,
-            &mid.to_string(),
-            TrackSource::Camera,
-            false,
-            w.now,
-        )
+        .set_track_info(w.clients[publ].key, &mid.to_string(), TrackSource::Camera, false, w.now)
         .unwrap();
     for n in 100..150 {
         w.send(publ, mid, 1000 + n, (n * 3000) as u32, &vp8(n));
@@ -513,11 +479,7 @@ fn track_info_sent_before_the_offer_names_the_source() {
     w.publish_declared(
         sharer,
         &[MediaKind::Video, MediaKind::Audio, MediaKind::Video],
-        &[
-            TrackSource::Screen,
-            TrackSource::ScreenAudio,
-            TrackSource::Microphone,
-        ],
+        &[TrackSource::Screen, TrackSource::ScreenAudio, TrackSource::Microphone],
     );
     w.run(500);
     let sources: Vec<TrackSource> = w.clients[viewer]
@@ -530,11 +492,7 @@ fn track_info_sent_before_the_offer_names_the_source() {
         .collect();
     assert_eq!(
         sources,
-        vec![
-            TrackSource::Screen,
-            TrackSource::ScreenAudio,
-            TrackSource::Camera
-        ]
+        vec![TrackSource::Screen, TrackSource::ScreenAudio, TrackSource::Camera]
     );
 }
 
@@ -561,12 +519,12 @@ fn hidden_participants_and_closing_a_room() {
     assert_eq!(removed.len(), 2);
     w.run(10);
     for c in [a, rec] {
-        assert!(w.clients[c].events.iter().any(|e| matches!(
-            e,
-            ParticipantEvent::Removed {
-                reason: "room_closed"
-            }
-        )));
+        assert!(
+            w.clients[c]
+                .events
+                .iter()
+                .any(|e| matches!(e, ParticipantEvent::Removed { reason: "room_closed" }))
+        );
     }
     assert!(w.engine.rooms().is_empty());
     assert_eq!(w.engine.stats().participants, 0);

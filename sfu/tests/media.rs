@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use convene_sfu::{
-    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu,
-    SfuConfig, SfuError,
+    ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, PeerTarget, RoomId, Sfu, SfuConfig, SfuError,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
@@ -56,11 +55,7 @@ impl Subscriber {
     /// Joins and answers every subscriber offer as a client would.
     async fn join(sfu: &Sfu, room: &RoomId, name: &str) -> anyhow::Result<Subscriber> {
         let (handle, mut events, _snapshot) = sfu
-            .join(
-                room.clone(),
-                ParticipantId::parse(name)?,
-                ParticipantInfo::new(name),
-            )
+            .join(room.clone(), ParticipantId::parse(name)?, ParticipantInfo::new(name))
             .await?;
         let mut client = Client::new().await?;
         let tracks = std::mem::replace(&mut client.tracks, mpsc::unbounded_channel().1);
@@ -135,12 +130,7 @@ impl Publisher {
         Self::join_with(sfu, room, false, false).await
     }
 
-    async fn join_with(
-        sfu: &Sfu,
-        room: &RoomId,
-        tcp: bool,
-        h264: bool,
-    ) -> anyhow::Result<Publisher> {
+    async fn join_with(sfu: &Sfu, room: &RoomId, tcp: bool, h264: bool) -> anyhow::Result<Publisher> {
         let (handle, events, _) = sfu
             .join(
                 room.clone(),
@@ -181,12 +171,7 @@ impl Publisher {
             .write_rtp(packet(OPUS_PT, AUDIO_SSRC, n * 480, RtpCodecKind::Audio))
             .await?;
         self.video
-            .write_rtp(packet(
-                self.video_pt,
-                VIDEO_SSRC,
-                n * 900,
-                RtpCodecKind::Video,
-            ))
+            .write_rtp(packet(self.video_pt, VIDEO_SSRC, n * 900, RtpCodecKind::Video))
             .await?;
         Ok(())
     }
@@ -290,10 +275,7 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
             // Rewritten sequence numbers are contiguous (no gaps beyond real losses).
             let min = *distinct.iter().min().unwrap();
             let max = *distinct.iter().max().unwrap();
-            assert!(
-                u32::from(max.wrapping_sub(min)) < PACKETS + 3,
-                "{kind}: seq span"
-            );
+            assert!(u32::from(max.wrapping_sub(min)) < PACKETS + 3, "{kind}: seq span");
         }
     }
 
@@ -325,10 +307,7 @@ async fn publisher_reaches_two_subscribers_pli_goes_upstream_and_leave_unpublish
         .await
         .expect("PLI relayed to the publisher")
         .unwrap();
-    eprintln!(
-        "PLIs at the publisher: {before} before, {} after",
-        *plis.borrow()
-    );
+    eprintln!("PLIs at the publisher: {before} before, {} after", *plis.borrow());
     assert!(sfu.stats().await.unwrap().keyframe_requests >= 1);
 
     // The publisher leaves: the others see it and its tracks go, and renegotiate.
@@ -382,9 +361,7 @@ async fn a_publisher_behind_udp_blocking_firewall_publishes_over_ice_tcp() {
     let sfu = loopback_sfu();
     let room = RoomId::parse("tcp-room").unwrap();
     let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
-    let mut publisher = Publisher::join_with(&sfu, &room, true, false)
-        .await
-        .unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, true, false).await.unwrap();
     next_event(&mut publisher.events, 15, |e| match e {
         ParticipantEvent::MediaConnection {
             target: PeerTarget::Publisher,
@@ -404,9 +381,7 @@ async fn a_publisher_behind_udp_blocking_firewall_publishes_over_ice_tcp() {
     }
     let got = receive_all(&mut sub.rtp).await;
     for kind in ["audio", "video"] {
-        let n = got
-            .get(kind)
-            .map(|s| s.iter().collect::<HashSet<_>>().len());
+        let n = got.get(kind).map(|s| s.iter().collect::<HashSet<_>>().len());
         eprintln!("over ice-tcp, {kind}: {n:?} distinct of {PACKETS}");
         assert!(n.unwrap_or(0) as u32 * 100 >= PACKETS * 99, "{kind}: {n:?}");
     }
@@ -420,9 +395,7 @@ async fn h264_is_forwarded_with_the_subscribers_payload_type() {
     let sfu = loopback_sfu();
     let room = RoomId::parse("h264-room").unwrap();
     let mut sub = Subscriber::join(&sfu, &room, "viewer").await.unwrap();
-    let mut publisher = Publisher::join_with(&sfu, &room, false, true)
-        .await
-        .unwrap();
+    let mut publisher = Publisher::join_with(&sfu, &room, false, true).await.unwrap();
     next_event(&mut publisher.events, 15, |e| match e {
         ParticipantEvent::MediaConnection {
             target: PeerTarget::Publisher,
@@ -527,21 +500,12 @@ async fn data_is_relayed_to_the_room_with_the_sender_named() {
         .send(bytes::BytesMut::from(&b"hello room"[..]))
         .await
         .unwrap();
-    bob.channel
-        .send(bytes::BytesMut::from(&b"hi alice"[..]))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut bob.messages).await,
-        framed("alice", b"hello room")
-    );
+    bob.channel.send(bytes::BytesMut::from(&b"hi alice"[..])).await.unwrap();
+    assert_eq!(next(&mut bob.messages).await, framed("alice", b"hello room"));
     assert_eq!(next(&mut alice.messages).await, framed("bob", b"hi alice"));
     // Carol may receive without the grant to send; order holds per sender only.
     let mut carol_messages = carol.messages;
-    let mut got = vec![
-        next(&mut carol_messages).await,
-        next(&mut carol_messages).await,
-    ];
+    let mut got = vec![next(&mut carol_messages).await, next(&mut carol_messages).await];
     got.sort();
     let mut want = vec![framed("alice", b"hello room"), framed("bob", b"hi alice")];
     want.sort();
@@ -589,9 +553,7 @@ async fn bad_input_is_an_error_not_a_panic() {
             .is_err()
     );
     assert_eq!(
-        handle
-            .subscribe(convene_sfu::TrackId::parse("TR_404").unwrap())
-            .await,
+        handle.subscribe(convene_sfu::TrackId::parse("TR_404").unwrap()).await,
         Err(SfuError::UnknownTrack)
     );
     assert_eq!(
@@ -682,9 +644,7 @@ async fn rooms_are_spread_over_workers_each_on_its_own_port() {
     let stats = sfu.stats().await.unwrap();
     assert_eq!((stats.rooms, stats.participants), (2, 3));
     assert_eq!(sfu.rooms().await.unwrap().len(), 2);
-    sfu.close_room(&RoomId::parse("room-a").unwrap())
-        .await
-        .unwrap();
+    sfu.close_room(&RoomId::parse("room-a").unwrap()).await.unwrap();
     assert_eq!(sfu.stats().await.unwrap().participants, 1);
     assert_eq!(
         sfu.room_snapshot(&RoomId::parse("room-a").unwrap()).await,

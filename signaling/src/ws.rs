@@ -55,23 +55,21 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
 
 /// Reads the next client message: `Ok(None)` when the socket is gone, `Err` for a message the
 /// client should be told about.
-fn parse(frame: Message) -> Result<Option<ClientMessage>, ServerMessage> {
+fn parse(frame: Message) -> Result<Option<ClientMessage>, Box<ServerMessage>> {
+    let invalid = |code: &str, message: String| Box::new(error(None, code, message));
     match frame {
-        Message::Text(text) if text.len() > MAX_MESSAGE => Err(error(
-            None,
+        Message::Text(text) if text.len() > MAX_MESSAGE => Err(invalid(
             "message_too_large",
             format!("messages are limited to {MAX_MESSAGE} bytes"),
         )),
         Message::Text(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| error(None, "invalid_message", format!("not a signaling message: {e}"))),
-        Message::Binary(_) => Err(error(
-            None,
+            .map_err(|e| invalid("invalid_message", format!("not a signaling message: {e}"))),
+        Message::Binary(_) => Err(invalid(
             "invalid_message",
-            "binary frames are not signaling messages",
+            "binary frames are not signaling messages".to_owned(),
         )),
-        Message::Ping(_) | Message::Pong(_) => Ok(None),
-        Message::Close(_) => Ok(None),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Ok(None),
     }
 }
 
@@ -295,15 +293,16 @@ async fn serve(signaling: &Arc<Signaling>, session: &Arc<Session>, attached: Att
                 match parse(frame) {
                     Ok(Some(ClientMessage::Leave { id })) => {
                         send(&mut socket, &ServerMessage::Ack { id }).await;
-                        session.remove("left").await;
+                        send(&mut socket, &ServerMessage::Removed { reason: "left".to_owned() }).await;
+                        session.end().await;
                         close(&mut socket, close_code::NORMAL, "left").await;
                         return;
                     }
                     Ok(Some(request)) => {
-                        if let Some(reply) = handle(signaling, session, request).await {
-                            if !send(&mut socket, &reply).await {
-                                break;
-                            }
+                        if let Some(reply) = handle(signaling, session, request).await
+                            && !send(&mut socket, &reply).await
+                        {
+                            break;
                         }
                     }
                     Ok(None) => {}

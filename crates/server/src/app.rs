@@ -70,6 +70,7 @@ impl App {
             Some(media) => {
                 let sfu = Sfu::start(SfuConfig {
                     udp_addr: media.udp_addr,
+                    tcp_addr: media.tcp_addr,
                     advertise_ips: media.advertise_ips.clone(),
                     workers: media.workers,
                 })?;

@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// UDP port of the first media worker (worker i uses port + i); 0 picks free ports.
     #[arg(long, env = "CONVENE_MEDIA_UDP_PORT", global = true)]
     pub media_udp_port: Option<u16>,
+    /// ICE-TCP port of the first media worker (for clients whose UDP is blocked); 0 picks free
+    /// ports. `--media-tcp=false` turns ICE-TCP off.
+    #[arg(long, env = "CONVENE_MEDIA_TCP_PORT", global = true)]
+    pub media_tcp_port: Option<u16>,
+    #[arg(long, env = "CONVENE_MEDIA_TCP", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub media_tcp: Option<bool>,
     /// Address the media sockets bind to.
     #[arg(long, env = "CONVENE_MEDIA_BIND_IP", global = true)]
     pub media_bind_ip: Option<IpAddr>,
@@ -137,6 +143,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     pub udp_addr: SocketAddr,
+    pub tcp_addr: Option<SocketAddr>,
     pub advertise_ips: Vec<IpAddr>,
     pub workers: usize,
     pub resume_grace: Duration,
@@ -146,6 +153,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             udp_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7882)),
+            tcp_addr: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7881))),
             advertise_ips: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             resume_grace: Duration::from_secs(15),
@@ -191,6 +199,8 @@ impl ServeArgs {
             login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
             media: self.media.or(lower.media),
             media_udp_port: self.media_udp_port.or(lower.media_udp_port),
+            media_tcp_port: self.media_tcp_port.or(lower.media_tcp_port),
+            media_tcp: self.media_tcp.or(lower.media_tcp),
             media_bind_ip: self.media_bind_ip.or(lower.media_bind_ip),
             advertise_ip: self.advertise_ip.or(lower.advertise_ip),
             media_workers: self.media_workers.or(lower.media_workers),
@@ -244,6 +254,12 @@ impl ServeArgs {
                         merged.media_bind_ip.unwrap_or(m.udp_addr.ip()),
                         merged.media_udp_port.unwrap_or(m.udp_addr.port()),
                     ),
+                    tcp_addr: merged.media_tcp.unwrap_or(true).then(|| {
+                        SocketAddr::new(
+                            merged.media_bind_ip.unwrap_or(m.udp_addr.ip()),
+                            merged.media_tcp_port.unwrap_or(7881),
+                        )
+                    }),
                     advertise_ips: merged.advertise_ip.unwrap_or_default(),
                     workers: merged.media_workers.unwrap_or(m.workers).max(1),
                     resume_grace: merged.resume_grace.map_or(m.resume_grace, Duration::from_secs),

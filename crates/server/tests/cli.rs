@@ -28,6 +28,7 @@ fn convene(dir: &std::path::Path, db: Option<&str>) -> Command {
         .env("CONVENE_DATA_DIR", dir.join("data"))
         .env("CONVENE_LOG_FORMAT", "json")
         .env("CONVENE_MEDIA_UDP_PORT", "0")
+        .env("CONVENE_MEDIA_TCP_PORT", "0")
         .env("CONVENE_MEDIA_BIND_IP", "127.0.0.1");
     if let Some(url) = db {
         cmd.env("CONVENE_DATABASE_URL", url);

@@ -9,13 +9,10 @@ use anyhow::{Context, bail};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, PeerTarget};
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -27,9 +24,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 pub const OPUS_PT: u8 = 111;
@@ -132,9 +129,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets
-                .iter()
-                .any(|p| p.as_any().is::<PictureLossIndication>())
+            && packets.iter().any(|p| p.as_any().is::<PictureLossIndication>())
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -243,16 +238,8 @@ impl Client {
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_udp_addrs(if tcp {
-                vec![]
-            } else {
-                vec!["127.0.0.1:0".to_owned()]
-            })
-            .with_tcp_addrs(if tcp {
-                vec!["127.0.0.1:0".to_owned()]
-            } else {
-                vec![]
-            })
+            .with_udp_addrs(if tcp { vec![] } else { vec!["127.0.0.1:0".to_owned()] })
+            .with_tcp_addrs(if tcp { vec!["127.0.0.1:0".to_owned()] } else { vec![] })
             .build()
             .await?;
         Ok(Client {
@@ -268,12 +255,7 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(10), self.gathered.wait_for(|g| *g))
             .await
             .context("ice gathering timed out")??;
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .context("no local description")?
-            .sdp)
+        Ok(self.pc.local_description().await.context("no local description")?.sdp)
     }
 
     /// Creates the publisher offer, has the SFU answer it, applies the answer.
@@ -315,8 +297,7 @@ impl Client {
     pub async fn wait_connected(&mut self) -> anyhow::Result<()> {
         tokio::time::timeout(
             Duration::from_secs(15),
-            self.state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+            self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
         )
         .await
         .context("peer connection did not connect")??;
@@ -326,12 +307,7 @@ impl Client {
 
 /// A local RTP track with a fixed SSRC.
 pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalStaticRTP> {
-    let codec = codecs(h264)
-        .into_iter()
-        .find(|(_, k)| *k == kind)
-        .unwrap()
-        .0
-        .rtp_codec;
+    let codec = codecs(h264).into_iter().find(|(_, k)| *k == kind).unwrap().0.rtp_codec;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher-stream".to_owned(),
         format!("publisher-{kind}"),

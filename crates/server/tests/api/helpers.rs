@@ -60,6 +60,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
         jwt_secret: Some(Secret::new(TEST_SECRET)),
         media: Some(MediaConfig {
             udp_addr: "127.0.0.1:0".parse().expect("addr"),
+            tcp_addr: Some("127.0.0.1:0".parse().expect("addr")),
             advertise_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
             workers: 1,
             resume_grace: std::time::Duration::from_secs(2),

@@ -8,4 +8,5 @@ mod events;
 mod helpers;
 mod ops;
 mod rooms;
+mod signal;
 mod teams;
