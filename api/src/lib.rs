@@ -1,10 +1,12 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod auth;
+mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod notifications;
 mod pagination;
 mod state;
 pub mod teams;
@@ -28,6 +30,8 @@ pub use state::{ApiConfig, AppState};
     tags(
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
+        (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
+        (name = "notifications", description = "A user's notifications and their read state"),
     )
 )]
 struct ApiDoc;
@@ -55,7 +59,10 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/auth", auth::router())
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
+        .nest("/api/v1/chat", chat::router())
+        .nest("/api/v1/notifications", notifications::router())
         .with_state(state.clone())
         .split_for_parts();
-    (router.merge(events::router().with_state(state)), doc)
+    let sockets = events::router().merge(chat::ws_router()).with_state(state);
+    (router.merge(sockets), doc)
 }

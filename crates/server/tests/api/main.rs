@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod chat;
 mod errors;
 mod events;
 mod helpers;
+mod notifications;
 mod ops;
 mod teams;
