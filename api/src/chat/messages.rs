@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::realtime::TYPING_TTL;
-use super::{Access, ChannelKind, Notify, access, member_ids, publish};
+use super::{Access, CURRENT_MEMBERS, ChannelKind, Notify, access, member_ids, publish};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -228,8 +228,8 @@ async fn resolve_mentions(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT u.id FROM users u JOIN chat_members m ON m.user_id = u.id AND m.channel_id = $1 \
-         WHERE u.id <> $2 AND u.username IN ({}) ORDER BY u.id",
+        "SELECT u.id FROM users u WHERE u.id <> $2 AND u.username IN ({}) \
+         AND u.id IN (SELECT m.user_id {CURRENT_MEMBERS}) ORDER BY u.id",
         placeholders(3, usernames.len())
     );
     let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(channel_id).bind(author);
@@ -259,12 +259,13 @@ async fn notify_members(
     mentioned: &[String],
     only_mentions: bool,
 ) -> ApiResult<Vec<notifications::Notification>> {
-    let members: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT user_id, notify, muted FROM chat_members WHERE channel_id = $1 AND user_id <> $2")
-            .bind(&access.channel_id)
-            .bind(author)
-            .fetch_all(&mut **tx)
-            .await?;
+    let members: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT m.user_id, m.notify, m.muted {CURRENT_MEMBERS} AND m.user_id <> $2"
+    ))
+    .bind(&access.channel_id)
+    .bind(author)
+    .fetch_all(&mut **tx)
+    .await?;
     let (author_name,): (String,) = sqlx::query_as("SELECT display_name FROM users WHERE id = $1")
         .bind(author)
         .fetch_one(&mut **tx)

@@ -280,9 +280,15 @@ pub(crate) async fn access(db: &Db, channel_id: &str, user_id: &str) -> ApiResul
     })
 }
 
+/// `FROM`/`WHERE` of the members of channel `$1` (as `m`) who may still see it: in team
+/// channels, those still in the team.
+const CURRENT_MEMBERS: &str = "FROM chat_members m JOIN chat_channels c ON c.id = m.channel_id \
+     WHERE m.channel_id = $1 AND (c.team_id IS NULL OR EXISTS \
+     (SELECT 1 FROM team_members t WHERE t.team_id = c.team_id AND t.user_id = m.user_id))";
+
 /// The channel's members: who receives its events on `/ws/events`.
 async fn member_ids(db: &Db, channel_id: &str) -> ApiResult<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM chat_members WHERE channel_id = $1")
+    let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT m.user_id {CURRENT_MEMBERS}"))
         .bind(channel_id)
         .fetch_all(db.pool())
         .await?;

@@ -939,3 +939,164 @@ async fn message_rate_is_limited_per_user() {
     assert!(i >= 30, "burst of 30 allowed, limited at {i}");
     assert_eq!(code, "rate_limited");
 }
+
+#[tokio::test]
+async fn leaving_the_team_ends_access_to_its_channels() {
+    let app = spawn_app().await;
+    let c = cast(&app).await;
+    let secret = channel(&app, &c.member, &c.team, "secret", "private").await;
+    join(&app, &secret, &c.admin, &c.member).await;
+    let mut ws = events(&app, &c.admin, "").await;
+    let (status, _) = app
+        .delete(
+            &format!("/api/v1/teams/{}/members/{}", c.team, c.admin.user_id),
+            &c.owner.access,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let m = say(&app, &secret, &c.member, "@admin still there?").await;
+    assert_eq!(m["mentions"], json!([]));
+    app.events
+        .publish([c.admin.user_id.as_str()], "test.marker", &json!({}));
+    assert_eq!(
+        next_json(&mut ws).await["type"],
+        "test.marker",
+        "no channel events after leaving"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/chat/channels/{secret}"), &c.admin.access)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, mine) = app.get("/api/v1/chat/channels", &c.admin.access).await;
+    assert!(mine["items"].as_array().unwrap().is_empty());
+    let (_, list) = app.get("/api/v1/notifications", &c.admin.access).await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+}
+
+/// Runs the real binary on `dir`/`database_url` and returns it with its address.
+fn start_binary(dir: &std::path::Path, database_url: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convene"))
+        .env_clear()
+        .env("CONVENE_DATA_DIR", dir)
+        .env("CONVENE_DATABASE_URL", database_url)
+        .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
+        .env("CONVENE_JWT_SECRET", crate::helpers::TEST_SECRET)
+        .env("CONVENE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, addr)
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crate::helpers::fresh_database(dir.path()).await;
+    let (mut child, addr) = start_binary(dir.path(), &database_url);
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str, token: Option<&str>, body: Value| {
+        let mut req = client.request(method, format!("http://{addr}{path}")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let reg: Value = call(
+        Method::POST,
+        "/api/v1/auth/register",
+        None,
+        json!({ "email": "k@example.com", "username": "killer", "password": "correct horse battery", "display_name": "K" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = reg["access_token"].as_str().unwrap().to_owned();
+    let team: Value = call(Method::POST, "/api/v1/teams", Some(&token), json!({ "name": "T" }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ch: Value = call(
+        Method::POST,
+        "/api/v1/chat/channels",
+        Some(&token),
+        json!({ "kind": "public", "team_id": team["id"], "name": "general" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let path = format!("/api/v1/chat/channels/{}/messages", ch["id"].as_str().unwrap());
+
+    // Post continuously; kill -9 the server in the middle of it.
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let poster = {
+        let (client, addr, path, token) = (client.clone(), addr.clone(), path.clone(), token.clone());
+        tokio::spawn(async move {
+            for i in 0..25 {
+                let res = client
+                    .post(format!("http://{addr}{path}"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "body": format!("m{i}"), "client_msg_id": format!("c{i}") }))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let m: Value = r.json().await.unwrap();
+                        let _ = acked_tx.send(m["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => return,
+                }
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    while acked.len() < 10 {
+        acked.push(acked_rx.recv().await.expect("messages acknowledged"));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    poster.await.unwrap();
+    while let Ok(id) = acked_rx.try_recv() {
+        acked.push(id);
+    }
+
+    let (mut child, addr) = start_binary(dir.path(), &database_url);
+    let page: Value = client
+        .get(format!("http://{addr}{path}?limit=200"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in &acked {
+        assert!(stored.contains(&id.as_str()), "acknowledged {id} lost");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
