@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use db::{Backend, Db, DbError};
 pub use error::ApiError;
+pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
 #[derive(OpenApi)]

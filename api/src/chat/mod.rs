@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(crate) use presence::{socket_closed, socket_opened};
-pub(crate) use realtime::Realtime;
+pub(crate) use realtime::{Realtime, Status};
 pub(crate) use ws::router as ws_router;
 
 use crate::db::{Db, new_id, now_ms};
@@ -285,6 +285,11 @@ pub(crate) async fn access(db: &Db, channel_id: &str, user_id: &str) -> ApiResul
 const CURRENT_MEMBERS: &str = "FROM chat_members m JOIN chat_channels c ON c.id = m.channel_id \
      WHERE m.channel_id = $1 AND (c.team_id IS NULL OR EXISTS \
      (SELECT 1 FROM team_members t WHERE t.team_id = c.team_id AND t.user_id = m.user_id))";
+
+/// Whether `user_id` is online, idle or offline.
+pub(crate) fn presence_of(state: &AppState, user_id: &str) -> Status {
+    state.chat.status(user_id)
+}
 
 /// The channel's members: who receives its events on `/ws/events`.
 async fn member_ids(db: &Db, channel_id: &str) -> ApiResult<Vec<String>> {

@@ -1,7 +1,12 @@
 //! `/api/v1/notifications`: a user's notifications (mentions, direct messages, channel
 //! activity), newest first, with read state, pushed live as `notification.created` and
 //! `notification.read` events. Other features create them with [`insert`] inside their own
-//! transaction and announce them with [`publish_created`] after it commits.
+//! transaction and announce them with [`publish_created`] after it commits. Mentions and DMs
+//! of offline users are also mailed, batched into digests ([`spawn_digests`]).
+
+mod email;
+
+pub use email::{Mailer, MailerError, spawn_digests};
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};

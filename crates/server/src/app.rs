@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use convene_api::{ApiConfig, ApiError, AppState, Db};
+use convene_api::{ApiConfig, ApiError, AppState, Db, Mailer};
 use convene_auth::AccessTokens;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -28,6 +28,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    digests: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -62,10 +63,16 @@ impl App {
         let ttl = i64::try_from(config.access_token_ttl.as_secs()).unwrap_or(900);
         let state = AppState::new(db.clone(), AccessTokens::new(&secret, ttl), api_config);
         let router = routes(state.clone(), Arc::new(Metrics::default()));
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url.expose(), &config.smtp_from)?,
+            None => Mailer::Log,
+        };
+        let digests = convene_api::spawn_digests(state.clone(), mailer, config.email_digest_interval);
         Ok(Self {
             listener,
             router,
             state,
+            digests,
         })
     }
 
@@ -95,6 +102,9 @@ impl App {
             stopping.cancel();
         })
         .await?;
+        if let Err(e) = self.digests.await {
+            tracing::warn!(error = %e, "e-mail digest task failed");
+        }
         self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -67,6 +67,16 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONVENE_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// SMTP server for e-mail digests: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS). Without it digests are only logged.
+    #[arg(long, env = "CONVENE_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of e-mail digests, such as `Convene <convene@example.com>`.
+    #[arg(long, env = "CONVENE_SMTP_FROM", global = true)]
+    pub smtp_from: Option<String>,
+    /// Seconds between e-mail digests of mentions and DMs for offline users.
+    #[arg(long, env = "CONVENE_EMAIL_DIGEST_INTERVAL", global = true)]
+    pub email_digest_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -107,6 +117,10 @@ pub struct Config {
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
     pub log_format: LogFormat,
+    /// `None`: digests are logged, not mailed. The URL may carry credentials.
+    pub smtp_url: Option<Secret>,
+    pub smtp_from: String,
+    pub email_digest_interval: Duration,
 }
 
 impl Default for Config {
@@ -123,6 +137,9 @@ impl Default for Config {
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
             log_format: LogFormat::Text,
+            smtp_url: None,
+            smtp_from: "Convene <convene@localhost>".to_owned(),
+            email_digest_interval: Duration::from_secs(300),
         }
     }
 }
@@ -143,6 +160,9 @@ impl ServeArgs {
             login_failures_per_account: self.login_failures_per_account.or(lower.login_failures_per_account),
             login_failures_per_ip: self.login_failures_per_ip.or(lower.login_failures_per_ip),
             log_format: self.log_format.or(lower.log_format),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            smtp_from: self.smtp_from.or(lower.smtp_from),
+            email_digest_interval: self.email_digest_interval.or(lower.email_digest_interval),
         }
     }
 
@@ -183,6 +203,12 @@ impl ServeArgs {
                 .unwrap_or(d.login_failures_per_account),
             login_failures_per_ip: merged.login_failures_per_ip.unwrap_or(d.login_failures_per_ip),
             log_format: merged.log_format.unwrap_or(d.log_format),
+            smtp_url: merged.smtp_url.filter(|u| !u.is_empty()).map(Secret::new),
+            smtp_from: merged.smtp_from.unwrap_or(d.smtp_from),
+            email_digest_interval: merged
+                .email_digest_interval
+                .filter(|s| *s > 0)
+                .map_or(d.email_digest_interval, Duration::from_secs),
         })
     }
 }

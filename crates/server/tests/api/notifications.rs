@@ -175,3 +175,127 @@ async fn channel_preferences_choose_what_notifies() {
     let (status, _) = app.patch(&prefs, &c.outsider.access, json!({ "muted": true })).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+async fn receive(inbox: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(20), inbox.recv())
+        .await
+        .expect("a digest arrives")
+        .unwrap()
+}
+
+/// An SMTP server on 127.0.0.1 that hands every message it accepts to the test.
+async fn smtp_sink() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(buf) = data.as_mut() {
+                        if line == "." {
+                            let _ = tx.send(data.take().unwrap());
+                            write.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            buf.push_str(line.strip_prefix('.').unwrap_or(&line));
+                            buf.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 end with .\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn offline_users_get_mentions_and_dms_in_email_digests() {
+    let (smtp, mut inbox) = smtp_sink().await;
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.smtp_url = Some(convene_auth::Secret::new(format!("smtp://{smtp}")));
+        c.smtp_from = "Convene <convene@example.com>".to_owned();
+        c.email_digest_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let c = cast(&app).await;
+    let general = channel(&app, &c.member, &c.team, "general", "public").await;
+    join(&app, &general, &c.admin, &c.admin).await;
+
+    // Offline: the mention is mailed.
+    say(&app, &general, &c.member, "@admin offline ping").await;
+    let mail = receive(&mut inbox).await;
+    assert!(mail.contains("To: admin <admin@example.com>"), "{mail}");
+    assert!(mail.contains("From: Convene <convene@example.com>"), "{mail}");
+    assert!(mail.contains("Subject: 1 new notification on Convene"), "{mail}");
+    assert!(mail.contains("member mentioned you in #general") && mail.contains("@admin offline ping"));
+
+    // Online: nothing is mailed; what is read meanwhile never is; the rest goes out in one
+    // digest once the user is offline.
+    let mut watcher = events(&app, &c.member, "").await;
+    let mut ws = events(&app, &c.admin, "").await;
+    say(&app, &general, &c.member, "@admin first online").await;
+    say(&app, &general, &c.member, "@admin second online").await;
+    let dm = app
+        .post(
+            "/api/v1/chat/channels",
+            Some(&c.member.access),
+            json!({ "kind": "dm", "members": [c.admin.user_id] }),
+        )
+        .await
+        .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    say(&app, &dm, &c.member, "just between us").await;
+    let (_, unread) = app.get("/api/v1/notifications?unread=true", &c.admin.access).await;
+    let first = unread["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["message"] == "@admin first online")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.patch(
+        &format!("/api/v1/notifications/{first}"),
+        &c.admin.access,
+        json!({ "is_read": true }),
+    )
+    .await;
+    ws.close(None).await.unwrap();
+    loop {
+        let e = next_of(&mut watcher, "presence.changed").await;
+        if e["data"]["user_id"] == c.admin.user_id.as_str() && e["data"]["status"] == "offline" {
+            break;
+        }
+    }
+    let mail = receive(&mut inbox).await;
+    assert!(mail.contains("Subject: 2 new notifications on Convene"), "{mail}");
+    assert!(mail.contains("@admin second online") && mail.contains("member sent you a direct message"));
+    assert!(
+        !mail.contains("first online") && !mail.contains("offline ping"),
+        "{mail}"
+    );
+}
