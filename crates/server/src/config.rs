@@ -285,6 +285,22 @@ mod tests {
     }
 
     #[test]
+    fn smtp_credentials_never_show_in_debug() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from([
+            "convene",
+            "--smtp-url",
+            "smtp://mailer:hunter2@mail.example.com:587?tls=required",
+            "--email-digest-interval",
+            "60",
+        ])?;
+        let config = cli.serve.resolve()?;
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.email_digest_interval, Duration::from_secs(60));
+        assert_eq!(config.smtp_from, Config::default().smtp_from);
+        Ok(())
+    }
+
+    #[test]
     fn secret_is_generated_once_and_kept() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let a = load_or_create_secret(dir.path(), "jwt_secret")?;

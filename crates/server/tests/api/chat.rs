@@ -975,84 +975,125 @@ async fn leaving_the_team_ends_access_to_its_channels() {
     assert!(list["items"].as_array().unwrap().is_empty());
 }
 
-/// Runs the real binary on `dir`/`database_url` and returns it with its address.
-fn start_binary(dir: &std::path::Path, database_url: &str) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convene"))
-        .env_clear()
-        .env("CONVENE_DATA_DIR", dir)
-        .env("CONVENE_DATABASE_URL", database_url)
-        .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
-        .env("CONVENE_JWT_SECRET", crate::helpers::TEST_SECRET)
-        .env("CONVENE_LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
+/// The real binary, run on `dir`/`database_url` with `env` on top, and its log lines.
+pub(crate) struct Binary {
+    child: std::process::Child,
+    pub(crate) addr: String,
+    pub(crate) log: std::sync::mpsc::Receiver<String>,
+    client: reqwest::Client,
+}
+
+impl Binary {
+    pub(crate) fn start(dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convene"))
+            .env_clear()
+            .env("CONVENE_DATA_DIR", dir)
+            .env("CONVENE_DATABASE_URL", database_url)
+            .env("CONVENE_HTTP_ADDR", "127.0.0.1:0")
+            .env("CONVENE_JWT_SECRET", crate::helpers::TEST_SECRET)
+            .env("CONVENE_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("server exited before listening").unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["fields"]["message"] == "listening" {
+                break v["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            addr,
+            log,
+            client: reqwest::Client::new(),
         }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    (child, addr)
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}{path}", self.addr))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        (res.status(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers `username` and returns (user id, access token).
+    pub(crate) async fn register(&self, username: &str) -> (String, String) {
+        let (status, reg) = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                json!({ "email": format!("{username}@example.com"), "username": username,
+                        "password": "correct horse battery", "display_name": username }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reg}");
+        (
+            reg["user"]["id"].as_str().unwrap().to_owned(),
+            reg["access_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// SIGKILL.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 #[tokio::test]
 async fn acknowledged_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = crate::helpers::fresh_database(dir.path()).await;
-    let (mut child, addr) = start_binary(dir.path(), &database_url);
-    let client = reqwest::Client::new();
-    let call = |method: Method, path: &str, token: Option<&str>, body: Value| {
-        let mut req = client.request(method, format!("http://{addr}{path}")).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send()
-    };
-    let reg: Value = call(
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        json!({ "email": "k@example.com", "username": "killer", "password": "correct horse battery", "display_name": "K" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let token = reg["access_token"].as_str().unwrap().to_owned();
-    let team: Value = call(Method::POST, "/api/v1/teams", Some(&token), json!({ "name": "T" }))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ch: Value = call(
-        Method::POST,
-        "/api/v1/chat/channels",
-        Some(&token),
-        json!({ "kind": "public", "team_id": team["id"], "name": "general" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let server = Binary::start(dir.path(), &database_url, &[]);
+    let (_, token) = server.register("killer").await;
+    let (_, team) = server
+        .call(Method::POST, "/api/v1/teams", Some(&token), json!({ "name": "T" }))
+        .await;
+    let (_, ch) = server
+        .call(
+            Method::POST,
+            "/api/v1/chat/channels",
+            Some(&token),
+            json!({ "kind": "public", "team_id": team["id"], "name": "general" }),
+        )
+        .await;
     let path = format!("/api/v1/chat/channels/{}/messages", ch["id"].as_str().unwrap());
 
     // Post continuously; kill -9 the server in the middle of it.
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let poster = {
-        let (client, addr, path, token) = (client.clone(), addr.clone(), path.clone(), token.clone());
+        let (client, url, token) = (
+            server.client.clone(),
+            format!("http://{}{path}", server.addr),
+            token.clone(),
+        );
         tokio::spawn(async move {
             for i in 0..25 {
                 let res = client
-                    .post(format!("http://{addr}{path}"))
+                    .post(&url)
                     .bearer_auth(&token)
                     .json(&json!({ "body": format!("m{i}"), "client_msg_id": format!("c{i}") }))
                     .send()
@@ -1071,23 +1112,17 @@ async fn acknowledged_messages_survive_sigkill() {
     while acked.len() < 10 {
         acked.push(acked_rx.recv().await.expect("messages acknowledged"));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
     poster.await.unwrap();
     while let Ok(id) = acked_rx.try_recv() {
         acked.push(id);
     }
 
-    let (mut child, addr) = start_binary(dir.path(), &database_url);
-    let page: Value = client
-        .get(format!("http://{addr}{path}?limit=200"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let server = Binary::start(dir.path(), &database_url, &[]);
+    let (status, page) = server
+        .call(Method::GET, &format!("{path}?limit=200"), Some(&token), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let stored: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -1097,6 +1132,5 @@ async fn acknowledged_messages_survive_sigkill() {
     for id in &acked {
         assert!(stored.contains(&id.as_str()), "acknowledged {id} lost");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 }

@@ -1,7 +1,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::chat::{cast, channel, events, join, next_of, say};
+use crate::chat::{Binary, cast, channel, events, join, next_of, say};
 use crate::helpers::{error_code, spawn_app};
 
 #[tokio::test]
@@ -298,4 +298,78 @@ async fn offline_users_get_mentions_and_dms_in_email_digests() {
         !mail.contains("first online") && !mail.contains("offline ping"),
         "{mail}"
     );
+}
+
+#[tokio::test]
+async fn without_smtp_digests_are_logged_without_addresses_or_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crate::helpers::fresh_database(dir.path()).await;
+    let server = Binary::start(dir.path(), &database_url, &[("CONVENE_EMAIL_DIGEST_INTERVAL", "1")]);
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (_, team) = server
+        .call(Method::POST, "/api/v1/teams", Some(&alice), json!({ "name": "T" }))
+        .await;
+    let team = team["id"].as_str().unwrap();
+    server
+        .call(
+            Method::POST,
+            &format!("/api/v1/teams/{team}/members"),
+            Some(&alice),
+            json!({ "user_id": bob_id, "role": "member" }),
+        )
+        .await;
+    let (_, ch) = server
+        .call(
+            Method::POST,
+            "/api/v1/chat/channels",
+            Some(&alice),
+            json!({ "kind": "public", "team_id": team, "name": "general" }),
+        )
+        .await;
+    let ch = ch["id"].as_str().unwrap();
+    server
+        .call(
+            Method::POST,
+            &format!("/api/v1/chat/channels/{ch}/members"),
+            Some(&bob),
+            json!({ "user_id": bob_id }),
+        )
+        .await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/chat/channels/{ch}/messages"),
+            Some(&alice),
+            json!({ "body": "@bob confidential-ping" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (server, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        loop {
+            let line = server
+                .log
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("digest logged");
+            let done = line.contains("e-mail digest");
+            lines.push(line);
+            if done {
+                return (server, lines);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let digest: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(digest["fields"]["user_id"], bob_id.as_str());
+    assert_eq!(digest["fields"]["count"], 1);
+    for line in &lines {
+        assert!(
+            !line.contains("confidential") && !line.contains("@example.com") && !line.contains("correct horse"),
+            "{line}"
+        );
+    }
+    server.kill();
 }
