@@ -1,10 +1,12 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod auth;
+mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod notifications;
 mod pagination;
 pub mod rooms;
 mod state;
@@ -20,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use db::{Backend, Db, DbError};
 pub use error::ApiError;
+pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
 #[derive(OpenApi)]
@@ -30,6 +33,8 @@ pub use state::{ApiConfig, AppState};
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
+        (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
+        (name = "notifications", description = "A user's notifications and their read state"),
     )
 )]
 struct ApiDoc;
@@ -58,7 +63,10 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
         .nest("/api/v1/rooms", rooms::router())
+        .nest("/api/v1/chat", chat::router())
+        .nest("/api/v1/notifications", notifications::router())
         .with_state(state.clone())
         .split_for_parts();
-    (router.merge(events::router().with_state(state)), doc)
+    let sockets = events::router().merge(chat::ws_router()).with_state(state);
+    (router.merge(sockets), doc)
 }

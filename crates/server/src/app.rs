@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use convene_api::{ApiConfig, ApiError, AppState, Db};
+use convene_api::{ApiConfig, ApiError, AppState, Db, Mailer};
 use convene_auth::IceConfig;
 use convene_sfu::{Sfu, SfuConfig};
 use convene_signaling::{Signaling, SignalingConfig};
@@ -31,6 +31,7 @@ pub struct App {
     router: Router,
     state: AppState,
     media: Option<Arc<Signaling>>,
+    digests: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -92,11 +93,17 @@ impl App {
         if let Some(signaling) = &media {
             router = router.merge(signaling.router());
         }
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url.expose(), &config.smtp_from)?,
+            None => Mailer::Log,
+        };
+        let digests = convene_api::spawn_digests(state.clone(), mailer, config.email_digest_interval);
         Ok(Self {
             listener,
             router,
             state,
             media,
+            digests,
         })
     }
 
@@ -133,6 +140,9 @@ impl App {
         .await?;
         if let Some(media) = &self.media {
             media.sfu().shutdown().await;
+        }
+        if let Err(e) = self.digests.await {
+            tracing::warn!(error = %e, "e-mail digest task failed");
         }
         self.state.db.close().await;
         tracing::info!("stopped");

@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod chat;
 mod errors;
 mod events;
 mod helpers;
+mod notifications;
 mod ops;
 mod rooms;
 mod signal;
