@@ -89,7 +89,8 @@ impl App {
             }
             None => None,
         };
-        let mut router = routes(state.clone(), Arc::new(Metrics::default()));
+        let metrics = Metrics::new(media.as_ref().map(|m| m.sfu().clone()));
+        let mut router = routes(state.clone(), Arc::new(metrics));
         if let Some(signaling) = &media {
             router = router.merge(signaling.router());
         }
