@@ -1,14 +1,19 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod auth;
+mod boards;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
 mod pagination;
+mod projects;
+mod sprints;
 mod state;
+mod tasks;
 pub mod teams;
 mod time;
+mod timesheets;
 mod validate;
 
 use axum::Router;
@@ -28,6 +33,11 @@ pub use state::{ApiConfig, AppState};
     tags(
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
+        (name = "projects", description = "A team's projects"),
+        (name = "boards", description = "Kanban boards, their columns and moving tasks"),
+        (name = "tasks", description = "Tasks, labels, subtasks, comments and relations"),
+        (name = "sprints", description = "Sprints and their burndown"),
+        (name = "time", description = "Time entries, timers and time reports"),
     )
 )]
 struct ApiDoc;
@@ -55,6 +65,21 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/auth", auth::router())
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
+        .nest(
+            "/api/v1/projects",
+            projects::router()
+                .merge(boards::project_router())
+                .merge(tasks::project_router())
+                .merge(sprints::project_router()),
+        )
+        .nest("/api/v1/boards", boards::router())
+        .nest("/api/v1/columns", boards::columns_router())
+        .nest("/api/v1/tasks", tasks::router())
+        .nest("/api/v1/labels", tasks::labels_router())
+        .nest("/api/v1/sprints", sprints::router())
+        .nest("/api/v1/time-entries", timesheets::router())
+        .nest("/api/v1/timer", timesheets::timer_router())
+        .nest("/api/v1/reports", timesheets::reports_router())
         .with_state(state.clone())
         .split_for_parts();
     (router.merge(events::router().with_state(state)), doc)

@@ -7,4 +7,5 @@ mod errors;
 mod events;
 mod helpers;
 mod ops;
+mod projects;
 mod teams;
