@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod boards;
 mod errors;
 mod events;
 mod helpers;
