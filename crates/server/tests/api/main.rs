@@ -9,4 +9,5 @@ mod events;
 mod helpers;
 mod ops;
 mod projects;
+mod tasks;
 mod teams;
