@@ -34,7 +34,8 @@ fn increment(a: &str) -> String {
             return String::from_utf8(out).unwrap_or_default();
         }
     }
-    format!("{a}i")
+    // All digits maximal: extend with the smallest digit, leaving the most room above.
+    format!("{a}1")
 }
 
 /// The shortest key below `b` found by lowering one digit, else the midpoint with zero.
@@ -104,7 +105,7 @@ mod tests {
         assert_eq!(check(None, None), "i");
         assert_eq!(check(Some("i"), None), "j");
         assert_eq!(check(None, Some("i")), "h");
-        assert_eq!(check(Some("z"), None), "zi");
+        assert_eq!(check(Some("z"), None), "z1");
         check(None, Some("1"));
         check(None, Some("01"));
         check(Some("a"), Some("b"));
@@ -133,6 +134,6 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), 2001);
         let appended = (0..1000).fold("i".to_owned(), |k, _| between(Some(&k), None));
-        assert!(appended.len() <= 30, "{appended}");
+        assert!(appended.len() <= 1000 / 30, "{} characters: {appended}", appended.len());
     }
 }

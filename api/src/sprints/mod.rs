@@ -551,6 +551,45 @@ pub(crate) struct Burndown {
     days: Vec<BurndownDay>,
 }
 
+/// One entry per day from `start` to `end` (or `until`, or the last snapshot, whichever is
+/// later than `until` but not past `end`): each day shows the last snapshot taken on or before
+/// it, days before the first snapshot show the first.
+fn burndown_days(start: NaiveDate, end: NaiveDate, until: NaiveDate, snapshots: &[(NaiveDate, [i64; 4])]) -> Vec<BurndownDay> {
+    let Some(&(_, first)) = snapshots.first() else {
+        return Vec::new();
+    };
+    let last_snapshot = snapshots.last().map_or(start, |s| s.0);
+    let last_day = until.max(last_snapshot).min(end);
+    let span = (end - start).num_days().max(1) as f64;
+    let mut values = first;
+    let mut next = snapshots.iter().peekable();
+    let mut days = Vec::new();
+    let mut date = start;
+    while date <= last_day {
+        while let Some(&&(day, v)) = next.peek() {
+            if day > date {
+                break;
+            }
+            values = v;
+            next.next();
+        }
+        let elapsed = (date - start).num_days() as f64;
+        days.push(BurndownDay {
+            date,
+            total_tasks: values[0],
+            remaining_tasks: values[1],
+            total_points: values[2],
+            remaining_points: values[3],
+            ideal_points: (first[2] as f64 * (1.0 - elapsed / span)).max(0.0),
+        });
+        match date.succ_opt() {
+            Some(d) => date = d,
+            None => break,
+        }
+    }
+    days
+}
+
 /// The sprint's daily burndown.
 #[utoipa::path(get, path = "/{sprint_id}/burndown", tag = "sprints", security(("bearer" = [])),
     responses((status = 200, body = Burndown), (status = 404, body = convene_proto::ErrorBody)))]
@@ -571,44 +610,37 @@ async fn burndown(
         .into_iter()
         .map(|(day, a, b, c, d)| Ok((parse_date(Some(day))?.unwrap_or_default(), [a, b, c, d])))
         .collect::<ApiResult<Vec<_>>>()?;
-    let mut days = Vec::new();
-    if let Some(&(_, first)) = snapshots.first() {
-        let last_day = sprint
-            .completed_at
-            .map_or_else(today, |t| t.date_naive())
-            .min(sprint.end_date)
-            .max(snapshots.last().map_or(sprint.start_date, |s| s.0).min(sprint.end_date));
-        let span = (sprint.end_date - sprint.start_date).num_days().max(1) as f64;
-        let mut values = first;
-        let mut next = snapshots.iter().peekable();
-        let mut date = sprint.start_date;
-        while date <= last_day {
-            while let Some(&&(day, v)) = next.peek() {
-                if day > date {
-                    break;
-                }
-                values = v;
-                next.next();
-            }
-            let elapsed = (date - sprint.start_date).num_days() as f64;
-            days.push(BurndownDay {
-                date,
-                total_tasks: values[0],
-                remaining_tasks: values[1],
-                total_points: values[2],
-                remaining_points: values[3],
-                ideal_points: (first[2] as f64 * (1.0 - elapsed / span)).max(0.0),
-            });
-            match date.succ_opt() {
-                Some(d) => date = d,
-                None => break,
-            }
-        }
-    }
+    let until = sprint.completed_at.map_or_else(today, |t| t.date_naive());
+    let days = burndown_days(sprint.start_date, sprint.end_date, until, &snapshots);
     Ok(AppJson(Burndown {
         sprint_id,
         start_date: sprint.start_date,
         end_date: sprint.end_date,
         days,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn days_carry_the_last_snapshot_forward() {
+        let snapshots = [(d("2026-03-02"), [4, 4, 10, 10]), (d("2026-03-04"), [4, 2, 10, 6])];
+        let days = burndown_days(d("2026-03-01"), d("2026-03-05"), d("2026-03-04"), &snapshots);
+        let remaining: Vec<_> = days.iter().map(|b| (b.date, b.remaining_points)).collect();
+        assert_eq!(
+            remaining,
+            [(d("2026-03-01"), 10), (d("2026-03-02"), 10), (d("2026-03-03"), 10), (d("2026-03-04"), 6)]
+        );
+        assert_eq!(days[0].ideal_points, 10.0);
+        assert_eq!(days[2].ideal_points, 5.0);
+        // Never past the end date, and nothing before the sprint starts.
+        assert_eq!(burndown_days(d("2026-03-01"), d("2026-03-02"), d("2026-04-01"), &snapshots).len(), 2);
+        assert!(burndown_days(d("2026-03-01"), d("2026-03-05"), d("2026-03-04"), &[]).is_empty());
+    }
 }

@@ -9,5 +9,6 @@ mod events;
 mod helpers;
 mod ops;
 mod projects;
+mod sprints;
 mod tasks;
 mod teams;
