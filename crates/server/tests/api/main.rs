@@ -12,3 +12,4 @@ mod projects;
 mod sprints;
 mod tasks;
 mod teams;
+mod timesheets;
