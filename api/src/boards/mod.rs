@@ -155,7 +155,12 @@ pub(crate) async fn slot(
         }
     };
     let (low, high) = match (before_id, after_id) {
-        (Some(_), Some(_)) => return Err(ApiError::field("before_id", "give at most one of before_id and after_id")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "before_id",
+                "give at most one of before_id and after_id",
+            ));
+        }
         (None, Some(a)) => {
             let a = anchor("after_id", a).await?;
             let next = neighbour(">", "MIN", Some(&a)).await?;
@@ -176,7 +181,13 @@ pub(crate) const PLACEMENT_ATTEMPTS: usize = 8;
 
 /// Whether `e` is the unique violation of a concurrently taken ordering key.
 pub(crate) fn is_key_collision(e: &ApiError) -> bool {
-    matches!(e, ApiError::Conflict { code: "already_exists", .. })
+    matches!(
+        e,
+        ApiError::Conflict {
+            code: "already_exists",
+            ..
+        }
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -453,7 +464,7 @@ async fn create_column(
                 break;
             }
         };
-    };
+    }
     let column = load_column(&state.db, &id).await?;
     projects::publish(&state, &access.team_id, "column.created", json!(column)).await?;
     Ok((StatusCode::CREATED, AppJson(column)))
@@ -503,17 +514,16 @@ async fn update_column(
         } else {
             current.rank.clone()
         };
-        let updated = sqlx::query(
-            "UPDATE board_columns SET name = $1, category = $2, rank = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(&name)
-        .bind(category.as_str())
-        .bind(&key)
-        .bind(now_ms())
-        .bind(&column_id)
-        .execute(state.db.pool())
-        .await
-        .map_err(ApiError::from);
+        let updated =
+            sqlx::query("UPDATE board_columns SET name = $1, category = $2, rank = $3, updated_at = $4 WHERE id = $5")
+                .bind(&name)
+                .bind(category.as_str())
+                .bind(&key)
+                .bind(now_ms())
+                .bind(&column_id)
+                .execute(state.db.pool())
+                .await
+                .map_err(ApiError::from);
         match updated {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
             other => {
@@ -574,15 +584,13 @@ async fn delete_column(
     let mut key = last;
     for (task_id,) in &moving {
         let next = rank::between(key.as_deref(), None);
-        sqlx::query(
-            "UPDATE tasks SET column_id = $1, rank = $2, version = version + 1, updated_at = $3 WHERE id = $4",
-        )
-        .bind(&target.id)
-        .bind(&next)
-        .bind(now)
-        .bind(task_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE tasks SET column_id = $1, rank = $2, version = version + 1, updated_at = $3 WHERE id = $4")
+            .bind(&target.id)
+            .bind(&next)
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
         key = Some(next);
     }
     sqlx::query("DELETE FROM board_columns WHERE id = $1")
@@ -597,10 +605,14 @@ async fn delete_column(
     for (task_id,) in &moving {
         let task = tasks::load_task(&state.db, task_id).await?;
         let data = json!({ "task": task, "from_column_id": column_id });
-        state.events.publish(audience.iter().map(String::as_str), "task.moved", &data);
+        state
+            .events
+            .publish(audience.iter().map(String::as_str), "task.moved", &data);
     }
     let data = json!({ "id": column_id, "board_id": column.board_id, "moved_to": target.id });
-    state.events.publish(audience.iter().map(String::as_str), "column.deleted", &data);
+    state
+        .events
+        .publish(audience.iter().map(String::as_str), "column.deleted", &data);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -304,7 +304,7 @@ pub(crate) struct ProjectQuery {
     after: Option<String>,
 }
 
-/// The projects of the caller's teams, oldest first.
+/// The projects of the caller's teams (or of one of them), oldest first.
 #[utoipa::path(get, path = "", tag = "projects", security(("bearer" = [])), params(ProjectQuery),
     responses((status = 200, body = Page<Project>)))]
 async fn list_projects(
@@ -312,6 +312,9 @@ async fn list_projects(
     auth: AuthUser,
     AppQuery(q): AppQuery<ProjectQuery>,
 ) -> ApiResult<AppJson<Page<Project>>> {
+    if let Some(team) = &q.team_id {
+        member_role(&state.db, team, &auth.user_id).await?;
+    }
     let limit = i64::from(q.limit.unwrap_or(50).clamp(1, 200));
     let mut sql = format!("{PROJECT_SELECT} WHERE p.id > $2");
     if q.team_id.is_some() {

@@ -188,7 +188,9 @@ async fn list_sprints(
         .bind(&project_id)
         .fetch_all(state.db.pool())
         .await?;
-    Ok(AppJson(rows.into_iter().map(Sprint::try_from).collect::<ApiResult<_>>()?))
+    Ok(AppJson(
+        rows.into_iter().map(Sprint::try_from).collect::<ApiResult<_>>()?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -363,22 +365,31 @@ async fn add_tasks(
     let (sprint, access) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
     access.require_write()?;
     if sprint.status == SprintStatus::Completed {
-        return Err(ApiError::conflict("sprint_completed", "a completed sprint takes no tasks"));
+        return Err(ApiError::conflict(
+            "sprint_completed",
+            "a completed sprint takes no tasks",
+        ));
     }
     if req.task_ids.is_empty() || req.task_ids.len() > 500 {
         return Err(ApiError::field("task_ids", "give 1-500 task ids"));
     }
     let mut previous = Vec::new();
     for id in &req.task_ids {
-        let found: Option<(Option<String>,)> = sqlx::query_as("SELECT sprint_id FROM tasks WHERE id = $1 AND project_id = $2")
-            .bind(id)
-            .bind(&sprint.project_id)
-            .fetch_optional(state.db.pool())
-            .await?;
+        let found: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT sprint_id FROM tasks WHERE id = $1 AND project_id = $2")
+                .bind(id)
+                .bind(&sprint.project_id)
+                .fetch_optional(state.db.pool())
+                .await?;
         match found {
             Some((Some(other),)) if other != sprint_id => previous.push(other),
             Some(_) => {}
-            None => return Err(ApiError::field("task_ids", "every task must belong to the sprint's project")),
+            None => {
+                return Err(ApiError::field(
+                    "task_ids",
+                    "every task must belong to the sprint's project",
+                ));
+            }
         }
     }
     let mut moved = Vec::new();
@@ -499,7 +510,10 @@ async fn complete_sprint(
             .await
             .is_ok_and(|n| n.project_id == sprint.project_id && n.status == SprintStatus::Planned);
         if !ok {
-            return Err(ApiError::field("move_unfinished_to", "must be a planned sprint of the same project"));
+            return Err(ApiError::field(
+                "move_unfinished_to",
+                "must be a planned sprint of the same project",
+            ));
         }
     }
     // The final state is the last snapshot; after completion the sprint records no more.
@@ -512,7 +526,10 @@ async fn complete_sprint(
     .execute(state.db.pool())
     .await?;
     if completed.rows_affected() == 0 {
-        return Err(ApiError::conflict("not_active", "only an active sprint can be completed"));
+        return Err(ApiError::conflict(
+            "not_active",
+            "only an active sprint can be completed",
+        ));
     }
     let moved = move_tasks(
         &state.db,
@@ -554,7 +571,12 @@ pub(crate) struct Burndown {
 /// One entry per day from `start` to `end` (or `until`, or the last snapshot, whichever is
 /// later than `until` but not past `end`): each day shows the last snapshot taken on or before
 /// it, days before the first snapshot show the first.
-fn burndown_days(start: NaiveDate, end: NaiveDate, until: NaiveDate, snapshots: &[(NaiveDate, [i64; 4])]) -> Vec<BurndownDay> {
+fn burndown_days(
+    start: NaiveDate,
+    end: NaiveDate,
+    until: NaiveDate,
+    snapshots: &[(NaiveDate, [i64; 4])],
+) -> Vec<BurndownDay> {
     let Some(&(_, first)) = snapshots.first() else {
         return Vec::new();
     };
@@ -635,12 +657,20 @@ mod tests {
         let remaining: Vec<_> = days.iter().map(|b| (b.date, b.remaining_points)).collect();
         assert_eq!(
             remaining,
-            [(d("2026-03-01"), 10), (d("2026-03-02"), 10), (d("2026-03-03"), 10), (d("2026-03-04"), 6)]
+            [
+                (d("2026-03-01"), 10),
+                (d("2026-03-02"), 10),
+                (d("2026-03-03"), 10),
+                (d("2026-03-04"), 6)
+            ]
         );
         assert_eq!(days[0].ideal_points, 10.0);
         assert_eq!(days[2].ideal_points, 5.0);
         // Never past the end date, and nothing before the sprint starts.
-        assert_eq!(burndown_days(d("2026-03-01"), d("2026-03-02"), d("2026-04-01"), &snapshots).len(), 2);
+        assert_eq!(
+            burndown_days(d("2026-03-01"), d("2026-03-02"), d("2026-04-01"), &snapshots).len(),
+            2
+        );
         assert!(burndown_days(d("2026-03-01"), d("2026-03-05"), d("2026-03-04"), &[]).is_empty());
     }
 }

@@ -87,15 +87,18 @@ async fn list_comments(
     AppQuery(page): AppQuery<PageQuery>,
 ) -> ApiResult<AppJson<Page<Comment>>> {
     task_access(&state.db, &task_id, &auth.user_id).await?;
-    let rows: Vec<CommentRow> =
-        sqlx::query_as(&format!("{COMMENT_SELECT} WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
-            .bind(&task_id)
-            .bind(page.after())
-            .bind(page.limit() + 1)
-            .fetch_all(state.db.pool())
-            .await?;
+    let rows: Vec<CommentRow> = sqlx::query_as(&format!(
+        "{COMMENT_SELECT} WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(&task_id)
+    .bind(page.after())
+    .bind(page.limit() + 1)
+    .fetch_all(state.db.pool())
+    .await?;
     let comments = rows.into_iter().map(Comment::from).collect();
-    Ok(AppJson(Page::from_rows(comments, page.limit(), |c: &Comment| c.id.clone())))
+    Ok(AppJson(Page::from_rows(comments, page.limit(), |c: &Comment| {
+        c.id.clone()
+    })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -174,7 +177,9 @@ async fn delete_comment(
     let current = load_comment(&state.db, &task_id, &comment_id).await?;
     let own = current.author_id.as_deref() == Some(auth.user_id.as_str());
     if !own && !access.role.can_manage() {
-        return Err(ApiError::Forbidden("only the author or a team admin may delete a comment"));
+        return Err(ApiError::Forbidden(
+            "only the author or a team admin may delete a comment",
+        ));
     }
     sqlx::query("DELETE FROM task_comments WHERE id = $1")
         .bind(&comment_id)

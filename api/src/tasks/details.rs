@@ -92,6 +92,20 @@ pub(crate) struct Relation {
     created_at: DateTime<Utc>,
 }
 
+/// A relation row read from either end.
+#[derive(FromRow)]
+struct RelationRow {
+    id: String,
+    kind: String,
+    /// 1 when the task read is the stored source.
+    outgoing: i64,
+    other_id: String,
+    key_prefix: String,
+    number: i64,
+    title: String,
+    created_at: i64,
+}
+
 /// A task with its subtasks and relations.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TaskDetail {
@@ -107,13 +121,14 @@ pub(super) async fn detail(db: &Db, task: Task) -> ApiResult<TaskDetail> {
             .bind(&task.id)
             .fetch_all(db.pool())
             .await?;
-    // (id, kind, this task is the source, other id, other key prefix, other number, title, time)
-    let rows: Vec<(String, String, i64, String, String, i64, String, i64)> = sqlx::query_as(
-        "SELECT r.id, r.kind, 1, o.id, p.key_prefix, o.number, o.title, r.created_at FROM task_relations r \
-         JOIN tasks o ON o.id = r.target_id JOIN projects p ON p.id = o.project_id WHERE r.source_id = $1 \
+    let rows: Vec<RelationRow> = sqlx::query_as(
+        "SELECT r.id, r.kind, 1 AS outgoing, o.id AS other_id, p.key_prefix, o.number, o.title, r.created_at \
+         FROM task_relations r JOIN tasks o ON o.id = r.target_id JOIN projects p ON p.id = o.project_id \
+         WHERE r.source_id = $1 \
          UNION ALL \
-         SELECT r.id, r.kind, 0, o.id, p.key_prefix, o.number, o.title, r.created_at FROM task_relations r \
-         JOIN tasks o ON o.id = r.source_id JOIN projects p ON p.id = o.project_id WHERE r.target_id = $1 \
+         SELECT r.id, r.kind, 0, o.id, p.key_prefix, o.number, o.title, r.created_at \
+         FROM task_relations r JOIN tasks o ON o.id = r.source_id JOIN projects p ON p.id = o.project_id \
+         WHERE r.target_id = $1 \
          ORDER BY 1",
     )
     .bind(&task.id)
@@ -121,15 +136,15 @@ pub(super) async fn detail(db: &Db, task: Task) -> ApiResult<TaskDetail> {
     .await?;
     let relations = rows
         .into_iter()
-        .map(|(id, kind, outgoing, other, prefix, number, title, at)| {
-            let kind = RelationKind::parse(&kind)?;
+        .map(|r| {
+            let kind = RelationKind::parse(&r.kind)?;
             Ok(Relation {
-                id,
-                kind: if outgoing == 1 { kind } else { kind.reversed() },
-                task_id: other,
-                task_key: format!("{prefix}-{number}"),
-                task_title: title,
-                created_at: from_ms(at),
+                id: r.id,
+                kind: if r.outgoing == 1 { kind } else { kind.reversed() },
+                task_id: r.other_id,
+                task_key: format!("{}-{}", r.key_prefix, r.number),
+                task_title: r.title,
+                created_at: from_ms(r.created_at),
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;
@@ -169,15 +184,20 @@ async fn create_subtask(
     access.require_write()?;
     let title = validate::name("title", &req.title, 300)?;
     let id = new_id();
-    sqlx::query("INSERT INTO subtasks (id, task_id, title, done, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4)")
-        .bind(&id)
-        .bind(&task_id)
-        .bind(&title)
-        .bind(now_ms())
-        .execute(state.db.pool())
-        .await?;
+    sqlx::query(
+        "INSERT INTO subtasks (id, task_id, title, done, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $4)",
+    )
+    .bind(&id)
+    .bind(&task_id)
+    .bind(&title)
+    .bind(now_ms())
+    .execute(state.db.pool())
+    .await?;
     touched(&state, &access, &task_id).await?;
-    Ok((StatusCode::CREATED, AppJson(load_subtask(&state.db, &task_id, &id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AppJson(load_subtask(&state.db, &task_id, &id).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -155,7 +155,10 @@ const TASK_SELECT: &str = "SELECT t.id, p.key_prefix, t.number, t.project_id, c.
 
 /// `$first, $first+1, ...` for `n` bind parameters.
 fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Turns rows into tasks with their assignees and labels (two queries for the whole batch).
@@ -277,13 +280,17 @@ async fn team_users(db: &Db, team_id: &str, ids: &[String]) -> ApiResult<Vec<Str
         return Err(ApiError::field("assignee_ids", "at most 50 assignees"));
     }
     for id in &ids {
-        let found: Option<(String,)> = sqlx::query_as("SELECT user_id FROM team_members WHERE team_id = $1 AND user_id = $2")
-            .bind(team_id)
-            .bind(id)
-            .fetch_optional(db.pool())
-            .await?;
+        let found: Option<(String,)> =
+            sqlx::query_as("SELECT user_id FROM team_members WHERE team_id = $1 AND user_id = $2")
+                .bind(team_id)
+                .bind(id)
+                .fetch_optional(db.pool())
+                .await?;
         if found.is_none() {
-            return Err(ApiError::field("assignee_ids", "every assignee must be a member of the team"));
+            return Err(ApiError::field(
+                "assignee_ids",
+                "every assignee must be a member of the team",
+            ));
         }
     }
     Ok(ids)
@@ -419,7 +426,9 @@ async fn create_task(
             .bind(&project_id)
             .fetch_optional(state.db.pool())
             .await?;
-            found.ok_or_else(|| ApiError::field("column_id", "is not a column of this project"))?.0
+            found
+                .ok_or_else(|| ApiError::field("column_id", "is not a column of this project"))?
+                .0
         }
         None => {
             let first: Option<(String,)> = sqlx::query_as(
@@ -429,7 +438,9 @@ async fn create_task(
             .bind(&project_id)
             .fetch_optional(state.db.pool())
             .await?;
-            first.ok_or_else(|| ApiError::field("column_id", "the project has no column; give one"))?.0
+            first
+                .ok_or_else(|| ApiError::field("column_id", "the project has no column; give one"))?
+                .0
         }
     };
     let assignees = team_users(&state.db, &access.team_id, &req.assignee_ids).await?;

@@ -142,7 +142,9 @@ fn span(started: i64, ended: i64) -> ApiResult<()> {
 
 fn timer_conflict(e: sqlx::Error) -> ApiError {
     match ApiError::from(e) {
-        ApiError::Conflict { .. } => ApiError::conflict("timer_running", "you already have a running timer; stop it first"),
+        ApiError::Conflict { .. } => {
+            ApiError::conflict("timer_running", "you already have a running timer; stop it first")
+        }
         other => other,
     }
 }
@@ -157,15 +159,18 @@ async fn list_entries(
     AppQuery(page): AppQuery<PageQuery>,
 ) -> ApiResult<AppJson<Page<TimeEntry>>> {
     task_access(&state.db, &task_id, &auth.user_id).await?;
-    let rows: Vec<EntryRow> =
-        sqlx::query_as(&format!("{ENTRY_SELECT} WHERE e.task_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3"))
-            .bind(&task_id)
-            .bind(page.after())
-            .bind(page.limit() + 1)
-            .fetch_all(state.db.pool())
-            .await?;
+    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
+        "{ENTRY_SELECT} WHERE e.task_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3"
+    ))
+    .bind(&task_id)
+    .bind(page.after())
+    .bind(page.limit() + 1)
+    .fetch_all(state.db.pool())
+    .await?;
     let entries = rows.into_iter().map(TimeEntry::from).collect();
-    Ok(AppJson(Page::from_rows(entries, page.limit(), |e: &TimeEntry| e.id.clone())))
+    Ok(AppJson(Page::from_rows(entries, page.limit(), |e: &TimeEntry| {
+        e.id.clone()
+    })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -334,12 +339,22 @@ async fn update_entry(
     let current = own_entry(&state.db, &entry_id, &auth.user_id).await?;
     let started = req.started_at.unwrap_or(current.started_at).timestamp_millis();
     let ended = match (req.ended_at, current.ended_at) {
-        (Some(_), None) => return Err(ApiError::field("ended_at", "stop a running timer with /api/v1/timer/stop")),
+        (Some(_), None) => {
+            return Err(ApiError::field(
+                "ended_at",
+                "stop a running timer with /api/v1/timer/stop",
+            ));
+        }
         (new, old) => new.or(old).map(|e| e.timestamp_millis()),
     };
     match ended {
         Some(e) => span(started, e)?,
-        None if started > now_ms() => return Err(ApiError::field("started_at", "a running timer cannot start in the future")),
+        None if started > now_ms() => {
+            return Err(ApiError::field(
+                "started_at",
+                "a running timer cannot start in the future",
+            ));
+        }
         None => {}
     }
     let note = match &req.note {

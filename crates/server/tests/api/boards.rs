@@ -38,7 +38,10 @@ async fn board_order(app: &TestApp, c: &Crew) -> Vec<Vec<String>> {
         .map(|col| {
             let tasks = col["tasks"].as_array().unwrap();
             let ranks: Vec<&str> = tasks.iter().map(|t| t["rank"].as_str().unwrap()).collect();
-            assert!(ranks.windows(2).all(|w| w[0] < w[1]), "ranks not strictly ordered: {ranks:?}");
+            assert!(
+                ranks.windows(2).all(|w| w[0] < w[1]),
+                "ranks not strictly ordered: {ranks:?}"
+            );
             tasks.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
         })
         .collect()
@@ -72,7 +75,10 @@ async fn moves_place_tasks_and_stale_versions_conflict() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{moved}");
-    assert_eq!((moved["version"].as_i64(), moved["column_id"].as_str()), (Some(2), Some(c.columns[1].as_str())));
+    assert_eq!(
+        (moved["version"].as_i64(), moved["column_id"].as_str()),
+        (Some(2), Some(c.columns[1].as_str()))
+    );
     let (status, _) = put(
         &app,
         &move_path(&c, &b),
@@ -114,7 +120,10 @@ async fn moves_place_tasks_and_stale_versions_conflict() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_code(&body), "version_conflict");
-    assert_eq!((body["task"]["version"].as_i64(), body["task"]["id"].as_str()), (Some(3), Some(a.as_str())));
+    assert_eq!(
+        (body["task"]["version"].as_i64(), body["task"]["id"].as_str()),
+        (Some(3), Some(a.as_str()))
+    );
     assert_eq!(body["task"]["column_id"], c.columns[1]);
 
     // Bad input is 4xx, never 500.
@@ -128,7 +137,13 @@ async fn moves_place_tasks_and_stale_versions_conflict() {
         let (status, body) = put(&app, &move_path(&c, &a), &c.member.access, bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     }
-    let (status, _) = put(&app, &move_path(&c, &a), &c.member.access, json!({ "column_id": c.columns[1] })).await;
+    let (status, _) = put(
+        &app,
+        &move_path(&c, &a),
+        &c.member.access,
+        json!({ "column_id": c.columns[1] }),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = put(
         &app,
@@ -147,8 +162,8 @@ async fn two_clients_moving_the_same_task_one_wins_one_conflicts() {
     let task = create_task(&app, &c.member, &c.project, json!({ "title": "contested" })).await;
     let task_id = id(&task);
     let path = move_path(&c, &task_id);
-    let mut version = 1;
     for round in 0..10 {
+        let version = round as i64 + 1;
         let first = put(
             &app,
             &path,
@@ -168,7 +183,6 @@ async fn two_clients_moving_the_same_task_one_wins_one_conflicts() {
         let (winner, loser) = if s1 == StatusCode::OK { (b1, b2) } else { (b2, b1) };
         assert_eq!(winner["version"].as_i64(), Some(version + 1));
         assert_eq!(loser["task"], winner, "the loser sees the winner's task");
-        version += 1;
     }
 }
 
@@ -180,7 +194,10 @@ async fn moves_reach_team_members_in_real_time() {
     let mut outsider_ws = events(&app, &c.outsider.access).await;
     let task = create_task(&app, &c.member, &c.project, json!({ "title": "watch me" })).await;
     let created = next_event(&mut guest_ws).await;
-    assert_eq!((created["type"].as_str(), created["data"]["id"].as_str()), (Some("task.created"), task["id"].as_str()));
+    assert_eq!(
+        (created["type"].as_str(), created["data"]["id"].as_str()),
+        (Some("task.created"), task["id"].as_str())
+    );
     let (status, _) = put(
         &app,
         &move_path(&c, &id(&task)),
@@ -194,16 +211,28 @@ async fn moves_reach_team_members_in_real_time() {
     assert_eq!(moved["data"]["task"]["column_id"], c.columns[3]);
     assert_eq!(moved["data"]["from_column_id"], c.columns[0]);
     let (status, _) = app
-        .patch(&format!("/api/v1/tasks/{}", id(&task)), &c.member.access, json!({ "title": "renamed" }))
+        .patch(
+            &format!("/api/v1/tasks/{}", id(&task)),
+            &c.member.access,
+            json!({ "title": "renamed" }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let updated = next_event(&mut guest_ws).await;
-    assert_eq!((updated["type"].as_str(), updated["data"]["title"].as_str()), (Some("task.updated"), Some("renamed")));
-    app.delete(&format!("/api/v1/tasks/{}", id(&task)), &c.member.access).await;
+    assert_eq!(
+        (updated["type"].as_str(), updated["data"]["title"].as_str()),
+        (Some("task.updated"), Some("renamed"))
+    );
+    app.delete(&format!("/api/v1/tasks/{}", id(&task)), &c.member.access)
+        .await;
     let deleted = next_event(&mut guest_ws).await;
-    assert_eq!((deleted["type"].as_str(), deleted["data"]["id"].as_str()), (Some("task.deleted"), task["id"].as_str()));
+    assert_eq!(
+        (deleted["type"].as_str(), deleted["data"]["id"].as_str()),
+        (Some("task.deleted"), task["id"].as_str())
+    );
     // The outsider's first event is one published to it afterwards: nothing of the team leaked.
-    app.events.publish([c.outsider.user_id.as_str()], "test.sentinel", &json!({}));
+    app.events
+        .publish([c.outsider.user_id.as_str()], "test.sentinel", &json!({}));
     assert_eq!(next_event(&mut outsider_ws).await["type"], "test.sentinel");
 }
 
@@ -211,9 +240,27 @@ async fn moves_reach_team_members_in_real_time() {
 async fn columns_are_created_renamed_reordered_and_deleted_into_another() {
     let app = spawn_app().await;
     let c = crew(&app).await;
-    let t1 = create_task(&app, &c.member, &c.project, json!({ "title": "one", "column_id": c.columns[2] })).await;
-    let t2 = create_task(&app, &c.member, &c.project, json!({ "title": "two", "column_id": c.columns[2] })).await;
-    let t0 = create_task(&app, &c.member, &c.project, json!({ "title": "zero", "column_id": c.columns[1] })).await;
+    let t1 = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "one", "column_id": c.columns[2] }),
+    )
+    .await;
+    let t2 = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "two", "column_id": c.columns[2] }),
+    )
+    .await;
+    let t0 = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "zero", "column_id": c.columns[1] }),
+    )
+    .await;
     let (status, review) = app
         .post(
             &format!("/api/v1/boards/{}/columns", c.board),
@@ -224,7 +271,12 @@ async fn columns_are_created_renamed_reordered_and_deleted_into_another() {
     assert_eq!(status, StatusCode::CREATED, "{review}");
     let review_id = id(&review);
     let names = |view: &Value| -> Vec<String> {
-        view["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+        view["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     let (_, view) = app.get(&format!("/api/v1/boards/{}", c.board), &c.member.access).await;
     assert_eq!(names(&view), ["Backlog", "To do", "In progress", "Review", "Done"]);
@@ -241,14 +293,22 @@ async fn columns_are_created_renamed_reordered_and_deleted_into_another() {
     assert_eq!(names(&view), ["QA", "Backlog", "To do", "In progress", "Done"]);
 
     // Deleting "In progress" appends its tasks, in order, after the tasks of "To do".
-    let (status, body) = app.delete(&format!("/api/v1/columns/{}", c.columns[2]), &c.member.access).await;
+    let (status, body) = app
+        .delete(&format!("/api/v1/columns/{}", c.columns[2]), &c.member.access)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "move_to is required: {body}");
     let (status, body) = app
-        .delete(&format!("/api/v1/columns/{}?move_to={}", c.columns[2], c.columns[2]), &c.member.access)
+        .delete(
+            &format!("/api/v1/columns/{}?move_to={}", c.columns[2], c.columns[2]),
+            &c.member.access,
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, _) = app
-        .delete(&format!("/api/v1/columns/{}?move_to={}", c.columns[2], c.columns[1]), &c.member.access)
+        .delete(
+            &format!("/api/v1/columns/{}?move_to={}", c.columns[2], c.columns[1]),
+            &c.member.access,
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, view) = app.get(&format!("/api/v1/boards/{}", c.board), &c.member.access).await;
@@ -260,15 +320,25 @@ async fn columns_are_created_renamed_reordered_and_deleted_into_another() {
 
     // Another board for the project, and renaming it.
     let (status, board) = app
-        .post(&format!("/api/v1/projects/{}/boards", c.project), Some(&c.member.access), json!({ "name": "Ops" }))
+        .post(
+            &format!("/api/v1/projects/{}/boards", c.project),
+            Some(&c.member.access),
+            json!({ "name": "Ops" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{board}");
     assert_eq!(board["columns"].as_array().unwrap().len(), 4);
     let (status, renamed) = app
-        .patch(&format!("/api/v1/boards/{}", id(&board)), &c.member.access, json!({ "name": "Operations" }))
+        .patch(
+            &format!("/api/v1/boards/{}", id(&board)),
+            &c.member.access,
+            json!({ "name": "Operations" }),
+        )
         .await;
     assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("Operations")));
-    let (_, boards) = app.get(&format!("/api/v1/projects/{}/boards", c.project), &c.guest.access).await;
+    let (_, boards) = app
+        .get(&format!("/api/v1/projects/{}/boards", c.project), &c.guest.access)
+        .await;
     assert_eq!(boards.as_array().unwrap().len(), 2);
     // A task cannot be moved through another project's board or into another board's column.
     let (status, _) = put(
@@ -358,9 +428,14 @@ fn random_moves_keep_every_column_ordered_and_total() {
         max_shrink_iters: 4,
         ..Config::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut runner = TestRunner::new(config);
     runner
-        .run(&random_moves(12, 4, 1000), |moves| runtime.block_on(run_moves(moves, 12)))
+        .run(&random_moves(12, 4, 1000), |moves| {
+            runtime.block_on(run_moves(moves, 12))
+        })
         .unwrap();
 }

@@ -13,3 +13,4 @@ mod sprints;
 mod tasks;
 mod teams;
 mod timesheets;
+mod work_access;

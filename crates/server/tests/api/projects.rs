@@ -156,9 +156,15 @@ async fn project_lifecycle_with_default_board() {
     );
     assert!(p["description"].is_null());
     let (_, list) = app.get("/api/v1/projects", &alice.access).await;
-    assert!(list["items"].as_array().unwrap().is_empty(), "archived projects are hidden");
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "archived projects are hidden"
+    );
     let (_, list) = app
-        .get(&format!("/api/v1/projects?team_id={team}&include_archived=true"), &alice.access)
+        .get(
+            &format!("/api/v1/projects?team_id={team}&include_archived=true"),
+            &alice.access,
+        )
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 

@@ -5,7 +5,12 @@ use crate::helpers::{error_code, spawn_app};
 use crate::projects::{create_task, crew};
 
 fn ids(page: &Value) -> Vec<String> {
-    page["items"].as_array().unwrap().iter().map(|t| t["key"].as_str().unwrap().to_owned()).collect()
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["key"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -13,16 +18,28 @@ async fn task_fields_labels_and_filters() {
     let app = spawn_app().await;
     let c = crew(&app).await;
     let (status, bug) = app
-        .post("/api/v1/labels", Some(&c.member.access), json!({ "team_id": c.team, "name": "bug", "color": "#FF0000" }))
+        .post(
+            "/api/v1/labels",
+            Some(&c.member.access),
+            json!({ "team_id": c.team, "name": "bug", "color": "#FF0000" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{bug}");
     assert_eq!(bug["color"], "#ff0000");
     let (status, body) = app
-        .post("/api/v1/labels", Some(&c.member.access), json!({ "team_id": c.team, "name": "bug", "color": "#00ff00" }))
+        .post(
+            "/api/v1/labels",
+            Some(&c.member.access),
+            json!({ "team_id": c.team, "name": "bug", "color": "#00ff00" }),
+        )
         .await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "label_exists"));
     let (status, _) = app
-        .post("/api/v1/labels", Some(&c.member.access), json!({ "team_id": c.team, "name": "x", "color": "red" }))
+        .post(
+            "/api/v1/labels",
+            Some(&c.member.access),
+            json!({ "team_id": c.team, "name": "x", "color": "red" }),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let bug_id = bug["id"].as_str().unwrap();
@@ -42,7 +59,10 @@ async fn task_fields_labels_and_filters() {
     assert_eq!(t1["priority"], "urgent");
     assert_eq!(t1["assignee_ids"].as_array().unwrap().len(), 2);
     assert_eq!(t1["label_ids"], json!([bug_id]));
-    assert_eq!((t1["due_date"].as_str(), t1["estimate"].as_i64()), (Some("2026-05-10"), Some(5)));
+    assert_eq!(
+        (t1["due_date"].as_str(), t1["estimate"].as_i64()),
+        (Some("2026-05-10"), Some(5))
+    );
     assert_eq!(t1["column_id"], c.columns[0]);
     let t2 = create_task(
         &app,
@@ -51,7 +71,10 @@ async fn task_fields_labels_and_filters() {
         json!({ "title": "Write docs 100%", "column_id": c.columns[1], "due_date": "2026-06-01" }),
     )
     .await;
-    assert_eq!((t2["key"].as_str(), t2["priority"].as_str()), (Some("WEB-2"), Some("medium")));
+    assert_eq!(
+        (t2["key"].as_str(), t2["priority"].as_str()),
+        (Some("WEB-2"), Some("medium"))
+    );
 
     for bad in [
         json!({ "title": "" }),
@@ -65,7 +88,11 @@ async fn task_fields_labels_and_filters() {
         json!({ "title": "x", "unknown": 1 }),
     ] {
         let (status, body) = app
-            .post(&format!("/api/v1/projects/{}/tasks", c.project), Some(&c.member.access), bad)
+            .post(
+                &format!("/api/v1/projects/{}/tasks", c.project),
+                Some(&c.member.access),
+                bad,
+            )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     }
@@ -93,13 +120,19 @@ async fn task_fields_labels_and_filters() {
     assert_eq!(list("q=%25".into()).await, ["WEB-2"], "% is matched literally");
     assert_eq!(list("sprint_id=backlog".into()).await, ["WEB-1", "WEB-2"]);
     let (_, first) = app
-        .get(&format!("/api/v1/projects/{}/tasks?limit=1", c.project), &c.guest.access)
+        .get(
+            &format!("/api/v1/projects/{}/tasks?limit=1", c.project),
+            &c.guest.access,
+        )
         .await;
     assert_eq!(ids(&first), ["WEB-1"]);
     let cursor = first["next_cursor"].as_str().unwrap();
     assert_eq!(list(format!("limit=1&after={cursor}")).await, ["WEB-2"]);
     let (status, _) = app
-        .get(&format!("/api/v1/projects/{}/tasks?priority=huge", c.project), &c.guest.access)
+        .get(
+            &format!("/api/v1/projects/{}/tasks?priority=huge", c.project),
+            &c.guest.access,
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -117,24 +150,42 @@ async fn task_fields_labels_and_filters() {
     assert!(t["due_date"].is_null());
     assert_eq!((t["version"].as_i64(), t["estimate"].as_i64()), (Some(2), Some(5)));
     let (status, body) = app
-        .patch(&format!("/api/v1/tasks/{t1_id}"), &c.member.access, json!({ "title": "late", "expected_version": 1 }))
+        .patch(
+            &format!("/api/v1/tasks/{t1_id}"),
+            &c.member.access,
+            json!({ "title": "late", "expected_version": 1 }),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["task"]["title"], "Fix login");
     let (status, t) = app
-        .patch(&format!("/api/v1/tasks/{t1_id}"), &c.member.access, json!({ "archived": true }))
+        .patch(
+            &format!("/api/v1/tasks/{t1_id}"),
+            &c.member.access,
+            json!({ "archived": true }),
+        )
         .await;
     assert_eq!((status, t["archived"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(list(String::new()).await, ["WEB-2"]);
     assert_eq!(list("include_archived=true".into()).await, ["WEB-1", "WEB-2"]);
     let (_, board) = app.get(&format!("/api/v1/boards/{}", c.board), &c.member.access).await;
-    assert!(board["columns"][0]["tasks"].as_array().unwrap().is_empty(), "archived tasks leave the board");
+    assert!(
+        board["columns"][0]["tasks"].as_array().unwrap().is_empty(),
+        "archived tasks leave the board"
+    );
 
     // Deleting a label takes it off its tasks.
-    assert_eq!(app.delete(&format!("/api/v1/labels/{bug_id}"), &c.member.access).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/api/v1/labels/{bug_id}"), &c.member.access)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     let (_, t) = app.get(&format!("/api/v1/tasks/{t1_id}"), &c.member.access).await;
     assert_eq!(t["label_ids"], json!([]));
-    let (_, labels) = app.get(&format!("/api/v1/labels?team_id={}", c.team), &c.guest.access).await;
+    let (_, labels) = app
+        .get(&format!("/api/v1/labels?team_id={}", c.team), &c.guest.access)
+        .await;
     assert_eq!(labels, json!([]));
 }
 
@@ -147,18 +198,30 @@ async fn subtasks_comments_and_relations() {
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
 
     let (status, sub) = app
-        .post(&format!("/api/v1/tasks/{a_id}/subtasks"), Some(&c.member.access), json!({ "title": "schema" }))
+        .post(
+            &format!("/api/v1/tasks/{a_id}/subtasks"),
+            Some(&c.member.access),
+            json!({ "title": "schema" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sub}");
     assert_eq!(sub["done"], false);
     let sub_id = sub["id"].as_str().unwrap();
     let (status, sub) = app
-        .patch(&format!("/api/v1/tasks/{a_id}/subtasks/{sub_id}"), &c.member.access, json!({ "done": true }))
+        .patch(
+            &format!("/api/v1/tasks/{a_id}/subtasks/{sub_id}"),
+            &c.member.access,
+            json!({ "done": true }),
+        )
         .await;
     assert_eq!((status, sub["done"].as_bool()), (StatusCode::OK, Some(true)));
     // A subtask is reached only through its own task.
     let (status, _) = app
-        .patch(&format!("/api/v1/tasks/{b_id}/subtasks/{sub_id}"), &c.member.access, json!({ "done": false }))
+        .patch(
+            &format!("/api/v1/tasks/{b_id}/subtasks/{sub_id}"),
+            &c.member.access,
+            json!({ "done": false }),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -195,32 +258,48 @@ async fn subtasks_comments_and_relations() {
     assert_eq!(detail["relations"][0]["task_id"], b_id);
     let rel_id = detail["relations"][0]["id"].as_str().unwrap();
     assert_eq!(
-        app.delete(&format!("/api/v1/tasks/{a_id}/relations/{rel_id}"), &c.member.access).await.0,
+        app.delete(&format!("/api/v1/tasks/{a_id}/relations/{rel_id}"), &c.member.access)
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
     let (_, detail) = app.get(&format!("/api/v1/tasks/{b_id}"), &c.guest.access).await;
     assert_eq!(detail["relations"], json!([]));
     assert_eq!(
-        app.delete(&format!("/api/v1/tasks/{a_id}/subtasks/{sub_id}"), &c.member.access).await.0,
+        app.delete(&format!("/api/v1/tasks/{a_id}/subtasks/{sub_id}"), &c.member.access)
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
 
     let (status, comment) = app
-        .post(&format!("/api/v1/tasks/{a_id}/comments"), Some(&c.member.access), json!({ "body": "Looks **good**" }))
+        .post(
+            &format!("/api/v1/tasks/{a_id}/comments"),
+            Some(&c.member.access),
+            json!({ "body": "Looks **good**" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{comment}");
     let comment_id = comment["id"].as_str().unwrap();
     let path = format!("/api/v1/tasks/{a_id}/comments/{comment_id}");
     let (status, _) = app.patch(&path, &c.owner.access, json!({ "body": "hijack" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "only the author edits");
-    let (status, edited) = app.patch(&path, &c.member.access, json!({ "body": "Looks great" })).await;
+    let (status, edited) = app
+        .patch(&path, &c.member.access, json!({ "body": "Looks great" }))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(edited["edited_at"].is_string());
     let (status, _) = app.patch(&path, &c.member.access, json!({ "body": "  " })).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, comments) = app.get(&format!("/api/v1/tasks/{a_id}/comments"), &c.guest.access).await;
+    let (_, comments) = app
+        .get(&format!("/api/v1/tasks/{a_id}/comments"), &c.guest.access)
+        .await;
     assert_eq!(comments["items"][0]["body"], "Looks great");
     assert_eq!(app.delete(&path, &c.guest.access).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(app.delete(&path, &c.admin.access).await.0, StatusCode::NO_CONTENT, "admins moderate");
+    assert_eq!(
+        app.delete(&path, &c.admin.access).await.0,
+        StatusCode::NO_CONTENT,
+        "admins moderate"
+    );
     assert_eq!(app.delete(&path, &c.member.access).await.0, StatusCode::NOT_FOUND);
 }

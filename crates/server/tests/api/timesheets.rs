@@ -21,7 +21,10 @@ async fn manual_entries_and_the_single_running_timer() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{e}");
-    assert_eq!((e["duration_seconds"].as_i64(), e["task_key"].as_str()), (Some(5400), Some("WEB-1")));
+    assert_eq!(
+        (e["duration_seconds"].as_i64(), e["task_key"].as_str()),
+        (Some(5400), Some("WEB-1"))
+    );
     let (status, e2) = app
         .post(
             &entries,
@@ -34,7 +37,10 @@ async fn manual_entries_and_the_single_running_timer() {
     let (status, e3) = app
         .post(&entries, Some(&c.member.access), json!({ "duration_minutes": 30 }))
         .await;
-    assert_eq!((status, e3["duration_seconds"].as_i64()), (StatusCode::CREATED, Some(1800)));
+    assert_eq!(
+        (status, e3["duration_seconds"].as_i64()),
+        (StatusCode::CREATED, Some(1800))
+    );
     for bad in [
         json!({}),
         json!({ "started_at": "2026-03-02T10:00:00Z" }),
@@ -53,7 +59,11 @@ async fn manual_entries_and_the_single_running_timer() {
     // Owners edit and delete their own entries; others may not.
     let e_path = format!("/api/v1/time-entries/{}", e["id"].as_str().unwrap());
     let (status, edited) = app
-        .patch(&e_path, &c.member.access, json!({ "ended_at": "2026-03-02T11:00:00Z", "note": null }))
+        .patch(
+            &e_path,
+            &c.member.access,
+            json!({ "ended_at": "2026-03-02T11:00:00Z", "note": null }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
     assert_eq!(edited["duration_seconds"], 7200);
@@ -90,13 +100,24 @@ async fn manual_entries_and_the_single_running_timer() {
         .await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert!(stopped["duration_seconds"].as_i64().unwrap() >= 1);
-    assert_eq!((stopped["note"].as_str(), stopped["id"].as_str()), (Some("done"), running["id"].as_str()));
     assert_eq!(
-        app.post("/api/v1/timer/stop", Some(&c.member.access), json!({})).await.0,
+        (stopped["note"].as_str(), stopped["id"].as_str()),
+        (Some("done"), running["id"].as_str())
+    );
+    assert_eq!(
+        app.post("/api/v1/timer/stop", Some(&c.member.access), json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(app.get("/api/v1/timer", &c.member.access).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.post(&timer, Some(&c.guest.access), json!({})).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v1/timer", &c.member.access).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post(&timer, Some(&c.guest.access), json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -142,13 +163,20 @@ async fn time_report_sums_match_the_entries() {
         }
     }
     // A running timer is not counted.
-    app.post(&format!("/api/v1/tasks/{}/timer", web1["id"].as_str().unwrap()), Some(&c.member.access), json!({}))
-        .await;
+    app.post(
+        &format!("/api/v1/tasks/{}/timer", web1["id"].as_str().unwrap()),
+        Some(&c.member.access),
+        json!({}),
+    )
+    .await;
 
     for group in ["day", "user", "task", "project"] {
         let (status, report) = app
             .get(
-                &format!("/api/v1/reports/time?team_id={}&group_by={group}&from=2026-03-01&to=2026-03-04", c.team),
+                &format!(
+                    "/api/v1/reports/time?team_id={}&group_by={group}&from=2026-03-01&to=2026-03-04",
+                    c.team
+                ),
                 &c.member.access,
             )
             .await;
@@ -157,31 +185,60 @@ async fn time_report_sums_match_the_entries() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| (r["key"].as_str().unwrap().to_owned(), (r["entries"].as_i64().unwrap(), r["seconds"].as_i64().unwrap())))
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap().to_owned(),
+                    (r["entries"].as_i64().unwrap(), r["seconds"].as_i64().unwrap()),
+                )
+            })
             .collect();
-        let want: BTreeMap<String, (i64, i64)> =
-            expected.iter().filter(|((g, _), _)| *g == group).map(|((_, k), v)| (k.clone(), *v)).collect();
+        let want: BTreeMap<String, (i64, i64)> = expected
+            .iter()
+            .filter(|((g, _), _)| *g == group)
+            .map(|((_, k), v)| (k.clone(), *v))
+            .collect();
         assert_eq!(rows, want, "group_by={group}");
         assert_eq!(report["total_seconds"], (90 + 30 + 60 + 15 + 120) * 60);
         assert_eq!(report["total_entries"], 5);
     }
     let (_, by_user) = app
-        .get(&format!("/api/v1/reports/time?team_id={}&group_by=user", c.team), &c.owner.access)
-        .await;
-    let member_row = by_user["rows"].as_array().unwrap().iter().find(|r| r["key"] == c.member.user_id.as_str()).unwrap().clone();
-    assert_eq!((member_row["label"].as_str(), member_row["seconds"].as_i64()), (Some("member"), Some(130 * 60)));
-    let (_, filtered) = app
         .get(
-            &format!("/api/v1/reports/time?team_id={}&project_id={other_id}&user_id={}", c.team, c.admin.user_id),
+            &format!("/api/v1/reports/time?team_id={}&group_by=user", c.team),
             &c.owner.access,
         )
         .await;
-    assert_eq!((filtered["total_seconds"].as_i64(), filtered["total_entries"].as_i64()), (Some(900), Some(1)));
+    let member_row = by_user["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == c.member.user_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (member_row["label"].as_str(), member_row["seconds"].as_i64()),
+        (Some("member"), Some(130 * 60))
+    );
+    let (_, filtered) = app
+        .get(
+            &format!(
+                "/api/v1/reports/time?team_id={}&project_id={other_id}&user_id={}",
+                c.team, c.admin.user_id
+            ),
+            &c.owner.access,
+        )
+        .await;
+    assert_eq!(
+        (filtered["total_seconds"].as_i64(), filtered["total_entries"].as_i64()),
+        (Some(900), Some(1))
+    );
 
     // CSV carries the same rows.
     let res = app
         .client
-        .get(app.url(&format!("/api/v1/reports/time?team_id={}&group_by=task&format=csv", c.team)))
+        .get(app.url(&format!(
+            "/api/v1/reports/time?team_id={}&group_by=task&format=csv",
+            c.team
+        )))
         .bearer_auth(&c.member.access)
         .send()
         .await
@@ -193,7 +250,10 @@ async fn time_report_sums_match_the_entries() {
     assert_eq!(lines[0], "task,label,entries,seconds");
     let web2_line = lines.iter().find(|l| l.contains("WEB-2 beta")).unwrap();
     assert!(web2_line.ends_with(",2,2400"), "{web2_line}");
-    let csv_total: i64 = lines[1..].iter().map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    let csv_total: i64 = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(csv_total, (90 + 30 + 60 + 15 + 120 + 10) * 60);
 
     let report = |token: String| {
@@ -204,7 +264,10 @@ async fn time_report_sums_match_the_entries() {
     assert_eq!(report(c.guest.access.clone()).await.0, StatusCode::FORBIDDEN);
     assert_eq!(report(c.outsider.access.clone()).await.0, StatusCode::NOT_FOUND);
     let (status, body): (StatusCode, Value) = app
-        .get(&format!("/api/v1/reports/time?team_id={}&group_by=week", c.team), &c.member.access)
+        .get(
+            &format!("/api/v1/reports/time?team_id={}&group_by=week", c.team),
+            &c.member.access,
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
