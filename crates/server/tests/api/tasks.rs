@@ -303,3 +303,30 @@ async fn subtasks_comments_and_relations() {
     );
     assert_eq!(app.delete(&path, &c.member.access).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn nul_characters_are_never_a_server_error() {
+    // PostgreSQL cannot store NUL in text; SQLite can. Either way the client hears 2xx or 4xx.
+    let app = spawn_app().await;
+    let c = crew(&app).await;
+    let a = &c.owner.access;
+    let p = &c.project;
+    for (status, body) in [
+        app.get("/api/v1/tasks/a%00b", a).await,
+        app.get(&format!("/api/v1/projects/{p}/tasks?q=a%00b"), a).await,
+        app.post(
+            &format!("/api/v1/projects/{p}/tasks"),
+            Some(a),
+            json!({ "title": "x", "description": "a\u{0}b" }),
+        )
+        .await,
+        app.post(
+            &format!("/api/v1/projects/{p}/sprints"),
+            Some(a),
+            json!({ "name": "s", "goal": "\u{0}", "start_date": "2026-01-01", "end_date": "2026-01-02" }),
+        )
+        .await,
+    ] {
+        assert!(status.is_success() || status.is_client_error(), "{status} {body}");
+    }
+}
