@@ -161,3 +161,21 @@ CREATE INDEX time_entries_task ON time_entries(task_id);
 CREATE INDEX time_entries_user ON time_entries(user_id, started_at);
 -- A running timer has no end; each user has at most one.
 CREATE UNIQUE INDEX time_entries_running ON time_entries(user_id) WHERE ended_at IS NULL;
+
+-- The activity feed: one row per change (a field of an update, a move, a creation...). No
+-- foreign key to the task, so a deleted task keeps its history while its project lives.
+CREATE TABLE activity (
+    id         TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    task_id    TEXT,
+    actor_id   TEXT REFERENCES users(id) ON DELETE SET NULL,
+    verb       TEXT NOT NULL,
+    entity     TEXT NOT NULL,
+    entity_id  TEXT NOT NULL,
+    field      TEXT,
+    old_value  TEXT,
+    new_value  TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX activity_project ON activity(project_id, id);
+CREATE INDEX activity_task ON activity(task_id, id);

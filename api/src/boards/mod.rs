@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
+use crate::projects::activity::{Change, diff, record};
 use crate::projects::{self, Access, text_enum};
 use crate::sprints;
 use crate::state::AppState;
@@ -363,6 +364,8 @@ async fn create_board(
     let name = validate::name("name", &req.name, 100)?;
     let mut tx = state.db.pool().begin().await?;
     let id = insert_default_board(&mut tx, &project_id, &name, now_ms()).await?;
+    let change = Change::new("created", "board", &id).field("name", None, Some(name));
+    record(&mut tx, &project_id, &auth.user_id, &[change]).await?;
     tx.commit().await?;
     let (board, _) = board_access(&state.db, &id, &auth.user_id).await?;
     let view = load_board_view(&state.db, board).await?;
@@ -392,15 +395,21 @@ async fn update_board(
     AppPath(board_id): AppPath<String>,
     AppJson(req): AppJson<BoardName>,
 ) -> ApiResult<AppJson<Board>> {
-    let (_, access) = board_access(&state.db, &board_id, &auth.user_id).await?;
+    let (current, access) = board_access(&state.db, &board_id, &auth.user_id).await?;
     access.require_write()?;
     let name = validate::name("name", &req.name, 100)?;
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query("UPDATE boards SET name = $1, updated_at = $2 WHERE id = $3")
         .bind(&name)
         .bind(now_ms())
         .bind(&board_id)
-        .execute(state.db.pool())
+        .execute(&mut *tx)
         .await?;
+    let mut changes = Vec::new();
+    let base = Change::new("updated", "board", &board_id);
+    diff(&mut changes, &base, "name", Some(current.name), Some(name));
+    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
+    tx.commit().await?;
     let (board, _) = board_access(&state.db, &board_id, &auth.user_id).await?;
     projects::publish(&state, &access.team_id, "board.updated", json!(board)).await?;
     Ok(AppJson(board))
@@ -428,7 +437,7 @@ async fn create_column(
     AppPath(board_id): AppPath<String>,
     AppJson(req): AppJson<CreateColumn>,
 ) -> ApiResult<(StatusCode, AppJson<Column>)> {
-    let (_, access) = board_access(&state.db, &board_id, &auth.user_id).await?;
+    let (board, access) = board_access(&state.db, &board_id, &auth.user_id).await?;
     access.require_write()?;
     let name = validate::name("name", &req.name, 100)?;
     let id = new_id();
@@ -466,6 +475,14 @@ async fn create_column(
         };
     }
     let column = load_column(&state.db, &id).await?;
+    let change = Change::new("created", "column", &id).field("name", None, Some(column.name.clone()));
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &board.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     projects::publish(&state, &access.team_id, "column.created", json!(column)).await?;
     Ok((StatusCode::CREATED, AppJson(column)))
 }
@@ -495,7 +512,7 @@ async fn update_column(
     access.require_write()?;
     let name = match &req.name {
         Some(n) => validate::name("name", n, 100)?,
-        None => current.name,
+        None => current.name.clone(),
     };
     let category = req.category.unwrap_or(current.category);
     let reorder = req.before_id.is_some() || req.after_id.is_some();
@@ -533,6 +550,31 @@ async fn update_column(
         };
     }
     let column = load_column(&state.db, &column_id).await?;
+    let base = Change::new("updated", "column", &column_id);
+    let mut changes = Vec::new();
+    diff(
+        &mut changes,
+        &base,
+        "name",
+        Some(current.name.clone()),
+        Some(column.name.clone()),
+    );
+    let text = |c: Category| Some(c.as_str().to_owned());
+    diff(&mut changes, &base, "category", text(current.category), text(category));
+    diff(
+        &mut changes,
+        &base,
+        "rank",
+        Some(current.rank.clone()),
+        Some(column.rank.clone()),
+    );
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &board.project_id,
+        &auth.user_id,
+        &changes,
+    )
+    .await?;
     if category != current.category {
         // Tasks in the column may have become finished or unfinished.
         sprints::refresh_for_column(&state.db, &column_id).await?;
@@ -558,7 +600,7 @@ async fn delete_column(
     AppPath(column_id): AppPath<String>,
     AppQuery(q): AppQuery<DeleteColumnQuery>,
 ) -> ApiResult<StatusCode> {
-    let (column, _, access) = column_access(&state.db, &column_id, &auth.user_id).await?;
+    let (column, board, access) = column_access(&state.db, &column_id, &auth.user_id).await?;
     access.require_write()?;
     let target = load_column(&state.db, &q.move_to)
         .await
@@ -582,7 +624,13 @@ async fn delete_column(
         .fetch_all(&mut *tx)
         .await?;
     let mut key = last;
+    let mut changes = vec![Change::new("deleted", "column", &column_id).field("name", Some(column.name.clone()), None)];
     for (task_id,) in &moving {
+        changes.push(Change::on_task("moved", "task", task_id, task_id).field(
+            "column_id",
+            Some(column_id.clone()),
+            Some(target.id.clone()),
+        ));
         let next = rank::between(key.as_deref(), None);
         sqlx::query("UPDATE tasks SET column_id = $1, rank = $2, version = version + 1, updated_at = $3 WHERE id = $4")
             .bind(&target.id)
@@ -597,6 +645,7 @@ async fn delete_column(
         .bind(&column_id)
         .execute(&mut *tx)
         .await?;
+    record(&mut tx, &board.project_id, &auth.user_id, &changes).await?;
     tx.commit().await?;
     if column.category != target.category {
         sprints::refresh_for_column(&state.db, &target.id).await?;
@@ -667,21 +716,22 @@ async fn move_task(
             req.after_id.as_deref(),
         )
         .await?;
-        let result = sqlx::query(
-            "UPDATE tasks SET column_id = $1, rank = $2, version = version + 1, updated_at = $3 \
-             WHERE id = $4 AND version = $5",
-        )
-        .bind(&target.id)
-        .bind(&key)
-        .bind(now_ms())
-        .bind(&task_id)
-        .bind(req.expected_version)
-        .execute(state.db.pool())
-        .await
-        .map_err(ApiError::from);
-        match result {
+        let change = if target.id == task.column_id {
+            Change::on_task("moved", "task", &task_id, &task_id).field(
+                "rank",
+                Some(task.rank.clone()),
+                Some(key.clone()),
+            )
+        } else {
+            Change::on_task("moved", "task", &task_id, &task_id).field(
+                "column_id",
+                Some(task.column_id.clone()),
+                Some(target.id.clone()),
+            )
+        };
+        match apply_move(&state.db, &task, &target.id, &key, &auth.user_id, change).await {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
-            other => break other?.rows_affected() == 1,
+            other => break other?,
         }
     };
     let current = tasks::load_task(&state.db, &task_id).await?;
@@ -694,4 +744,27 @@ async fn move_task(
     let data = json!({ "task": current, "from_column_id": task.column_id });
     projects::publish(&state, &access.team_id, "task.moved", data).await?;
     Ok(AppJson(current))
+}
+
+/// Moves `task` (if it still has the version it was read at) to `key` in `column_id`, and
+/// records the move, in one transaction. Returns false when the version was stale.
+async fn apply_move(db: &Db, task: &Task, column_id: &str, key: &str, actor: &str, change: Change) -> ApiResult<bool> {
+    let mut tx = db.pool().begin().await?;
+    let result = sqlx::query(
+        "UPDATE tasks SET column_id = $1, rank = $2, version = version + 1, updated_at = $3 \
+         WHERE id = $4 AND version = $5",
+    )
+    .bind(column_id)
+    .bind(key)
+    .bind(now_ms())
+    .bind(&task.id)
+    .bind(task.version)
+    .execute(&mut *tx)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Ok(false);
+    }
+    record(&mut tx, &task.project_id, actor, &[change]).await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -5,6 +5,8 @@
 //! create, edit and archive; admins and owners delete. A new project gets a board with the
 //! columns Backlog, To do, In progress and Done.
 
+pub(crate) mod activity;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -24,11 +26,13 @@ use crate::state::AppState;
 use crate::teams::{Role, member_role};
 use crate::time::from_ms;
 use crate::validate;
+use activity::{Change, diff, record};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_project, list_projects))
         .routes(routes!(get_project, update_project, delete_project))
+        .merge(activity::project_router())
 }
 
 /// A closed set of values stored as text: serde names, `as_str` for binding, `parse` for rows.
@@ -284,6 +288,7 @@ async fn create_project(
         other => other,
     })?;
     boards::insert_default_board(&mut tx, &id, "Board", now).await?;
+    record(&mut tx, &id, &auth.user_id, &[Change::new("created", "project", &id)]).await?;
     tx.commit().await?;
     let project = load_project(&state.db, &id, &auth.user_id).await?;
     publish(&state, &req.team_id, "project.created", json!(project)).await?;
@@ -383,15 +388,15 @@ async fn update_project(
     let current = load_project(&state.db, &project_id, &auth.user_id).await?;
     let name = match &req.name {
         Some(n) => validate::name("name", n, 100)?,
-        None => current.name,
+        None => current.name.clone(),
     };
     let description = match &req.description {
         Some(d) => validate::text("description", d.as_deref(), 10_000)?,
-        None => current.description,
+        None => current.description.clone(),
     };
     let key = match &req.key {
         Some(k) => key_prefix(k)?,
-        None => current.key,
+        None => current.key.clone(),
     };
     let start_date = req.start_date.unwrap_or(current.start_date);
     let end_date = req.end_date.unwrap_or(current.end_date);
@@ -402,6 +407,49 @@ async fn update_project(
         Some(false) => None,
         None => current.archived_at.map(|t| t.timestamp_millis()),
     };
+    let status = req.status.unwrap_or(current.status);
+    let base = Change::new("updated", "project", &project_id);
+    let mut changes = Vec::new();
+    diff(&mut changes, &base, "name", Some(current.name), Some(name.clone()));
+    diff(
+        &mut changes,
+        &base,
+        "description",
+        current.description,
+        description.clone(),
+    );
+    diff(&mut changes, &base, "key", Some(current.key), Some(key.clone()));
+    let status_text = |s: ProjectStatus| Some(s.as_str().to_owned());
+    diff(
+        &mut changes,
+        &base,
+        "status",
+        status_text(current.status),
+        status_text(status),
+    );
+    diff(
+        &mut changes,
+        &base,
+        "start_date",
+        date_text(current.start_date),
+        date_text(start_date),
+    );
+    diff(
+        &mut changes,
+        &base,
+        "end_date",
+        date_text(current.end_date),
+        date_text(end_date),
+    );
+    let archived = |a: bool| Some(a.to_string());
+    diff(
+        &mut changes,
+        &base,
+        "archived",
+        archived(current.archived),
+        archived(archived_at.is_some()),
+    );
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query(
         "UPDATE projects SET name = $1, description = $2, key_prefix = $3, status = $4, start_date = $5, \
          end_date = $6, archived_at = $7, updated_at = $8 WHERE id = $9",
@@ -409,18 +457,20 @@ async fn update_project(
     .bind(&name)
     .bind(&description)
     .bind(&key)
-    .bind(req.status.unwrap_or(current.status).as_str())
+    .bind(status.as_str())
     .bind(date_text(start_date))
     .bind(date_text(end_date))
     .bind(archived_at)
     .bind(now)
     .bind(&project_id)
-    .execute(state.db.pool())
+    .execute(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {
         ApiError::Conflict { .. } => ApiError::conflict("key_taken", "another project of the team uses this key"),
         other => other,
     })?;
+    record(&mut tx, &project_id, &auth.user_id, &changes).await?;
+    tx.commit().await?;
     let project = load_project(&state.db, &project_id, &auth.user_id).await?;
     publish(&state, &access.team_id, "project.updated", json!(project)).await?;
     Ok(AppJson(project))

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
+use crate::projects::activity::{Change, diff, record};
 use crate::projects::{self, Access, date_text, parse_date, text_enum};
 use crate::state::AppState;
 use crate::tasks;
@@ -232,6 +233,14 @@ async fn create_sprint(
     .bind(now_ms())
     .execute(state.db.pool())
     .await?;
+    let change = Change::new("created", "sprint", &id).field("name", None, Some(name.clone()));
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     let sprint = load_sprint(&state.db, &id).await?;
     projects::publish(&state, &access.team_id, "sprint.created", json!(sprint)).await?;
     Ok((StatusCode::CREATED, AppJson(sprint)))
@@ -273,15 +282,23 @@ async fn update_sprint(
     access.require_write()?;
     let name = match &req.name {
         Some(n) => validate::name("name", n, 100)?,
-        None => current.name,
+        None => current.name.clone(),
     };
     let goal = match &req.goal {
         Some(g) => validate::text("goal", g.as_deref(), 2000)?,
-        None => current.goal,
+        None => current.goal.clone(),
     };
     let start = req.start_date.unwrap_or(current.start_date);
     let end = req.end_date.unwrap_or(current.end_date);
     check_dates(start, end)?;
+    let base = Change::new("updated", "sprint", &sprint_id);
+    let mut changes = Vec::new();
+    diff(&mut changes, &base, "name", Some(current.name), Some(name.clone()));
+    diff(&mut changes, &base, "goal", current.goal, goal.clone());
+    let day = |d: NaiveDate| date_text(Some(d));
+    diff(&mut changes, &base, "start_date", day(current.start_date), day(start));
+    diff(&mut changes, &base, "end_date", day(current.end_date), day(end));
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query(
         "UPDATE sprints SET name = $1, goal = $2, start_date = $3, end_date = $4, updated_at = $5 WHERE id = $6",
     )
@@ -291,8 +308,10 @@ async fn update_sprint(
     .bind(date_text(Some(end)))
     .bind(now_ms())
     .bind(&sprint_id)
-    .execute(state.db.pool())
+    .execute(&mut *tx)
     .await?;
+    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
+    tx.commit().await?;
     let sprint = load_sprint(&state.db, &sprint_id).await?;
     projects::publish(&state, &access.team_id, "sprint.updated", json!(sprint)).await?;
     Ok(AppJson(sprint))
@@ -307,30 +326,64 @@ async fn delete_sprint(
     auth: AuthUser,
     AppPath(sprint_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    let (_, access) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
+    let (sprint, access) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
     access.require_write()?;
-    let moved = move_tasks(&state.db, "WHERE sprint_id = $2", &sprint_id, None).await?;
+    let (project, actor) = (&sprint.project_id, &auth.user_id);
+    let moved = move_tasks(
+        &state.db,
+        project,
+        actor,
+        "WHERE sprint_id = $2",
+        &sprint_id,
+        Some(&sprint_id),
+        None,
+    )
+    .await?;
     sqlx::query("DELETE FROM sprints WHERE id = $1")
         .bind(&sprint_id)
         .execute(state.db.pool())
         .await?;
+    let change = Change::new("deleted", "sprint", &sprint_id).field("name", Some(sprint.name.clone()), None);
+    record(&mut *state.db.pool().acquire().await?, project, actor, &[change]).await?;
     publish_tasks(&state, &access, &moved).await?;
     projects::publish(&state, &access.team_id, "sprint.deleted", json!({ "id": sprint_id })).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sets `sprint_id` of the tasks selected by `condition` (in which `$2` is `selector`) and
-/// returns their ids.
-async fn move_tasks(db: &Db, condition: &str, selector: &str, to: Option<&str>) -> ApiResult<Vec<String>> {
+/// Sets `sprint_id` of the tasks selected by `condition` (in which `$2` is `selector`) from
+/// `from` to `to`, records it for each task as done by `actor`, and returns their ids.
+async fn move_tasks(
+    db: &Db,
+    project_id: &str,
+    actor: &str,
+    condition: &str,
+    selector: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    let mut tx = db.pool().begin().await?;
     let ids: Vec<(String,)> = sqlx::query_as(&format!(
         "UPDATE tasks SET sprint_id = $1, version = version + 1, updated_at = $3 {condition} RETURNING id"
     ))
     .bind(to)
     .bind(selector)
     .bind(now_ms())
-    .fetch_all(db.pool())
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(ids.into_iter().map(|(id,)| id).collect())
+    let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
+    let changes: Vec<Change> = ids
+        .iter()
+        .map(|id| {
+            Change::on_task("updated", "task", id, id).field(
+                "sprint_id",
+                from.map(str::to_owned),
+                to.map(str::to_owned),
+            )
+        })
+        .collect();
+    record(&mut tx, project_id, actor, &changes).await?;
+    tx.commit().await?;
+    Ok(ids)
 }
 
 async fn publish_tasks(state: &AppState, access: &Access, ids: &[String]) -> ApiResult<()> {
@@ -374,6 +427,7 @@ async fn add_tasks(
         return Err(ApiError::field("task_ids", "give 1-500 task ids"));
     }
     let mut previous = Vec::new();
+    let mut from = Vec::new();
     for id in &req.task_ids {
         let found: Option<(Option<String>,)> =
             sqlx::query_as("SELECT sprint_id FROM tasks WHERE id = $1 AND project_id = $2")
@@ -382,8 +436,11 @@ async fn add_tasks(
                 .fetch_optional(state.db.pool())
                 .await?;
         match found {
-            Some((Some(other),)) if other != sprint_id => previous.push(other),
-            Some(_) => {}
+            Some((Some(other),)) if other == sprint_id => {}
+            Some((old,)) => {
+                previous.extend(old.clone());
+                from.push((id, old));
+            }
             None => {
                 return Err(ApiError::field(
                     "task_ids",
@@ -393,8 +450,10 @@ async fn add_tasks(
         }
     }
     let mut moved = Vec::new();
-    for id in &req.task_ids {
-        moved.extend(move_tasks(&state.db, "WHERE id = $2", id, Some(&sprint_id)).await?);
+    for (id, old) in from {
+        let (project, actor) = (&sprint.project_id, &auth.user_id);
+        let to = Some(sprint_id.as_str());
+        moved.extend(move_tasks(&state.db, project, actor, "WHERE id = $2", id, old.as_deref(), to).await?);
     }
     previous.sort();
     previous.dedup();
@@ -414,8 +473,9 @@ async fn remove_task(
     auth: AuthUser,
     AppPath((sprint_id, task_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (_, access) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
+    let (sprint, access) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
     access.require_write()?;
+    let mut tx = state.db.pool().begin().await?;
     let ids: Vec<(String,)> = sqlx::query_as(
         "UPDATE tasks SET sprint_id = NULL, version = version + 1, updated_at = $1 \
          WHERE id = $2 AND sprint_id = $3 RETURNING id",
@@ -423,11 +483,15 @@ async fn remove_task(
     .bind(now_ms())
     .bind(&task_id)
     .bind(&sprint_id)
-    .fetch_all(state.db.pool())
+    .fetch_all(&mut *tx)
     .await?;
     if ids.is_empty() {
         return Err(ApiError::NotFound("task in this sprint"));
     }
+    let change =
+        Change::on_task("updated", "task", &task_id, &task_id).field("sprint_id", Some(sprint_id.clone()), None);
+    record(&mut tx, &sprint.project_id, &auth.user_id, &[change]).await?;
+    tx.commit().await?;
     record_snapshot(&state.db, &sprint_id).await?;
     publish_tasks(&state, &access, &[task_id]).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -470,6 +534,14 @@ async fn start_sprint(
     if started.rows_affected() == 0 {
         return Err(ApiError::conflict("not_planned", "only a planned sprint can start"));
     }
+    let change = Change::new("started", "sprint", &sprint_id);
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &sprint.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     record_snapshot(&state.db, &sprint_id).await?;
     let sprint = load_sprint(&state.db, &sprint_id).await?;
     projects::publish(&state, &access.team_id, "sprint.started", json!(sprint)).await?;
@@ -531,10 +603,21 @@ async fn complete_sprint(
             "only an active sprint can be completed",
         ));
     }
+    let change = Change::new("completed", "sprint", &sprint_id);
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &sprint.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     let moved = move_tasks(
         &state.db,
+        &sprint.project_id,
+        &auth.user_id,
         "WHERE sprint_id = $2 AND column_id IN (SELECT id FROM board_columns WHERE category <> 'done')",
         &sprint_id,
+        Some(&sprint_id),
         req.move_unfinished_to.as_deref(),
     )
     .await?;

@@ -17,6 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
 use crate::pagination::{Page, PageQuery};
 use crate::projects;
+use crate::projects::activity::{Change, record};
 use crate::state::AppState;
 use crate::time::from_ms;
 use crate::validate;
@@ -118,7 +119,7 @@ async fn create_comment(
     AppPath(task_id): AppPath<String>,
     AppJson(req): AppJson<CommentBody>,
 ) -> ApiResult<(StatusCode, AppJson<Comment>)> {
-    let (_, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
+    let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     access.require_write()?;
     let text = body(&req.body)?;
     let id = new_id();
@@ -131,6 +132,14 @@ async fn create_comment(
         .execute(state.db.pool())
         .await?;
     let comment = load_comment(&state.db, &task_id, &id).await?;
+    let change = Change::on_task("created", "comment", &id, &task_id).field("body", None, Some(text));
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &task.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     projects::publish(&state, &access.team_id, "task.comment.created", json!(comment)).await?;
     Ok((StatusCode::CREATED, AppJson(comment)))
 }
@@ -146,7 +155,7 @@ async fn update_comment(
     AppPath((task_id, comment_id)): AppPath<(String, String)>,
     AppJson(req): AppJson<CommentBody>,
 ) -> ApiResult<AppJson<Comment>> {
-    let (_, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
+    let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     let current = load_comment(&state.db, &task_id, &comment_id).await?;
     if current.author_id.as_deref() != Some(auth.user_id.as_str()) {
         return Err(ApiError::Forbidden("only the author may edit a comment"));
@@ -160,6 +169,18 @@ async fn update_comment(
         .execute(state.db.pool())
         .await?;
     let comment = load_comment(&state.db, &task_id, &comment_id).await?;
+    let change = Change::on_task("updated", "comment", &comment_id, &task_id).field(
+        "body",
+        Some(current.body),
+        Some(comment.body.clone()),
+    );
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &task.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     projects::publish(&state, &access.team_id, "task.comment.updated", json!(comment)).await?;
     Ok(AppJson(comment))
 }
@@ -173,7 +194,7 @@ async fn delete_comment(
     auth: AuthUser,
     AppPath((task_id, comment_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (_, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
+    let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     let current = load_comment(&state.db, &task_id, &comment_id).await?;
     let own = current.author_id.as_deref() == Some(auth.user_id.as_str());
     if !own && !access.role.can_manage() {
@@ -186,6 +207,14 @@ async fn delete_comment(
         .execute(state.db.pool())
         .await?;
     let data = json!({ "id": comment_id, "task_id": task_id });
+    let change = Change::on_task("deleted", "comment", &comment_id, &task_id);
+    record(
+        &mut *state.db.pool().acquire().await?,
+        &task.project_id,
+        &auth.user_id,
+        &[change],
+    )
+    .await?;
     projects::publish(&state, &access.team_id, "task.comment.deleted", data).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,6 +15,7 @@ use super::{Task, task_access, touched};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
+use crate::projects::activity::{Change, diff, record};
 use crate::projects::text_enum;
 use crate::state::AppState;
 use crate::time::from_ms;
@@ -193,7 +194,8 @@ async fn create_subtask(
     .bind(now_ms())
     .execute(state.db.pool())
     .await?;
-    touched(&state, &access, &task_id).await?;
+    let change = Change::on_task("created", "subtask", &id, &task_id).field("title", None, Some(title));
+    touched(&state, &access, &auth.user_id, &task_id, &[change]).await?;
     Ok((
         StatusCode::CREATED,
         AppJson(load_subtask(&state.db, &task_id, &id).await?),
@@ -223,9 +225,14 @@ async fn update_subtask(
     let current = load_subtask(&state.db, &task_id, &subtask_id).await?;
     let title = match &req.title {
         Some(t) => validate::name("title", t, 300)?,
-        None => current.title,
+        None => current.title.clone(),
     };
     let done = req.done.map_or(current.done, i64::from);
+    let base = Change::on_task("updated", "subtask", &subtask_id, &task_id);
+    let mut changes = Vec::new();
+    diff(&mut changes, &base, "title", Some(current.title), Some(title.clone()));
+    let flag = |d: i64| Some((d != 0).to_string());
+    diff(&mut changes, &base, "done", flag(current.done), flag(done));
     sqlx::query("UPDATE subtasks SET title = $1, done = $2, updated_at = $3 WHERE id = $4")
         .bind(&title)
         .bind(done)
@@ -233,7 +240,7 @@ async fn update_subtask(
         .bind(&subtask_id)
         .execute(state.db.pool())
         .await?;
-    touched(&state, &access, &task_id).await?;
+    touched(&state, &access, &auth.user_id, &task_id, &changes).await?;
     Ok(AppJson(load_subtask(&state.db, &task_id, &subtask_id).await?))
 }
 
@@ -256,7 +263,8 @@ async fn delete_subtask(
     if deleted.rows_affected() == 0 {
         return Err(ApiError::NotFound("subtask"));
     }
-    touched(&state, &access, &task_id).await?;
+    let change = Change::on_task("deleted", "subtask", &subtask_id, &task_id);
+    touched(&state, &access, &auth.user_id, &task_id, &[change]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -305,11 +313,12 @@ async fn create_relation(
     } else {
         (source, target)
     };
+    let relation_id = new_id();
     sqlx::query(
         "INSERT INTO task_relations (id, source_id, target_id, kind, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(new_id())
+    .bind(&relation_id)
     .bind(source)
     .bind(target)
     .bind(kind.as_str())
@@ -321,8 +330,13 @@ async fn create_relation(
         ApiError::Conflict { .. } => ApiError::conflict("already_related", "the tasks are already related so"),
         other => other,
     })?;
-    touched(&state, &access, &task_id).await?;
-    touched(&state, &access, &req.task_id).await?;
+    let change = Change::on_task("created", "relation", &relation_id, &task_id).field(
+        req.kind.as_str(),
+        None,
+        Some(req.task_id.clone()),
+    );
+    touched(&state, &access, &auth.user_id, &task_id, &[change]).await?;
+    touched(&state, &access, &auth.user_id, &req.task_id, &[]).await?;
     let (task, _) = task_access(&state.db, &task_id, &auth.user_id).await?;
     Ok((StatusCode::CREATED, AppJson(detail(&state.db, task).await?)))
 }
@@ -336,7 +350,7 @@ async fn delete_relation(
     auth: AuthUser,
     AppPath((task_id, relation_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (_, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
+    let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     access.require_write()?;
     let other: Option<(String, String)> = sqlx::query_as(
         "DELETE FROM task_relations WHERE id = $1 AND (source_id = $2 OR target_id = $2) \
@@ -347,7 +361,11 @@ async fn delete_relation(
     .fetch_optional(state.db.pool())
     .await?;
     let (source, target) = other.ok_or(ApiError::NotFound("relation"))?;
-    touched(&state, &access, &source).await?;
-    touched(&state, &access, &target).await?;
+    let change = Change::on_task("deleted", "relation", &relation_id, &task_id);
+    let mut conn = state.db.pool().acquire().await?;
+    record(&mut conn, &task.project_id, &auth.user_id, &[change]).await?;
+    drop(conn);
+    touched(&state, &access, &auth.user_id, &source, &[]).await?;
+    touched(&state, &access, &auth.user_id, &target, &[]).await?;
     Ok(StatusCode::NO_CONTENT)
 }

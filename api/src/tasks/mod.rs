@@ -32,6 +32,7 @@ use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
 use crate::pagination::Page;
+use crate::projects::activity::{self, Change, diff, record};
 use crate::projects::{self, Access, date_text, parse_date, text_enum};
 use crate::sprints;
 use crate::state::AppState;
@@ -53,6 +54,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(details::router())
         .merge(comments::router())
         .merge(timesheets::task_router())
+        .merge(activity::task_router())
 }
 
 /// Routes under `/api/v1/labels`.
@@ -85,7 +87,7 @@ pub(crate) struct Task {
     /// Story points.
     estimate: Option<i64>,
     /// Ordering key within the column.
-    rank: String,
+    pub(crate) rank: String,
     /// Incremented by every change; pass it back as `expected_version`.
     pub(crate) version: i64,
     archived: bool,
@@ -527,6 +529,13 @@ async fn insert_task(
     .execute(&mut *tx)
     .await?;
     replace_links(&mut tx, id, Some(assignees), Some(labels)).await?;
+    record(
+        &mut tx,
+        project_id,
+        &auth.user_id,
+        &[Change::on_task("created", "task", id, id)],
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -721,6 +730,75 @@ async fn update_task(
         Some(false) => None,
         None => current.archived_at.map(|t| t.timestamp_millis()),
     };
+    let priority = req.priority.unwrap_or(current.priority);
+    let base = Change::on_task("updated", "task", &task_id, &task_id);
+    let mut changes = Vec::new();
+    diff(
+        &mut changes,
+        &base,
+        "title",
+        Some(current.title.clone()),
+        Some(title.clone()),
+    );
+    diff(
+        &mut changes,
+        &base,
+        "description",
+        current.description.clone(),
+        description.clone(),
+    );
+    let text = |p: Priority| Some(p.as_str().to_owned());
+    diff(&mut changes, &base, "priority", text(current.priority), text(priority));
+    diff(
+        &mut changes,
+        &base,
+        "start_date",
+        date_text(current.start_date),
+        date_text(start_date),
+    );
+    diff(
+        &mut changes,
+        &base,
+        "due_date",
+        date_text(current.due_date),
+        date_text(due_date),
+    );
+    let number = |e: Option<i64>| e.map(|e| e.to_string());
+    diff(
+        &mut changes,
+        &base,
+        "estimate",
+        number(current.estimate),
+        number(estimate),
+    );
+    diff(
+        &mut changes,
+        &base,
+        "sprint_id",
+        current.sprint_id.clone(),
+        sprint_id.clone(),
+    );
+    let flag = |a: bool| Some(a.to_string());
+    diff(
+        &mut changes,
+        &base,
+        "archived",
+        flag(current.archived),
+        flag(archived_at.is_some()),
+    );
+    let list = |ids: &[String]| Some(ids.join(","));
+    if let Some(a) = &assignees {
+        diff(
+            &mut changes,
+            &base,
+            "assignee_ids",
+            list(&current.assignee_ids),
+            list(a),
+        );
+    }
+    if let Some(l) = &labels {
+        diff(&mut changes, &base, "label_ids", list(&current.label_ids), list(l));
+    }
     let mut tx = state.db.pool().begin().await?;
     let updated = sqlx::query(
         "UPDATE tasks SET title = $1, description = $2, priority = $3, start_date = $4, due_date = $5, \
@@ -729,7 +807,7 @@ async fn update_task(
     )
     .bind(&title)
     .bind(&description)
-    .bind(req.priority.unwrap_or(current.priority).as_str())
+    .bind(priority.as_str())
     .bind(date_text(start_date))
     .bind(date_text(due_date))
     .bind(estimate)
@@ -745,6 +823,7 @@ async fn update_task(
         return Err(TaskError::Stale(Box::new(load_task(&state.db, &task_id).await?)));
     }
     replace_links(&mut tx, &task_id, assignees.as_deref(), labels.as_deref()).await?;
+    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
     tx.commit().await?;
     let task = load_task(&state.db, &task_id).await?;
     for sprint in [&current.sprint_id, &task.sprint_id].into_iter().flatten() {
@@ -765,10 +844,14 @@ async fn delete_task(
 ) -> ApiResult<StatusCode> {
     let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     access.require_write()?;
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query("DELETE FROM tasks WHERE id = $1")
         .bind(&task_id)
-        .execute(state.db.pool())
+        .execute(&mut *tx)
         .await?;
+    let gone = Change::on_task("deleted", "task", &task_id, &task_id).field("title", Some(task.title.clone()), None);
+    record(&mut tx, &task.project_id, &auth.user_id, &[gone]).await?;
+    tx.commit().await?;
     if let Some(s) = &task.sprint_id {
         sprints::record_snapshot(&state.db, s).await?;
     }
@@ -777,8 +860,13 @@ async fn delete_task(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Publishes `task.updated` for a task whose parts (subtasks, relations, comments) changed.
-async fn touched(state: &AppState, access: &Access, task_id: &str) -> ApiResult<()> {
+/// Records `changes` to a task's parts (subtasks, relations, comments) by `actor` and
+/// publishes `task.updated` for the task.
+async fn touched(state: &AppState, access: &Access, actor: &str, task_id: &str, changes: &[Change]) -> ApiResult<()> {
     let task = load_task(&state.db, task_id).await?;
+    if !changes.is_empty() {
+        let mut conn = state.db.pool().acquire().await?;
+        record(&mut conn, &task.project_id, actor, changes).await?;
+    }
     projects::publish(state, &access.team_id, "task.updated", json!(task)).await
 }

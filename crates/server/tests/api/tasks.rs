@@ -330,3 +330,113 @@ async fn nul_characters_are_never_a_server_error() {
         assert!(status.is_success() || status.is_client_error(), "{status} {body}");
     }
 }
+
+#[tokio::test]
+async fn the_activity_feed_records_every_change() {
+    let app = spawn_app().await;
+    let c = crew(&app).await;
+    let task = create_task(&app, &c.member, &c.project, json!({ "title": "Plan" })).await;
+    let t = task["id"].as_str().unwrap();
+    app.patch(
+        &format!("/api/v1/tasks/{t}"),
+        &c.member.access,
+        json!({ "title": "Plan v2", "priority": "high", "assignee_ids": [c.admin.user_id] }),
+    )
+    .await;
+    let (status, _) = crate::projects::put(
+        &app,
+        &format!("/api/v1/boards/{}/tasks/{t}/move", c.board),
+        &c.owner.access,
+        json!({ "column_id": c.columns[2], "expected_version": 2 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    app.post(
+        &format!("/api/v1/tasks/{t}/comments"),
+        Some(&c.admin.access),
+        json!({ "body": "on it" }),
+    )
+    .await;
+    app.post(
+        &format!("/api/v1/tasks/{t}/subtasks"),
+        Some(&c.admin.access),
+        json!({ "title": "step" }),
+    )
+    .await;
+
+    let (status, feed) = app.get(&format!("/api/v1/tasks/{t}/activity"), &c.guest.access).await;
+    assert_eq!(status, StatusCode::OK, "{feed}");
+    let entries: Vec<(String, String, String, String)> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("verb"), s("entity"), s("field"), s("new_value"))
+        })
+        .collect();
+    let expected = [
+        ("created", "subtask", "title", "step"),
+        ("created", "comment", "body", "on it"),
+        ("moved", "task", "column_id", c.columns[2].as_str()),
+        ("updated", "task", "assignee_ids", c.admin.user_id.as_str()),
+        ("updated", "task", "priority", "high"),
+        ("updated", "task", "title", "Plan v2"),
+        ("created", "task", "", ""),
+    ];
+    let mut got = entries.clone();
+    // Changes of one request share a timestamp; compare them as a set per request.
+    got[3..6].sort();
+    let mut want: Vec<(String, String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c, d)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned(), (*d).to_owned()))
+        .collect();
+    want[3..6].sort();
+    assert_eq!(got, want);
+    let first = &feed["items"][2];
+    assert_eq!(
+        (first["actor_id"].as_str(), first["old_value"].as_str()),
+        (Some(c.owner.user_id.as_str()), Some(c.columns[0].as_str()))
+    );
+
+    // Newest first in keyset pages; the project feed has the project's own history too, and a
+    // deleted task keeps its history there.
+    let (_, page) = app
+        .get(&format!("/api/v1/tasks/{t}/activity?limit=2"), &c.member.access)
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = app
+        .get(
+            &format!("/api/v1/tasks/{t}/activity?limit=2&after={cursor}"),
+            &c.member.access,
+        )
+        .await;
+    assert_eq!(next["items"][0], feed["items"][2]);
+    assert_eq!(
+        app.delete(&format!("/api/v1/tasks/{t}"), &c.member.access).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, project_feed) = app
+        .get(
+            &format!("/api/v1/projects/{}/activity?limit=200", c.project),
+            &c.member.access,
+        )
+        .await;
+    let items = project_feed["items"].as_array().unwrap();
+    assert_eq!(
+        (items[0]["verb"].as_str(), items[0]["task_id"].as_str()),
+        (Some("deleted"), Some(t))
+    );
+    let last = items.last().unwrap();
+    assert_eq!(
+        (last["verb"].as_str(), last["entity"].as_str()),
+        (Some("created"), Some("project"))
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/projects/{}/activity", c.project), &c.outsider.access)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -38,6 +38,8 @@ const OPS: &[(&str, Rule)] = &[
     ("get project", Rule::Read),
     ("update project", Rule::Write),
     ("delete project", Rule::Manage),
+    ("project activity", Rule::Read),
+    ("task activity", Rule::Read),
     ("list boards", Rule::Read),
     ("create board", Rule::Write),
     ("get board", Rule::Read),
@@ -136,6 +138,8 @@ async fn attempt(app: &TestApp, c: &Crew, who: &Session, op: &str) -> (StatusCod
             let doomed = id(&create_project(app, owner, t, &key).await);
             app.delete(&format!("/api/v1/projects/{doomed}"), a).await
         }
+        "project activity" => app.get(&format!("/api/v1/projects/{p}/activity"), a).await,
+        "task activity" => app.get(&format!("/api/v1/tasks/{}/activity", task().await), a).await,
         "list boards" => app.get(&format!("/api/v1/projects/{p}/boards"), a).await,
         "create board" => {
             app.post(&format!("/api/v1/projects/{p}/boards"), Some(a), json!({ "name": "B" }))
