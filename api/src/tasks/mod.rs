@@ -450,29 +450,25 @@ async fn create_task(
     if let Some(s) = &req.sprint_id {
         open_sprint(&state.db, &project_id, s).await?;
     }
-    let id = new_id();
+    let new = NewTask {
+        id: new_id(),
+        project_id,
+        column_id,
+        title,
+        description,
+        estimate,
+        assignees,
+        labels,
+        creator: auth.user_id,
+    };
     let mut attempt = 0;
     loop {
-        let created = insert_task(
-            &state,
-            &auth,
-            &project_id,
-            &id,
-            &column_id,
-            &title,
-            description.as_deref(),
-            estimate,
-            &req,
-            &assignees,
-            &labels,
-        )
-        .await;
-        match created {
+        match insert_task(&state.db, &new, &req).await {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
             other => break other?,
         }
     }
-    let task = load_task(&state.db, &id).await?;
+    let task = load_task(&state.db, &new.id).await?;
     if let Some(s) = &task.sprint_id {
         sprints::record_snapshot(&state.db, s).await?;
     }
@@ -480,31 +476,32 @@ async fn create_task(
     Ok((StatusCode::CREATED, AppJson(task)))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_task(
-    state: &AppState,
-    auth: &AuthUser,
-    project_id: &str,
-    id: &str,
-    column_id: &str,
-    title: &str,
-    description: Option<&str>,
+/// A validated task to insert (the rest comes from the request as given).
+struct NewTask {
+    id: String,
+    project_id: String,
+    column_id: String,
+    title: String,
+    description: Option<String>,
     estimate: Option<i64>,
-    req: &CreateTask,
-    assignees: &[String],
-    labels: &[String],
-) -> ApiResult<()> {
+    assignees: Vec<String>,
+    labels: Vec<String>,
+    creator: String,
+}
+
+/// Inserts the task with the project's next number, last in its column.
+async fn insert_task(db: &Db, new: &NewTask, req: &CreateTask) -> ApiResult<()> {
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = db.pool().begin().await?;
     // The counter row is locked until commit, so numbers are unique and gap-free per project.
     let (next,): (i64,) = sqlx::query_as(
         "UPDATE projects SET next_task_number = next_task_number + 1 WHERE id = $1 RETURNING next_task_number",
     )
-    .bind(project_id)
+    .bind(&new.project_id)
     .fetch_one(&mut *tx)
     .await?;
     let (last,): (Option<String>,) = sqlx::query_as("SELECT MAX(rank) FROM tasks WHERE column_id = $1")
-        .bind(column_id)
+        .bind(&new.column_id)
         .fetch_one(&mut *tx)
         .await?;
     sqlx::query(
@@ -512,30 +509,25 @@ async fn insert_task(
          start_date, due_date, estimate, rank, version, created_by, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $14)",
     )
-    .bind(id)
-    .bind(project_id)
+    .bind(&new.id)
+    .bind(&new.project_id)
     .bind(next - 1)
-    .bind(column_id)
+    .bind(&new.column_id)
     .bind(&req.sprint_id)
-    .bind(title)
-    .bind(description)
+    .bind(&new.title)
+    .bind(&new.description)
     .bind(req.priority.unwrap_or(Priority::Medium).as_str())
     .bind(date_text(req.start_date))
     .bind(date_text(req.due_date))
-    .bind(estimate)
+    .bind(new.estimate)
     .bind(boards::rank::between(last.as_deref(), None))
-    .bind(&auth.user_id)
+    .bind(&new.creator)
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    replace_links(&mut tx, id, Some(assignees), Some(labels)).await?;
-    record(
-        &mut tx,
-        project_id,
-        &auth.user_id,
-        &[Change::on_task("created", "task", id, id)],
-    )
-    .await?;
+    replace_links(&mut tx, &new.id, Some(&new.assignees), Some(&new.labels)).await?;
+    let created = Change::on_task("created", "task", &new.id, &new.id);
+    record(&mut tx, &new.project_id, &new.creator, &[created]).await?;
     tx.commit().await?;
     Ok(())
 }
