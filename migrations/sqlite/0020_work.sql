@@ -119,6 +119,8 @@ CREATE TABLE task_comments (
     task_id    TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
     author_id  TEXT REFERENCES users(id) ON DELETE SET NULL,
     body       TEXT NOT NULL,
+    -- Ids of the team members @-mentioned in the body, comma-separated.
+    mentions   TEXT NOT NULL DEFAULT '',
     created_at INTEGER NOT NULL,
     edited_at  INTEGER
 );

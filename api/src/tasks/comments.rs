@@ -1,5 +1,7 @@
 //! Comments on a task: members write, authors edit, authors and team admins delete. Each
-//! change is published as `task.comment.created|updated|deleted`.
+//! change is published as `task.comment.created|updated|deleted`. `@username` mentions of team
+//! members are resolved when the comment is written and carried as user ids (for the
+//! notification system to act on).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,6 +37,8 @@ pub(crate) struct Comment {
     author_id: Option<String>,
     /// Markdown.
     body: String,
+    /// Team members `@username`-mentioned in the body, as user ids.
+    mentions: Vec<String>,
     created_at: DateTime<Utc>,
     edited_at: Option<DateTime<Utc>>,
 }
@@ -45,6 +49,7 @@ struct CommentRow {
     task_id: String,
     author_id: Option<String>,
     body: String,
+    mentions: String,
     created_at: i64,
     edited_at: Option<i64>,
 }
@@ -56,13 +61,19 @@ impl From<CommentRow> for Comment {
             task_id: r.task_id,
             author_id: r.author_id,
             body: r.body,
+            mentions: r
+                .mentions
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
             created_at: from_ms(r.created_at),
             edited_at: r.edited_at.map(from_ms),
         }
     }
 }
 
-const COMMENT_SELECT: &str = "SELECT id, task_id, author_id, body, created_at, edited_at FROM task_comments";
+const COMMENT_SELECT: &str = "SELECT id, task_id, author_id, body, mentions, created_at, edited_at FROM task_comments";
 
 async fn load_comment(db: &Db, task_id: &str, comment_id: &str) -> ApiResult<Comment> {
     let row: CommentRow = sqlx::query_as(&format!("{COMMENT_SELECT} WHERE id = $1 AND task_id = $2"))
@@ -72,6 +83,44 @@ async fn load_comment(db: &Db, task_id: &str, comment_id: &str) -> ApiResult<Com
         .await?
         .ok_or(ApiError::NotFound("comment"))?;
     Ok(row.into())
+}
+
+/// The usernames written as `@name` in `body`: a mention starts a word (so e-mail addresses
+/// are not mentions) and drops a trailing `.` ending a sentence. At most 20, deduplicated.
+fn mentioned_usernames(body: &str) -> Vec<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let mut names = Vec::new();
+    let mut prev = ' ';
+    for (i, c) in body.char_indices() {
+        if c == '@' && !prev.is_alphanumeric() {
+            let rest = &body[i + 1..];
+            let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches('.').to_ascii_lowercase();
+            if (3..=32).contains(&name.len()) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        prev = c;
+    }
+    names.truncate(20);
+    names
+}
+
+/// The mentioned usernames that belong to members of `team_id`, as a stored id list.
+async fn mentions(db: &Db, team_id: &str, body: &str) -> ApiResult<String> {
+    let mut ids = Vec::new();
+    for name in mentioned_usernames(body) {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT u.id FROM users u JOIN team_members m ON m.user_id = u.id AND m.team_id = $1 \
+             WHERE u.username = $2",
+        )
+        .bind(team_id)
+        .bind(&name)
+        .fetch_optional(db.pool())
+        .await?;
+        ids.extend(found.map(|(id,)| id));
+    }
+    Ok(ids.join(","))
 }
 
 fn body(raw: &str) -> ApiResult<String> {
@@ -123,14 +172,18 @@ async fn create_comment(
     access.require_write()?;
     let text = body(&req.body)?;
     let id = new_id();
-    sqlx::query("INSERT INTO task_comments (id, task_id, author_id, body, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&id)
-        .bind(&task_id)
-        .bind(&auth.user_id)
-        .bind(&text)
-        .bind(now_ms())
-        .execute(state.db.pool())
-        .await?;
+    let mentioned = mentions(&state.db, &access.team_id, &text).await?;
+    sqlx::query(
+        "INSERT INTO task_comments (id, task_id, author_id, body, mentions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(&task_id)
+    .bind(&auth.user_id)
+    .bind(&text)
+    .bind(&mentioned)
+    .bind(now_ms())
+    .execute(state.db.pool())
+    .await?;
     let comment = load_comment(&state.db, &task_id, &id).await?;
     let change = Change::on_task("created", "comment", &id, &task_id).field("body", None, Some(text));
     record(
@@ -162,8 +215,10 @@ async fn update_comment(
     }
     access.require_write()?;
     let text = body(&req.body)?;
-    sqlx::query("UPDATE task_comments SET body = $1, edited_at = $2 WHERE id = $3")
+    let mentioned = mentions(&state.db, &access.team_id, &text).await?;
+    sqlx::query("UPDATE task_comments SET body = $1, mentions = $2, edited_at = $3 WHERE id = $4")
         .bind(&text)
+        .bind(&mentioned)
         .bind(now_ms())
         .bind(&comment_id)
         .execute(state.db.pool())
@@ -217,4 +272,18 @@ async fn delete_comment(
     .await?;
     projects::publish(&state, &access.team_id, "task.comment.deleted", data).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentioned_usernames;
+
+    #[test]
+    fn mentions_start_a_word() {
+        assert_eq!(
+            mentioned_usernames("@Alice and @bob.smith. cc:@carol, mail dave@example.com @al @bob.smith"),
+            ["alice", "bob.smith", "carol"]
+        );
+        assert!(mentioned_usernames("no mentions @ all").is_empty());
+    }
 }

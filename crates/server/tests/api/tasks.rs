@@ -276,10 +276,12 @@ async fn subtasks_comments_and_relations() {
         .post(
             &format!("/api/v1/tasks/{a_id}/comments"),
             Some(&c.member.access),
-            json!({ "body": "Looks **good**" }),
+            json!({ "body": "Looks **good**, @Guest and @outsider? ping @member." }),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{comment}");
+    // Only team members are mentioned.
+    assert_eq!(comment["mentions"], json!([c.guest.user_id, c.member.user_id]));
     let comment_id = comment["id"].as_str().unwrap();
     let path = format!("/api/v1/tasks/{a_id}/comments/{comment_id}");
     let (status, _) = app.patch(&path, &c.owner.access, json!({ "body": "hijack" })).await;
@@ -295,6 +297,7 @@ async fn subtasks_comments_and_relations() {
         .get(&format!("/api/v1/tasks/{a_id}/comments"), &c.guest.access)
         .await;
     assert_eq!(comments["items"][0]["body"], "Looks great");
+    assert_eq!(comments["items"][0]["mentions"], json!([]), "an edit re-reads the mentions");
     assert_eq!(app.delete(&path, &c.guest.access).await.0, StatusCode::FORBIDDEN);
     assert_eq!(
         app.delete(&path, &c.admin.access).await.0,
