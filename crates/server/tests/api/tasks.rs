@@ -297,7 +297,11 @@ async fn subtasks_comments_and_relations() {
         .get(&format!("/api/v1/tasks/{a_id}/comments"), &c.guest.access)
         .await;
     assert_eq!(comments["items"][0]["body"], "Looks great");
-    assert_eq!(comments["items"][0]["mentions"], json!([]), "an edit re-reads the mentions");
+    assert_eq!(
+        comments["items"][0]["mentions"],
+        json!([]),
+        "an edit re-reads the mentions"
+    );
     assert_eq!(app.delete(&path, &c.guest.access).await.0, StatusCode::FORBIDDEN);
     assert_eq!(
         app.delete(&path, &c.admin.access).await.0,
