@@ -177,8 +177,18 @@ pub(crate) async fn slot(
     Ok(rank::between(low.as_deref(), high.as_deref()))
 }
 
-/// How often a placement is retried when another writer took the same key meanwhile.
-pub(crate) const PLACEMENT_ATTEMPTS: usize = 8;
+/// How often a placement is tried when other writers keep taking the same key meanwhile (each
+/// round, one of the contenders wins).
+pub(crate) const PLACEMENT_ATTEMPTS: usize = 16;
+
+/// The error of a placement's last attempt: a key still taken means "busy, retry".
+pub(crate) fn placement_failed(e: ApiError) -> ApiError {
+    if is_key_collision(&e) {
+        ApiError::conflict("position_contended", "others are placing items at this position; retry")
+    } else {
+        e
+    }
+}
 
 /// Whether `e` is the unique violation of a concurrently taken ordering key.
 pub(crate) fn is_key_collision(e: &ApiError) -> bool {
@@ -469,7 +479,7 @@ async fn create_column(
         match inserted {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
             other => {
-                other?;
+                other.map_err(placement_failed)?;
                 break;
             }
         };
@@ -544,7 +554,7 @@ async fn update_column(
         match updated {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
             other => {
-                other?;
+                other.map_err(placement_failed)?;
                 break;
             }
         };
@@ -731,7 +741,7 @@ async fn move_task(
         };
         match apply_move(&state.db, &task, &target.id, &key, &auth.user_id, change).await {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
-            other => break other?,
+            other => break other.map_err(placement_failed)?,
         }
     };
     let current = tasks::load_task(&state.db, &task_id).await?;

@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::boards::{self, PLACEMENT_ATTEMPTS, is_key_collision};
+use crate::boards::{self, PLACEMENT_ATTEMPTS, is_key_collision, placement_failed};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -465,7 +465,7 @@ async fn create_task(
     loop {
         match insert_task(&state.db, &new, &req).await {
             Err(e) if is_key_collision(&e) && attempt + 1 < PLACEMENT_ATTEMPTS => attempt += 1,
-            other => break other?,
+            other => break other.map_err(placement_failed)?,
         }
     }
     let task = load_task(&state.db, &new.id).await?;

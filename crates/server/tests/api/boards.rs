@@ -187,6 +187,40 @@ async fn two_clients_moving_the_same_task_one_wins_one_conflicts() {
 }
 
 #[tokio::test]
+async fn concurrent_moves_into_the_same_slot_all_land_in_a_total_order() {
+    let app = spawn_app().await;
+    let c = crew(&app).await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        ids.push(id(&create_task(
+            &app,
+            &c.member,
+            &c.project,
+            json!({ "title": format!("c{n}") }),
+        )
+        .await));
+    }
+    // All eight go to the end of "Done" at once, so they compute the same key and collide.
+    let moves = ids.iter().map(|t| {
+        let path = move_path(&c, t);
+        let body = json!({ "column_id": c.columns[3], "expected_version": 1 });
+        let app = &app;
+        let token = c.member.access.clone();
+        async move { put(app, &path, &token, body).await }
+    });
+    for (status, body) in futures_util::future::join_all(moves).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let order = board_order(&app, &c).await;
+    assert!(order[0].is_empty());
+    let mut done = order[3].clone();
+    done.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(done, all);
+}
+
+#[tokio::test]
 async fn moves_reach_team_members_in_real_time() {
     let app = spawn_app().await;
     let c = crew(&app).await;
