@@ -651,9 +651,9 @@ pub(crate) struct Burndown {
     days: Vec<BurndownDay>,
 }
 
-/// One entry per day from `start` to `end` (or `until`, or the last snapshot, whichever is
-/// later than `until` but not past `end`): each day shows the last snapshot taken on or before
-/// it, days before the first snapshot show the first.
+/// One entry per day from `start` through the later of `until` and the last snapshot, never
+/// past `end`. Each day shows the last snapshot taken on or before it; days before the first
+/// snapshot show the first.
 fn burndown_days(
     start: NaiveDate,
     end: NaiveDate,
