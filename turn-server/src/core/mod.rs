@@ -561,13 +561,13 @@ impl<R: RngCore> Server<R> {
                 &auth,
             ));
         }
-        if let Ok(family) = msg.attribute::<RequestedAddressFamily>() {
-            if family.family() != address_family(self.config.relay_addr) {
-                return Err(Reject::signed(
-                    ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                    &auth,
-                ));
-            }
+        if let Ok(family) = msg.attribute::<RequestedAddressFamily>()
+            && family.family() != address_family(self.config.relay_addr)
+        {
+            return Err(Reject::signed(
+                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                &auth,
+            ));
         }
         let even = msg.attribute::<EvenPort>().is_ok();
         let user = auth
@@ -836,7 +836,7 @@ impl<R: RngCore> Server<R> {
             return None;
         }
         let usable = |port: u16, by_port: &HashMap<u16, ClientAddr>| {
-            (!even || port % 2 == 0) && !by_port.contains_key(&port)
+            (!even || port.is_multiple_of(2)) && !by_port.contains_key(&port)
         };
         for _ in 0..16 {
             let port = self.rng.gen_range(low..=high);
@@ -854,13 +854,13 @@ impl<R: RngCore> Server<R> {
 
     /// Deletes the allocation of `client`, if any, and releases its relay port.
     fn free(&mut self, client: ClientAddr) {
-        if let Some(allocation) = self.remove_allocation(client) {
-            if allocation.is_active() {
-                self.metrics.allocations = self.metrics.allocations.saturating_sub(1);
-                self.commands.push_back(Command::FreeRelay {
-                    port: allocation.relay_port,
-                });
-            }
+        if let Some(allocation) = self.remove_allocation(client)
+            && allocation.is_active()
+        {
+            self.metrics.allocations = self.metrics.allocations.saturating_sub(1);
+            self.commands.push_back(Command::FreeRelay {
+                port: allocation.relay_port,
+            });
         }
     }
 
