@@ -9,3 +9,8 @@ pub mod core;
 mod metrics;
 
 pub use metrics::Metrics;
+mod config;
+mod driver;
+
+pub use config::TurnConfig;
+pub use driver::{LocalAddrs, StartError, TurnServer};
