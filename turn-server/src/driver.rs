@@ -7,8 +7,8 @@
 //! never held across an `.await`.
 
 use std::collections::HashMap;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -43,7 +43,11 @@ const TIMER_TICK: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error("TLS setup failed: {0}")]
     Tls(String),
     #[error("invalid TURN configuration: {0}")]
@@ -84,11 +88,17 @@ impl TurnServer {
         };
         let (udp, tcp) = bind_udp_and_tcp(config.listen).await?;
         let udp = Arc::new(udp);
-        let local_udp = udp.local_addr().map_err(|source| bind_error("UDP", config.listen, source))?;
-        let local_tcp = tcp.local_addr().map_err(|source| bind_error("TCP", config.listen, source))?;
+        let local_udp = udp
+            .local_addr()
+            .map_err(|source| bind_error("UDP", config.listen, source))?;
+        let local_tcp = tcp
+            .local_addr()
+            .map_err(|source| bind_error("TCP", config.listen, source))?;
         let tls = match tls {
             Some((addr, acceptor)) => {
-                let listener = TcpListener::bind(addr).await.map_err(|source| bind_error("TLS", addr, source))?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| bind_error("TLS", addr, source))?;
                 Some((listener, acceptor))
             }
             None => None,
@@ -97,13 +107,19 @@ impl TurnServer {
             udp: local_udp,
             tcp: local_tcp,
             tls: match &tls {
-                Some((listener, _)) => Some(listener.local_addr().map_err(|source| bind_error("TLS", local_tcp, source))?),
+                Some((listener, _)) => Some(
+                    listener
+                        .local_addr()
+                        .map_err(|source| bind_error("TLS", local_tcp, source))?,
+                ),
                 None => None,
             },
         };
 
         let now = Instant::now();
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: Server::new(core_config, StdRng::from_entropy(), now, unix),
@@ -118,13 +134,27 @@ impl TurnServer {
         let tracker = shared.tracker.clone();
         let connections = Arc::new(Semaphore::new(config.max_stream_connections));
         tracker.spawn(serve_udp(shared.clone(), udp));
-        tracker.spawn(accept_streams(shared.clone(), tcp, None, connections.clone()));
+        tracker.spawn(accept_streams(
+            shared.clone(),
+            tcp,
+            None,
+            connections.clone(),
+        ));
         if let Some((listener, acceptor)) = tls {
-            tracker.spawn(accept_streams(shared.clone(), listener, Some(acceptor), connections));
+            tracker.spawn(accept_streams(
+                shared.clone(),
+                listener,
+                Some(acceptor),
+                connections,
+            ));
         }
         tracker.spawn(run_timers(shared.clone()));
         tracing::info!(udp = %local.udp, tcp = %local.tcp, tls = ?local.tls, "TURN relay listening");
-        Ok(Self { shared, local, tracker })
+        Ok(Self {
+            shared,
+            local,
+            tracker,
+        })
     }
 
     pub fn local_addrs(&self) -> LocalAddrs {
@@ -170,8 +200,14 @@ struct Relay {
 
 /// A command resolved to the socket that carries it out.
 enum Action {
-    SendUdp { socket: Arc<UdpSocket>, to: SocketAddr, payload: Vec<u8> },
-    BindRelay { port: u16 },
+    SendUdp {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+        payload: Vec<u8>,
+    },
+    BindRelay {
+        port: u16,
+    },
 }
 
 impl Shared {
@@ -188,7 +224,11 @@ impl State {
         while let Some(command) = self.core.poll_command() {
             match command {
                 Command::SendToClient { to, payload } => match to.transport {
-                    Transport::Udp => actions.push(Action::SendUdp { socket: udp.clone(), to: to.addr, payload }),
+                    Transport::Udp => actions.push(Action::SendUdp {
+                        socket: udp.clone(),
+                        to: to.addr,
+                        payload,
+                    }),
                     Transport::Tcp | Transport::Tls => {
                         if let Some(stream) = self.streams.get(&to) {
                             // A full queue means a client slower than its relayed traffic: drop,
@@ -197,9 +237,17 @@ impl State {
                         }
                     }
                 },
-                Command::SendToPeer { relay_port, peer, payload } => {
+                Command::SendToPeer {
+                    relay_port,
+                    peer,
+                    payload,
+                } => {
                     if let Some(relay) = self.relays.get(&relay_port) {
-                        actions.push(Action::SendUdp { socket: relay.socket.clone(), to: peer, payload });
+                        actions.push(Action::SendUdp {
+                            socket: relay.socket.clone(),
+                            to: peer,
+                            payload,
+                        });
                     }
                 }
                 Command::CreateRelay { port } => actions.push(Action::BindRelay { port }),
@@ -219,7 +267,11 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
         let mut follow_up = Vec::new();
         for action in actions.drain(..) {
             match action {
-                Action::SendUdp { socket, to, payload } => {
+                Action::SendUdp {
+                    socket,
+                    to,
+                    payload,
+                } => {
                     // Errors (e.g. ICMP unreachable reported late) concern one datagram only.
                     if let Err(error) = socket.send_to(&payload, to).await {
                         tracing::debug!(%error, "relay send failed");
@@ -229,10 +281,21 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
                     let bound = bind_relay(shared, port);
                     let mut state = shared.lock();
                     if let Ok(socket) = &bound {
-                        let task = shared.tracker.spawn(serve_relay(shared.clone(), socket.clone(), port));
-                        state.relays.insert(port, Relay { socket: socket.clone(), task: task.abort_handle() });
+                        let task =
+                            shared
+                                .tracker
+                                .spawn(serve_relay(shared.clone(), socket.clone(), port));
+                        state.relays.insert(
+                            port,
+                            Relay {
+                                socket: socket.clone(),
+                                task: task.abort_handle(),
+                            },
+                        );
                     }
-                    state.core.handle_relay_bound(port, bound.is_ok(), Instant::now());
+                    state
+                        .core
+                        .handle_relay_bound(port, bound.is_ok(), Instant::now());
                     state.collect(&shared.udp, &mut follow_up);
                 }
             }
@@ -257,7 +320,10 @@ async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             },
         }
         let actions = drain_socket(&shared, &socket, |core, from, bytes, now| {
-            let client = ClientAddr { transport: Transport::Udp, addr: from };
+            let client = ClientAddr {
+                transport: Transport::Udp,
+                addr: from,
+            };
             if let Err(reason) = core.handle_client_packet(bytes, client, now) {
                 tracing::trace!(%reason, "client datagram dropped");
             }
@@ -268,7 +334,11 @@ async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
 
 /// Boxed because relay tasks are spawned from [`perform`], which relay tasks await: the
 /// explicit `Send` future type breaks that cycle for the compiler.
-fn serve_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+fn serve_relay(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    port: u16,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(serve_relay_loop(shared, socket, port))
 }
 
@@ -314,7 +384,11 @@ fn drain_socket(
 async fn run_timers(shared: Arc<Shared>) {
     loop {
         let now = Instant::now();
-        let next = shared.lock().core.poll_timeout().map_or(now + TIMER_TICK, |t| t.min(now + TIMER_TICK));
+        let next = shared
+            .lock()
+            .core
+            .poll_timeout()
+            .map_or(now + TIMER_TICK, |t| t.min(now + TIMER_TICK));
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
             () = tokio::time::sleep_until(next.into()) => {}
@@ -336,7 +410,9 @@ async fn accept_streams(
     connections: Arc<Semaphore>,
 ) {
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else { return };
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
@@ -356,16 +432,35 @@ async fn accept_streams(
         shared.tracker.clone().spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_stream(&shared, stream, ClientAddr { transport: Transport::Tcp, addr: from }).await,
+                None => {
+                    serve_stream(
+                        &shared,
+                        stream,
+                        ClientAddr {
+                            transport: Transport::Tcp,
+                            addr: from,
+                        },
+                    )
+                    .await
+                }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = tokio::select! {
                         () = shared.shutdown.cancelled() => return,
                         stream = handshake => stream,
                     };
                     match stream {
                         Ok(Ok(stream)) => {
-                            serve_stream(&shared, stream, ClientAddr { transport: Transport::Tls, addr: from }).await;
+                            serve_stream(
+                                &shared,
+                                stream,
+                                ClientAddr {
+                                    transport: Transport::Tls,
+                                    addr: from,
+                                },
+                            )
+                            .await;
                         }
                         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -378,7 +473,11 @@ async fn accept_streams(
 
 /// One TCP or TLS client: frames in (RFC 8656 §12.5 framing), queued frames out. When the
 /// connection ends, so does its allocation.
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, stream: S, client: ClientAddr) {
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    stream: S,
+    client: ClientAddr,
+) {
     let (reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     shared.lock().streams.insert(client, tx);
@@ -397,7 +496,11 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, s
     perform(shared, actions).await;
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(shared: &Arc<Shared>, mut reader: R, client: ClientAddr) {
+async fn read_frames<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    mut reader: R,
+    client: ClientAddr,
+) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let mut actions = Vec::new();
@@ -409,7 +512,11 @@ async fn read_frames<R: AsyncRead + Unpin>(shared: &Arc<Shared>, mut reader: R, 
                 match frame_len(&buf[consumed..]) {
                     Ok(Some(len)) => {
                         let frame = &buf[consumed..consumed + len];
-                        if let Err(reason) = state.core.handle_client_packet(frame, client, Instant::now()) {
+                        if let Err(reason) =
+                            state
+                                .core
+                                .handle_client_packet(frame, client, Instant::now())
+                        {
                             tracing::trace!(%reason, "client frame dropped");
                         }
                         consumed += len;
@@ -459,8 +566,13 @@ async fn bind_udp_and_tcp(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), 
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| bind_error("UDP", addr, source))?;
-        let port = udp.local_addr().map_err(|source| bind_error("UDP", addr, source))?.port();
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| bind_error("UDP", addr, source))?;
+        let port = udp
+            .local_addr()
+            .map_err(|source| bind_error("UDP", addr, source))?
+            .port();
         let tcp_addr = SocketAddr::new(addr.ip(), port);
         match TcpListener::bind(tcp_addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -479,12 +591,15 @@ fn tls_acceptor(config: &TurnConfig) -> Result<TlsAcceptor, StartError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Err(StartError::Config("TLS listener needs tls_cert and tls_key"));
+        return Err(StartError::Config(
+            "TLS listener needs tls_cert and tls_key",
+        ));
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| StartError::Tls(format!("reading {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("reading {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError::Tls(format!("reading {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -105,22 +105,3 @@ fn allow_list_opens_private_ranges() {
         Some(403)
     );
 }
-
-#[test]
-fn allow_listed_relay_address_still_cannot_reach_a_relay_port() {
-    let config = Config {
-        allow_peers: vec!["203.0.113.0/24".parse().unwrap()],
-        ..config()
-    };
-    let mut h = Harness::new(config);
-    let mut alice = TestClient::new(1000, "alice");
-    let mut bob = TestClient::new(2000, "bob");
-    h.allocate_ok(&mut alice);
-    let bob_port = h.allocate_ok(&mut bob);
-    let bob_relay: SocketAddr = (RELAY_IP, bob_port).into();
-    assert!(is_success(&h.create_permission(&mut alice, &[bob_relay])));
-    assert_eq!(
-        h.send_indication(&alice, bob_relay, b"loop").0,
-        Err(Discard::Loop)
-    );
-}

@@ -142,7 +142,7 @@ fn channel_numbers_and_bindings_are_validated() {
     let mut h = Harness::new(config());
     let mut alice = TestClient::new(1000, "alice");
     h.allocate_ok(&mut alice);
-    for bad in [0x3fff, 0x5000, 0x7fff, 0xffff] {
+    for bad in [0x3fff, 0x8000, 0xbfff, 0xffff] {
         assert_eq!(
             error_code(&h.channel_bind(&mut alice, bad, peer(9000))),
             Some(400),
@@ -151,6 +151,8 @@ fn channel_numbers_and_bindings_are_validated() {
     }
     assert!(is_success(&h.channel_bind(&mut alice, 0x4000, peer(9000))));
     assert!(is_success(&h.channel_bind(&mut alice, 0x4fff, peer(9001))));
+    // The RFC 5766 range, still used by coturn's client.
+    assert!(is_success(&h.channel_bind(&mut alice, 0x7fff, peer(9003))));
     // Refreshing the same binding is fine; rebinding either side elsewhere is not (§11.2).
     assert!(is_success(&h.channel_bind(&mut alice, 0x4000, peer(9000))));
     assert_eq!(
@@ -161,7 +163,7 @@ fn channel_numbers_and_bindings_are_validated() {
         error_code(&h.channel_bind(&mut alice, 0x4001, peer(9000))),
         Some(400)
     );
-    assert_eq!(h.server.metrics().channels, 2);
+    assert_eq!(h.server.metrics().channels, 3);
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub(crate) enum AllocationState {
         lifetime: Duration,
         fingerprint: bool,
         attempts: u8,
+        ports: super::PortRequest,
+        /// RESERVATION-TOKEN for the port after this one (EVEN-PORT with the R bit).
+        reservation: Option<u64>,
     },
     /// The relay socket is bound; `response` answers retransmitted Allocate requests.
     Active { response: Vec<u8> },

@@ -32,7 +32,7 @@ use stun_types::message::{
 };
 use turn_types::attribute::{
     ChannelNumber, Data, EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport,
-    XorPeerAddress, XorRelayedAddress,
+    ReservationToken, XorPeerAddress, XorRelayedAddress,
 };
 use turn_types::channel::ChannelData;
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
@@ -50,8 +50,13 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// RFC 8656 §12: channel bindings last 10 minutes.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
-/// RFC 8656 §12: channel numbers a client may bind.
-pub const CHANNEL_NUMBERS: RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// Channel numbers a client may bind. RFC 8656 §12 narrowed the range to 0x4000–0x4FFF, but
+/// RFC 5766 clients, coturn's among them, still pick numbers up to 0x7FFF; the wider range
+/// stays unambiguous on the server's sockets (RFC 7983 demultiplexing matters only on
+/// clients that share a socket with DTLS-SRTP), so the server accepts it.
+pub const CHANNEL_NUMBERS: RangeInclusive<u16> = 0x4000..=0x7FFF;
+/// RFC 8656 §7.2: a port reserved by EVEN-PORT with the R bit is held about 30 seconds.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// How often a different relay port is tried when the driver cannot bind the chosen one.
 const MAX_BIND_ATTEMPTS: u8 = 8;
 /// Room for the STUN header, XOR-PEER-ADDRESS (IPv6) and the DATA header of a Data indication.
@@ -116,8 +121,6 @@ pub enum Discard {
     UnboundChannel,
     #[error("no permission for this peer")]
     NoPermission,
-    #[error("peer is one of the server's own relays")]
-    Loop,
     #[error("allocation bandwidth limit exceeded")]
     BandwidthExceeded,
     #[error("payload does not fit a Data indication")]
@@ -142,6 +145,14 @@ pub struct Config {
     pub bandwidth_limit: Option<u64>,
     /// How long a NONCE stays valid before the client gets 438 and a fresh one.
     pub nonce_lifetime: Duration,
+}
+
+/// What EVEN-PORT asked of a relay port (RFC 8656 §7.2, §14.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PortRequest {
+    even: bool,
+    /// The R bit: hold the next port for a second allocation (e.g. RTCP).
+    reserve_next: bool,
 }
 
 /// Credentials proven by a request's MESSAGE-INTEGRITY.
@@ -193,7 +204,7 @@ impl Reject {
 }
 
 /// Attributes a TURN request may carry; other comprehension-required ones get 420.
-const SUPPORTED_ATTRIBUTES: [AttributeType; 13] = [
+const SUPPORTED_ATTRIBUTES: [AttributeType; 14] = [
     Username::TYPE,
     MessageIntegrity::TYPE,
     MessageIntegritySha256::TYPE,
@@ -207,6 +218,7 @@ const SUPPORTED_ATTRIBUTES: [AttributeType; 13] = [
     RequestedTransport::TYPE,
     RequestedAddressFamily::TYPE,
     EvenPort::TYPE,
+    ReservationToken::TYPE,
 ];
 
 /// The TURN relay state machine.
@@ -221,6 +233,9 @@ pub struct Server<R> {
     allocations: HashMap<ClientAddr, Allocation>,
     by_port: HashMap<u16, ClientAddr>,
     per_user: HashMap<String, u32>,
+    /// Ports held for a later Allocate with RESERVATION-TOKEN: token → (port, expiry).
+    reservations: HashMap<u64, (u16, Instant)>,
+    reserved_ports: HashMap<u16, u64>,
     commands: VecDeque<Command>,
     metrics: Metrics,
 }
@@ -240,6 +255,8 @@ impl<R: RngCore> Server<R> {
             allocations: HashMap::new(),
             by_port: HashMap::new(),
             per_user: HashMap::new(),
+            reservations: HashMap::new(),
+            reserved_ports: HashMap::new(),
             commands: VecDeque::new(),
             metrics: Metrics::default(),
         }
@@ -252,7 +269,9 @@ impl<R: RngCore> Server<R> {
 
     /// When [`Server::handle_timeout`] next has something to expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.allocations.values().map(Allocation::next_expiry).min()
+        let allocations = self.allocations.values().map(Allocation::next_expiry);
+        let reservations = self.reservations.values().map(|(_, expiry)| *expiry);
+        allocations.chain(reservations).min()
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -270,6 +289,14 @@ impl<R: RngCore> Server<R> {
         for client in expired {
             self.free(client);
         }
+        let reserved_ports = &mut self.reserved_ports;
+        self.reservations.retain(|_, (port, expiry)| {
+            let live = *expiry > now;
+            if !live {
+                reserved_ports.remove(port);
+            }
+            live
+        });
         for allocation in self.allocations.values_mut() {
             let (permissions, channels) = allocation.expire(now);
             self.metrics.permissions = self.metrics.permissions.saturating_sub(permissions as u64);
@@ -349,6 +376,8 @@ impl<R: RngCore> Server<R> {
             lifetime,
             fingerprint,
             attempts,
+            ports,
+            reservation,
         } = allocation.state
         else {
             return;
@@ -365,6 +394,9 @@ impl<R: RngCore> Server<R> {
                 |m| {
                     m.add_attribute(&XorRelayedAddress::new(relayed, transaction))?;
                     m.add_attribute(&Lifetime::new(lifetime.as_secs() as u32))?;
+                    if let Some(token) = reservation {
+                        m.add_attribute(&ReservationToken::new(token))?;
+                    }
                     m.add_attribute(&XorMappedAddress::new(client.addr, transaction))
                 },
             );
@@ -381,11 +413,17 @@ impl<R: RngCore> Server<R> {
         }
         // The port is taken by someone else: try another one, a few times.
         self.by_port.remove(&port);
+        if let Some(token) = reservation {
+            self.release_reservation(token);
+        }
         let retry = if attempts + 1 < MAX_BIND_ATTEMPTS {
-            self.pick_port(false)
+            self.pick_port(ports)
         } else {
             None
         };
+        if let (Some(new_port), Some(token)) = (retry, reservation) {
+            self.reserve(new_port + 1, token, now);
+        }
         let Some(allocation) = self.allocations.get_mut(&client) else {
             return;
         };
@@ -396,6 +434,8 @@ impl<R: RngCore> Server<R> {
                     lifetime,
                     fingerprint,
                     attempts: attempts + 1,
+                    ports,
+                    reservation,
                 };
                 self.by_port.insert(new_port, client);
                 self.commands
@@ -569,7 +609,12 @@ impl<R: RngCore> Server<R> {
                 &auth,
             ));
         }
-        let even = msg.attribute::<EvenPort>().is_ok();
+        let even_port = msg.attribute::<EvenPort>().ok();
+        let token = msg.attribute::<ReservationToken>().ok().map(|t| t.token());
+        if even_port.is_some() && token.is_some() {
+            // RFC 8656 §7.2: the two exclude each other.
+            return Err(Reject::signed(ErrorCode::BAD_REQUEST, &auth));
+        }
         let user = auth
             .username
             .split_once(':')
@@ -583,8 +628,25 @@ impl<R: RngCore> Server<R> {
             self.metrics.quota_rejections += 1;
             return Err(Reject::signed(ErrorCode::INSUFFICIENT_CAPACITY, &auth));
         }
-        let Some(port) = self.pick_port(even) else {
-            return Err(Reject::signed(ErrorCode::INSUFFICIENT_CAPACITY, &auth));
+        let ports = PortRequest {
+            even: even_port.is_some(),
+            reserve_next: even_port.is_some_and(|e| e.requested()),
+        };
+        let (port, reservation) = match token {
+            // A token that is unknown or expired gets 508 (RFC 8656 §7.2).
+            Some(token) => match self.release_reservation(token) {
+                Some(port) => (port, None),
+                None => return Err(Reject::signed(ErrorCode::INSUFFICIENT_CAPACITY, &auth)),
+            },
+            None => match self.pick_port(ports) {
+                Some(port) if ports.reserve_next => {
+                    let token = self.rng.next_u64();
+                    self.reserve(port + 1, token, now);
+                    (port, Some(token))
+                }
+                Some(port) => (port, None),
+                None => return Err(Reject::signed(ErrorCode::INSUFFICIENT_CAPACITY, &auth)),
+            },
         };
         let lifetime = granted_lifetime(msg);
         *self.per_user.entry(user.clone()).or_default() += 1;
@@ -602,6 +664,8 @@ impl<R: RngCore> Server<R> {
                     lifetime,
                     fingerprint,
                     attempts: 0,
+                    ports,
+                    reservation,
                 },
                 bandwidth_limit: self.config.bandwidth_limit,
                 now,
@@ -773,12 +837,6 @@ impl<R: RngCore> Server<R> {
             self.metrics.dropped_no_permission += 1;
             return Err(Discard::NoPermission);
         }
-        // An allow-listed relay address must still not reach our own relay ports.
-        if filter::canonical(peer.ip()) == filter::canonical(self.config.relay_addr)
-            && self.by_port.contains_key(&peer.port())
-        {
-            return Err(Discard::Loop);
-        }
         if !allocation.take_bandwidth(data.len(), now) {
             self.metrics.dropped_bandwidth += 1;
             return Err(Discard::BandwidthExceeded);
@@ -826,8 +884,8 @@ impl<R: RngCore> Server<R> {
     }
 
     /// A free relay port, random so that relayed addresses cannot be predicted
-    /// (RFC 8656 §7.2); even when EVEN-PORT asks for it.
-    fn pick_port(&mut self, even: bool) -> Option<u16> {
+    /// (RFC 8656 §7.2); even, and with the next port free too, when EVEN-PORT asks for it.
+    fn pick_port(&mut self, request: PortRequest) -> Option<u16> {
         let (low, high) = (
             *self.config.relay_ports.start(),
             *self.config.relay_ports.end(),
@@ -835,12 +893,17 @@ impl<R: RngCore> Server<R> {
         if low > high {
             return None;
         }
-        let usable = |port: u16, by_port: &HashMap<u16, ClientAddr>| {
-            (!even || port.is_multiple_of(2)) && !by_port.contains_key(&port)
+        let free = |port: u16| {
+            !self.by_port.contains_key(&port) && !self.reserved_ports.contains_key(&port)
+        };
+        let usable = |port: u16| {
+            free(port)
+                && (!request.even || port.is_multiple_of(2))
+                && (!request.reserve_next || (port < high && free(port + 1)))
         };
         for _ in 0..16 {
             let port = self.rng.gen_range(low..=high);
-            if usable(port, &self.by_port) {
+            if usable(port) {
                 return Some(port);
             }
         }
@@ -849,7 +912,20 @@ impl<R: RngCore> Server<R> {
         let start = self.rng.gen_range(0..span);
         (0..span)
             .map(|i| low + ((start + i) % span) as u16)
-            .find(|port| usable(*port, &self.by_port))
+            .find(|port| usable(*port))
+    }
+
+    fn reserve(&mut self, port: u16, token: u64, now: Instant) {
+        self.reservations
+            .insert(token, (port, now + RESERVATION_LIFETIME));
+        self.reserved_ports.insert(port, token);
+    }
+
+    /// Ends a reservation and returns its port.
+    fn release_reservation(&mut self, token: u64) -> Option<u16> {
+        let (port, _) = self.reservations.remove(&token)?;
+        self.reserved_ports.remove(&port);
+        Some(port)
     }
 
     /// Deletes the allocation of `client`, if any, and releases its relay port.
