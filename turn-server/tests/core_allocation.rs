@@ -215,3 +215,108 @@ fn requests_without_an_allocation_get_437() {
     });
     assert_eq!(error_code(&response), Some(437));
 }
+
+fn allocate_with(
+    h: &mut Harness,
+    client: &mut TestClient,
+    extra: impl Fn(&mut stun_types::message::MessageWriteVec) + 'static,
+) -> Vec<u8> {
+    h.call(client, ALLOCATE, &move |m, _| {
+        m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        extra(m);
+    })
+}
+
+fn reservation_token(bytes: &[u8]) -> Option<u64> {
+    let m = stun_types::message::Message::from_bytes(bytes).unwrap();
+    m.attribute::<turn_types::attribute::ReservationToken>()
+        .ok()
+        .map(|t| t.token())
+}
+
+#[test]
+fn even_port_with_reservation_holds_the_next_port_for_30_seconds() {
+    let mut h = Harness::new(config());
+    let mut rtp = TestClient::new(1000, "alice");
+    let response = allocate_with(&mut h, &mut rtp, |m| {
+        m.add_attribute(&turn_types::attribute::EvenPort::new(true))
+            .unwrap();
+    });
+    let port = relayed_addr(&response).port();
+    assert_eq!(port % 2, 0);
+    let token = reservation_token(&response).expect("RESERVATION-TOKEN in the answer");
+    assert_eq!(h.server.poll_timeout(), Some(h.now + secs(30)));
+
+    // The token yields exactly the next port, once.
+    let mut rtcp = TestClient::new(1001, "alice");
+    let response = allocate_with(&mut h, &mut rtcp, move |m| {
+        m.add_attribute(&turn_types::attribute::ReservationToken::new(token))
+            .unwrap();
+    });
+    assert_eq!(relayed_addr(&response).port(), port + 1);
+    let mut again = TestClient::new(1002, "alice");
+    let response = allocate_with(&mut h, &mut again, move |m| {
+        m.add_attribute(&turn_types::attribute::ReservationToken::new(token))
+            .unwrap();
+    });
+    assert_eq!(error_code(&response), Some(508));
+}
+
+#[test]
+fn unused_reservations_expire() {
+    let mut h = Harness::new(Config {
+        relay_ports: 50_000..=50_001,
+        ..config()
+    });
+    let mut rtp = TestClient::new(1000, "alice");
+    let response = allocate_with(&mut h, &mut rtp, |m| {
+        m.add_attribute(&turn_types::attribute::EvenPort::new(true))
+            .unwrap();
+    });
+    let token = reservation_token(&response).unwrap();
+    // The reserved port is not handed to anyone else while held...
+    assert_eq!(
+        error_code(&h.allocate(&mut TestClient::new(2000, "bob"))),
+        Some(508)
+    );
+    // ...and is free again after 30 s, when the token no longer works.
+    h.advance(secs(30));
+    assert_eq!(h.allocate_ok(&mut TestClient::new(2000, "bob")), 50_001);
+    let mut late = TestClient::new(1001, "alice");
+    let response = allocate_with(&mut h, &mut late, move |m| {
+        m.add_attribute(&turn_types::attribute::ReservationToken::new(token))
+            .unwrap();
+    });
+    assert_eq!(error_code(&response), Some(508));
+}
+
+#[test]
+fn even_port_and_reservation_token_together_are_a_bad_request() {
+    let mut h = Harness::new(config());
+    let mut alice = TestClient::new(1000, "alice");
+    let response = allocate_with(&mut h, &mut alice, |m| {
+        m.add_attribute(&turn_types::attribute::EvenPort::new(false))
+            .unwrap();
+        m.add_attribute(&turn_types::attribute::ReservationToken::new(1))
+            .unwrap();
+    });
+    assert_eq!(error_code(&response), Some(400));
+}
+
+#[test]
+fn unknown_comprehension_required_attributes_get_420() {
+    let mut h = Harness::new(config());
+    let mut alice = TestClient::new(1000, "alice");
+    let response = allocate_with(&mut h, &mut alice, |m| {
+        // DONT-FRAGMENT: the relay cannot set DF on its datagrams, so it does not claim to.
+        m.add_attribute(&turn_types::attribute::DontFragment::new())
+            .unwrap();
+    });
+    assert_eq!(error_code(&response), Some(420));
+    let m = stun_types::message::Message::from_bytes(&response).unwrap();
+    let unknown = m
+        .attribute::<stun_types::attribute::UnknownAttributes>()
+        .unwrap();
+    assert!(unknown.has_attribute(stun_types::attribute::AttributeType::new(0x001a)));
+}
