@@ -36,6 +36,11 @@ const MAX_DATAGRAM: usize = 65_536;
 const BATCH: usize = 32;
 /// Frames queued for a slow stream client before relayed data is dropped.
 const STREAM_QUEUE: usize = 256;
+/// Kernel buffers of the listening UDP socket: bursts from many clients must not overflow it
+/// while the relay is busy (the kernel caps the value at `net.core.rmem_max`).
+const LISTENER_SOCKET_BUFFER: usize = 4 << 20;
+/// Kernel buffers of each relay socket, which carries one allocation's traffic.
+const RELAY_SOCKET_BUFFER: usize = 512 << 10;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on timer sleeps, so expiries are at most this late.
 const TIMER_TICK: Duration = Duration::from_secs(1);
@@ -305,9 +310,18 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
 }
 
 fn bind_relay(shared: &Shared, port: u16) -> io::Result<Arc<UdpSocket>> {
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(shared.relay_ip, port))?;
+    bind_udp(SocketAddr::new(shared.relay_ip, port), RELAY_SOCKET_BUFFER).map(Arc::new)
+}
+
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Larger buffers are an optimisation; the kernel's limits decide what is granted.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
     socket.set_nonblocking(true)?;
-    Ok(Arc::new(UdpSocket::from_std(socket)?))
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
@@ -566,8 +580,7 @@ async fn bind_udp_and_tcp(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), 
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr)
-            .await
+        let udp = bind_udp(addr, LISTENER_SOCKET_BUFFER)
             .map_err(|source| bind_error("UDP", addr, source))?;
         let port = udp
             .local_addr()
