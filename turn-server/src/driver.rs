@@ -290,13 +290,13 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
                             shared
                                 .tracker
                                 .spawn(serve_relay(shared.clone(), socket.clone(), port));
-                        state.relays.insert(
-                            port,
-                            Relay {
-                                socket: socket.clone(),
-                                task: task.abort_handle(),
-                            },
-                        );
+                        let relay = Relay {
+                            socket: socket.clone(),
+                            task: task.abort_handle(),
+                        };
+                        if let Some(stale) = state.relays.insert(port, relay) {
+                            stale.task.abort();
+                        }
                     }
                     state
                         .core

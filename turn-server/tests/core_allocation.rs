@@ -320,3 +320,29 @@ fn unknown_comprehension_required_attributes_get_420() {
         .unwrap();
     assert!(unknown.has_attribute(stun_types::attribute::AttributeType::new(0x001a)));
 }
+
+#[test]
+fn a_relay_bound_after_its_allocation_is_gone_is_freed() {
+    let mut h = Harness::new(config());
+    h.auto_bind = false;
+    let mut alice = TestClient::new(1000, "alice").tcp();
+    let tx = h.transaction();
+    h.call_once(&mut alice, ALLOCATE, tx, &|m, _| {
+        m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+    });
+    let request = alice.request(ALLOCATE, h.transaction(), &|m, _| {
+        m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+    });
+    let (_, out) = h.send(alice.addr, &request);
+    let Some(Command::CreateRelay { port }) = out.first().cloned() else {
+        panic!("{out:?}")
+    };
+    // The connection closes while the driver binds the port.
+    h.server.handle_client_closed(alice.addr);
+    assert_eq!(h.drain(), vec![]);
+    h.server.handle_relay_bound(port, true, h.now);
+    assert_eq!(h.drain(), vec![Command::FreeRelay { port }]);
+    assert_eq!(h.server.metrics().allocations, 0);
+}

@@ -366,20 +366,29 @@ impl<R: RngCore> Server<R> {
 
     /// The driver's answer to [`Command::CreateRelay`].
     pub fn handle_relay_bound(&mut self, port: u16, bound: bool, now: Instant) {
-        let Some(client) = self.by_port.get(&port).copied() else {
+        let binding = self
+            .by_port
+            .get(&port)
+            .and_then(|client| Some((*client, self.allocations.get_mut(client)?)))
+            .and_then(|(client, allocation)| match allocation.state {
+                AllocationState::Binding {
+                    lifetime,
+                    fingerprint,
+                    attempts,
+                    ports,
+                    reservation,
+                } => Some((client, lifetime, fingerprint, attempts, ports, reservation)),
+                AllocationState::Active { .. } => None,
+            });
+        let Some((client, lifetime, fingerprint, attempts, ports, reservation)) = binding else {
+            // The allocation went away (expired, connection closed) while the port was being
+            // bound: the socket has nobody to serve.
+            if bound {
+                self.commands.push_back(Command::FreeRelay { port });
+            }
             return;
         };
         let Some(allocation) = self.allocations.get_mut(&client) else {
-            return;
-        };
-        let AllocationState::Binding {
-            lifetime,
-            fingerprint,
-            attempts,
-            ports,
-            reservation,
-        } = allocation.state
-        else {
             return;
         };
         if bound {
