@@ -170,6 +170,12 @@ impl TurnServer {
         self.shared.lock().core.metrics()
     }
 
+    /// Serves until `signal` completes, then shuts down.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+
     /// Stops accepting, closes every connection and relay socket, and waits for the tasks.
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
