@@ -41,6 +41,8 @@ const STREAM_QUEUE: usize = 256;
 const LISTENER_SOCKET_BUFFER: usize = 4 << 20;
 /// Kernel buffers of each relay socket, which carries one allocation's traffic.
 const RELAY_SOCKET_BUFFER: usize = 512 << 10;
+/// How long a TCP/TLS connection may stay silent without holding an allocation.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on timer sleeps, so expiries are at most this late.
 const TIMER_TICK: Duration = Duration::from_secs(1);
@@ -556,9 +558,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
         if garbage {
             return;
         }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        match tokio::time::timeout(STREAM_IDLE_TIMEOUT, reader.read_buf(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => {}
+            // A silent connection without an allocation only holds a connection slot.
+            Err(_) if !shared.lock().core.has_allocation(client) => return,
+            Err(_) => {}
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);

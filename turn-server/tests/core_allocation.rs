@@ -346,3 +346,14 @@ fn a_relay_bound_after_its_allocation_is_gone_is_freed() {
     assert_eq!(h.drain(), vec![Command::FreeRelay { port }]);
     assert_eq!(h.server.metrics().allocations, 0);
 }
+
+#[test]
+fn has_allocation_follows_the_lifecycle() {
+    let mut h = Harness::new(config());
+    let mut alice = TestClient::new(1000, "alice").tcp();
+    assert!(!h.server.has_allocation(alice.addr));
+    h.allocate_ok(&mut alice);
+    assert!(h.server.has_allocation(alice.addr));
+    h.refresh(&mut alice, 0);
+    assert!(!h.server.has_allocation(alice.addr));
+}

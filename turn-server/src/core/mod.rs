@@ -274,6 +274,11 @@ impl<R: RngCore> Server<R> {
         allocations.chain(reservations).min()
     }
 
+    /// Whether `client` holds an allocation (being bound or active).
+    pub fn has_allocation(&self, client: ClientAddr) -> bool {
+        self.allocations.contains_key(&client)
+    }
+
     pub fn metrics(&self) -> Metrics {
         self.metrics
     }
