@@ -69,8 +69,8 @@ pub struct LocalAddrs {
     pub tls: Option<SocketAddr>,
 }
 
-/// The running relay. Dropping it without [`TurnServer::shutdown`] leaves its tasks running
-/// until the runtime stops.
+/// The running relay. Dropping it stops its tasks without waiting for them;
+/// [`TurnServer::shutdown`] also waits.
 pub struct TurnServer {
     shared: Arc<Shared>,
     local: LocalAddrs,
@@ -180,6 +180,12 @@ impl TurnServer {
 
     /// Stops accepting, closes every connection and relay socket, and waits for the tasks.
     pub async fn shutdown(self) {
+        self.stop();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn stop(&self) {
         self.shared.shutdown.cancel();
         {
             let mut state = self.shared.lock();
@@ -187,8 +193,12 @@ impl TurnServer {
                 relay.task.abort();
             }
         }
-        self.tracker.close();
-        self.tracker.wait().await;
+    }
+}
+
+impl Drop for TurnServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
