@@ -227,3 +227,23 @@ fn bandwidth_limit_drops_packets_over_the_budget() {
         Err(Discard::BandwidthExceeded)
     );
 }
+
+#[test]
+fn create_permission_takes_several_peers_but_not_unboundedly_many() {
+    let mut h = Harness::new(config());
+    let mut alice = TestClient::new(1000, "alice");
+    h.allocate_ok(&mut alice);
+    let three: Vec<_> = (1..=3)
+        .map(|i| std::net::SocketAddr::from(([198, 51, 100, i], 9)))
+        .collect();
+    assert!(is_success(&h.create_permission(&mut alice, &three)));
+    assert_eq!(h.server.metrics().permissions, 3);
+    let many: Vec<_> = (0..65)
+        .map(|i| std::net::SocketAddr::from(([198, 51, 101, i], 9)))
+        .collect();
+    assert_eq!(
+        error_code(&h.create_permission(&mut alice, &many)),
+        Some(400)
+    );
+    assert_eq!(error_code(&h.create_permission(&mut alice, &[])), Some(400));
+}

@@ -22,8 +22,9 @@ use convene_auth::{Secret, turn_password, verify_turn_username};
 use ipnet::IpNet;
 use rand::{Rng, RngCore};
 use stun_types::attribute::{
-    Attribute, AttributeStaticType, AttributeType, ErrorCode, Fingerprint, MessageIntegrity,
-    MessageIntegritySha256, Nonce, Realm, UnknownAttributes, Username, XorMappedAddress,
+    Attribute, AttributeFromRaw, AttributeStaticType, AttributeType, ErrorCode, Fingerprint,
+    MessageIntegrity, MessageIntegritySha256, Nonce, Realm, UnknownAttributes, Username,
+    XorMappedAddress,
 };
 use stun_types::message::{
     BINDING, IntegrityAlgorithm, IntegrityKey, LongTermKeyCredentials, Message, MessageClass,
@@ -57,6 +58,8 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 pub const CHANNEL_NUMBERS: RangeInclusive<u16> = 0x4000..=0x7FFF;
 /// RFC 8656 §7.2: a port reserved by EVEN-PORT with the R bit is held about 30 seconds.
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// XOR-PEER-ADDRESS attributes accepted in one CreatePermission.
+const MAX_PEERS_PER_PERMISSION: usize = 64;
 /// How often a different relay port is tried when the driver cannot bind the chosen one.
 const MAX_BIND_ATTEMPTS: u8 = 8;
 /// Room for the STUN header, XOR-PEER-ADDRESS (IPv6) and the DATA header of a Data indication.
@@ -728,14 +731,19 @@ impl<R: RngCore> Server<R> {
         now: Instant,
     ) -> Result<Option<Vec<u8>>, Reject> {
         self.active_allocation(from, &auth)?;
-        let mut peers = Vec::new();
-        loop {
-            match msg.nth_attribute::<XorPeerAddress>(peers.len()) {
-                Ok(peer) => peers.push(peer.addr(msg.transaction_id())),
-                Err(StunParseError::MissingAttribute(_)) if !peers.is_empty() => break,
-                Err(_) => return Err(Reject::signed(ErrorCode::BAD_REQUEST, &auth)),
-            }
-        }
+        // One pass over the attributes: looking each peer up by index would be quadratic in a
+        // message that packs thousands of them.
+        let peers: Result<Vec<SocketAddr>, StunParseError> = msg
+            .iter_attributes()
+            .filter(|(_, raw)| raw.get_type() == XorPeerAddress::TYPE)
+            .map(|(_, raw)| {
+                XorPeerAddress::from_raw_ref(&raw).map(|p| p.addr(msg.transaction_id()))
+            })
+            .collect();
+        let peers = match peers {
+            Ok(peers) if !peers.is_empty() && peers.len() <= MAX_PEERS_PER_PERMISSION => peers,
+            _ => return Err(Reject::signed(ErrorCode::BAD_REQUEST, &auth)),
+        };
         for peer in &peers {
             self.check_peer(*peer, &auth)?;
         }
