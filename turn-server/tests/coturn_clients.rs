@@ -54,7 +54,8 @@ async fn start_peer() -> Peer {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // The peer is ready when its socket is bound: probe until our own bind on it fails.
+    // turnutils_peer announces nothing when it is ready; its socket being bound is the only
+    // signal, so probe for it (our own bind on the port fails) at a short interval.
     for _ in 0..200 {
         if UdpSocket::bind(("127.0.0.1", port)).is_err() {
             return Peer {
@@ -62,7 +63,6 @@ async fn start_peer() -> Peer {
                 _child: child,
             };
         }
-        tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("turnutils_peer did not bind 127.0.0.1:{port}");
