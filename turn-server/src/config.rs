@@ -89,3 +89,33 @@ impl TurnConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = TurnConfig::new(Secret::new("s"));
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 3478)));
+        assert_eq!(config.relay_ports, 49152..=65535);
+        assert_eq!((config.user_quota, config.total_quota), (10, 10_000));
+        assert!(config.allow_peers.is_empty() && config.tls_listen.is_none());
+        assert_eq!(config.bandwidth_limit, None);
+        // The relayed address defaults to the listening IP, overridable for NAT.
+        let mut config = TurnConfig {
+            listen: "192.0.2.1:3478".parse().unwrap_or(config.listen),
+            ..config
+        };
+        assert_eq!(
+            config.core_config().relay_addr,
+            IpAddr::from([192, 0, 2, 1])
+        );
+        config.relay_public_ip = Some(IpAddr::from([198, 51, 100, 1]));
+        assert_eq!(
+            config.core_config().relay_addr,
+            IpAddr::from([198, 51, 100, 1])
+        );
+        assert_eq!(config.relay_bind_ip(), IpAddr::from([192, 0, 2, 1]));
+    }
+}
