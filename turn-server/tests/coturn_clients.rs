@@ -323,3 +323,16 @@ async fn stunclient_gets_the_reflexive_address() {
     assert_ne!(reflexive.port(), 0);
     server.shutdown().await;
 }
+
+/// `-y`: the clients relay to each other's relayed addresses, i.e. the relay's own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_clients_talk_to_each_other_through_their_relays() {
+    let server = TurnServer::start(config(true)).await.unwrap();
+    let outcome = uclient(
+        server.local_addrs().udp,
+        &["-y", "-W", SECRET, "-u", "alice", "-n", "100", "-m", "4"],
+    )
+    .await;
+    assert_clean_run(&outcome);
+    server.shutdown().await;
+}
