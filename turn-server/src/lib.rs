@@ -5,12 +5,11 @@
 //! limits. [`TurnServer`] runs it on tokio: UDP and TCP on one address, optionally TLS, and
 //! UDP relay sockets on a port range.
 
-pub mod core;
-mod metrics;
-
-pub use metrics::Metrics;
 mod config;
+pub mod core;
 mod driver;
+mod metrics;
 
 pub use config::TurnConfig;
 pub use driver::{LocalAddrs, StartError, TurnServer};
+pub use metrics::Metrics;
