@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
+# screen) hold a meeting through a real `convene serve` on 127.0.0.1.
+#
+#   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
+#
+# Needs node + npm and /usr/bin/chromium (Debian: apt-get install -y chromium nodejs npm);
+# installs playwright-core here on first use (never a browser). The last line is
+# "N passed, M failed"; the exit status is non-zero on any failure.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="${1:-${CARGO_TARGET_DIR:-$root/target}/debug/convene}"
+fail() { echo "$1" >&2; echo "0 passed, 1 failed"; exit 1; }
+[ -x "$bin" ] || fail "no convene binary at $bin: build it with 'cargo build -p convene' or pass its path"
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || fail "no Chromium: apt-get install -y chromium"
+cd "$here"
+if [ ! -d node_modules/playwright-core ]; then
+  npm install --no-audit --no-fund --no-save --silent >/dev/null || fail "npm install playwright-core failed"
+fi
+
+data="$(mktemp -d)"
+server=
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+"$bin" serve --data-dir "$data" --http-addr 127.0.0.1:0 --log-format json \
+  --media-udp-port 0 --media-tcp-port 0 --media-bind-ip 127.0.0.1 >"$data/convene.log" 2>&1 &
+server=$!
+addr=
+for _ in $(seq 100); do
+  addr="$(sed -n 's/.*"message":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' "$data/convene.log" | head -n 1)"
+  [ -n "$addr" ] && break
+  kill -0 "$server" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$addr" ]; then
+  cat "$data/convene.log" >&2
+  fail "convene did not start"
+fi
+
+status=0
+BASE_URL="http://$addr" node meeting.js || status=$?
+if [ "$status" -ne 0 ] && [ -n "${VERBOSE:-}" ]; then
+  tail -n 50 "$data/convene.log" >&2
+fi
+exit "$status"
