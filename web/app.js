@@ -193,6 +193,13 @@ class Meeting {
     this.people = h('ul.people', { id: 'people' });
     this.audio = h('div', { hidden: true });
     this.status = h('p.notice', { role: 'status' });
+    this.chat = h('ul.chat', { id: 'chat', 'aria-live': 'polite' });
+    const say = form('say', [h('input', { name: 'text', required: true, autocomplete: 'off', 'aria-label': 'Message' })], 'Send',
+      (v, el) => {
+        room.sendData(JSON.stringify({ type: 'chat', text: v.text }));
+        this.said(`${room.me.name} (you)`, v.text);
+        el.reset();
+      });
     this.buttons = {
       mic: h('button', { name: 'mic', onclick: () => this.act(() => room.setMuted('microphone', !room.local.get('microphone')?.muted)) }),
       camera: h('button', { name: 'camera', onclick: () => this.act(() => room.setCameraEnabled(!!room.local.get('camera')?.muted)) }),
@@ -201,17 +208,33 @@ class Meeting {
     };
     show(h('section.meeting', {},
       h('header.bar', {}, h('h1', {}, name), this.status),
-      h('div.stage', {}, this.grid, h('aside', {}, h('h2', {}, 'Participants'), this.people)),
+      h('div.stage', {}, this.grid,
+        h('aside', {}, h('h2', {}, 'Participants'), this.people, h('h2', {}, 'Chat'), this.chat, say)),
       h('footer.controls', {}, Object.values(this.buttons)),
       this.audio));
     for (const type of ['participant_joined', 'participant_left', 'track', 'track_updated', 'track_removed', 'local']) {
       room.addEventListener(type, () => this.render());
     }
+    room.addEventListener('data', e => this.heard(e.detail));
     room.addEventListener('reconnecting', () => this.notice('Connection lost, reconnecting…'));
     room.addEventListener('reconnected', () => this.notice(''));
     room.addEventListener('error', e => this.notice(e.detail.message));
     room.addEventListener('closed', e => this.closed(e.detail.reason));
     this.render();
+  }
+
+  heard({ participant, payload }) {
+    try {
+      const message = JSON.parse(new TextDecoder().decode(payload));
+      if (message.type === 'chat' && typeof message.text === 'string') this.said(participant?.name ?? 'Someone', message.text);
+    } catch {
+      // Not a chat message.
+    }
+  }
+
+  said(name, text) {
+    this.chat.append(h('li', {}, h('b', {}, name), ' ', text));
+    this.chat.lastChild.scrollIntoView({ block: 'nearest' });
   }
 
   notice(text) {

@@ -12,6 +12,7 @@
 //
 // Events (`e.detail`): participant_joined / participant_left {participant}, track {track} (a
 // remote track whose media arrived), track_updated {track}, track_removed {track},
+// data {participantId, participant, payload: Uint8Array} (a data channel message from someone else),
 // media_state {target, connected}, reconnecting, reconnected, closed {reason}, error {code, message}.
 
 export class SignalError extends Error {
@@ -46,6 +47,7 @@ export class Room extends EventTarget {
   #sub = null;
   #subMids = new Map(); // subscriber mid → {mid, track_id, participant_id}
   #media = new Map(); // remote track id → MediaStreamTrack
+  #channel = null; // the subscriber's `convene-data` channel
   #pubChain = Promise.resolve();
   #subChain = Promise.resolve();
 
@@ -137,6 +139,12 @@ export class Room extends EventTarget {
     }
     this.#changed();
     await this.#negotiate();
+  }
+
+  /** Sends bytes (or a string, as UTF-8) to everyone else in the room over the data channel. */
+  sendData(data) {
+    if (this.#channel?.readyState !== 'open') throw new SignalError('data_unavailable', 'the data channel is not open yet');
+    this.#channel.send(typeof data === 'string' ? new TextEncoder().encode(data) : data);
   }
 
   /** Inbound media per remote track: what the subscriber connection received and decoded. */
@@ -255,6 +263,12 @@ export class Room extends EventTarget {
     this.#trickle(this.#pub, 'publisher');
     this.#trickle(this.#sub, 'subscriber');
     this.#sub.ontrack = e => this.#onRemoteMedia(e.transceiver.mid, e.track);
+    this.#sub.ondatachannel = e => {
+      if (e.channel.label !== 'convene-data') return;
+      this.#channel = e.channel;
+      e.channel.binaryType = 'arraybuffer';
+      e.channel.onmessage = m => this.#onData(m.data);
+    };
     for (const p of joined.others) this.#addParticipant(p);
     this.#ready = true;
     this.#flush();
@@ -362,9 +376,23 @@ export class Room extends EventTarget {
     await this.#sub.setLocalDescription();
     await this.#request({ type: 'answer', target: 'subscriber', sdp: this.#sub.localDescription.sdp });
     const carried = new Set(offer.tracks.map(t => t.track_id));
-    for (const id of [...this.#media.keys()]) {
-      if (!carried.has(id)) this.#media.delete(id);
+    for (const [id, media] of [...this.#media]) {
+      if (carried.has(id)) continue;
+      this.#media.delete(id);
+      const track = [...this.participants.values()].map(p => p.tracks.get(id)).find(Boolean);
+      if (track) this.#emit('track_updated', { track });
+      media.stop();
     }
+  }
+
+  /** The SFU frames relayed messages as [sender id length: u16 BE][sender id][payload]. */
+  #onData(data) {
+    if (typeof data === 'string') return; // the SFU relays binary frames only
+    const bytes = new Uint8Array(data);
+    const length = (bytes[0] << 8) | bytes[1];
+    const participantId = new TextDecoder().decode(bytes.subarray(2, 2 + length));
+    const payload = bytes.subarray(2 + length);
+    this.#emit('data', { participantId, participant: this.participants.get(participantId) ?? null, payload });
   }
 
   #onRemoteMedia(mid, media) {

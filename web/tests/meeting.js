@@ -111,6 +111,7 @@ test('Ada creates a team, adds Bob and Cyd, and creates a room', async () => {
   await team.locator('form.new-room input').fill('Standup');
   await team.locator('form.new-room button').click();
   await page.locator('.team[data-team="Core"] li[data-room="Standup"]').waitFor();
+  if (process.env.SCREENSHOTS) await page.screenshot({ path: `${process.env.SCREENSHOTS}/rooms.png` });
 });
 
 test('all three join the room from their rooms list', async () => {
@@ -132,6 +133,14 @@ test("each decodes the others' video and receives their audio", async () => {
     for (const o of others(me)) check(tileOf(v, o).caption === o.name, `${me.name} labels ${o.name}'s tile`);
     check(v.people.length === 3, `${me.name}'s participants list: ${v.people}`);
   }
+});
+
+test('a chat message reaches everyone over the data channel', async () => {
+  const chat = ada.page.locator('form.say');
+  await chat.getByLabel('Message').fill('Hello from Ada');
+  await chat.getByRole('button', { name: 'Send' }).click();
+  await ada.page.locator('#chat li', { hasText: 'Ada (you) Hello from Ada' }).waitFor();
+  for (const me of [bob, cyd]) await me.page.locator('#chat li', { hasText: 'Ada Hello from Ada' }).waitFor();
 });
 
 test('muting the microphone and stopping the camera show on the others\' tiles', async () => {

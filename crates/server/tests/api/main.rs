@@ -10,3 +10,4 @@ mod ops;
 mod rooms;
 mod signal;
 mod teams;
+mod web;
