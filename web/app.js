@@ -6,6 +6,7 @@ import { Room } from './convene.js';
 // --- REST -----------------------------------------------------------------------------------
 
 const AUTH_KEY = 'convene.auth';
+const NEXT_KEY = 'convene.next'; // where to go after signing in (a shared room link)
 let auth = JSON.parse(localStorage.getItem(AUTH_KEY) || 'null');
 
 function saveAuth(value) {
@@ -104,7 +105,7 @@ function signInPage() {
     input('password', 'Password', 'password', { autocomplete: 'current-password' }),
   ], 'Sign in', async v => {
     saveAuth(await call('POST', '/auth/login', v));
-    location.hash = '#/';
+    signedIn();
   });
   const register = form('register', [
     input('display_name', 'Name', 'text', { autocomplete: 'name' }),
@@ -113,7 +114,7 @@ function signInPage() {
     input('password', 'Password (8 characters or more)', 'password', { autocomplete: 'new-password', minLength: 8 }),
   ], 'Create account', async v => {
     saveAuth(await call('POST', '/auth/register', v));
-    location.hash = '#/';
+    signedIn();
   });
   show(
     h('header.bar', {}, h('h1', {}, 'Convene')),
@@ -158,6 +159,11 @@ async function homePage() {
       teams.items.map(teamSection),
       h('section.card', {}, h('h2', {}, 'New team'), newTeam)),
   );
+}
+
+function signedIn() {
+  location.hash = sessionStorage.getItem(NEXT_KEY) || '#/';
+  sessionStorage.removeItem(NEXT_KEY);
 }
 
 async function signOut() {
@@ -344,6 +350,7 @@ async function route() {
   const hash = location.hash || '#/';
   if (current) await current.room.leave();
   if (!auth && hash !== '#/signin') {
+    if (hash !== '#/') sessionStorage.setItem(NEXT_KEY, hash);
     location.hash = '#/signin';
     return;
   }

@@ -72,6 +72,8 @@ export class Room extends EventTarget {
 
   /** Publishes the camera and/or microphone (one getUserMedia prompt). */
   async publish({ audio = true, video = true } = {}) {
+    audio &&= !this.local.has('microphone');
+    video &&= !this.local.has('camera');
     if (!audio && !video) return;
     const stream = await navigator.mediaDevices.getUserMedia({
       audio,

@@ -52,6 +52,7 @@ const view = page => page.evaluate(async () => ({
     micOff: t.classList.contains('mic-off'),
   })),
   people: [...document.querySelectorAll('#people li')].map(li => li.textContent),
+  notice: document.querySelector('.notice')?.textContent ?? null,
   stats: window.convene?.room ? await window.convene.room.stats() : [],
 }));
 
@@ -132,6 +133,7 @@ test("each decodes the others' video and receives their audio", async () => {
         tileOf(v, o)?.width > 0));
     for (const o of others(me)) check(tileOf(v, o).caption === o.name, `${me.name} labels ${o.name}'s tile`);
     check(v.people.length === 3, `${me.name}'s participants list: ${v.people}`);
+    check(v.notice === '', `${me.name} is shown no error: ${v.notice}`);
   }
 });
 
