@@ -185,11 +185,19 @@ async function meetingPage(roomId) {
   const room = await Room.join({ url, token: join.token });
   current = new Meeting(room, info.name);
   window.convene = { room }; // for debugging and the end-to-end tests
-  try {
-    await room.publish({ audio: true, video: true });
-  } catch (e) {
-    current.notice(`No camera or microphone: ${e.message}`);
+  // Whatever devices there are: both, else either, else join to watch and listen.
+  const attempts = [{ audio: true, video: true }, { audio: true, video: false }, { audio: false, video: true }];
+  let error;
+  for (const media of attempts) {
+    try {
+      await room.publish(media);
+      if (media !== attempts[0]) current.notice(media.video ? 'No microphone found.' : 'No camera found.');
+      return;
+    } catch (e) {
+      error = e;
+    }
   }
+  current.notice(`No camera or microphone: ${error.message}`);
 }
 
 class Meeting {

@@ -60,8 +60,12 @@ export class Room extends EventTarget {
   static async join({ url, token, autoSubscribe = true }) {
     const room = new Room(url);
     await room.#open();
-    const joined = await room.#request({ type: 'join', token, auto_subscribe: autoSubscribe }, true);
-    room.#onJoined(joined);
+    try {
+      room.#onJoined(await room.#request({ type: 'join', token, auto_subscribe: autoSubscribe }, true));
+    } catch (e) {
+      room.#close(e.code ?? 'join_failed');
+      throw e;
+    }
     return room;
   }
 

@@ -174,6 +174,14 @@ test('Cyd shares her screen and the others decode it', async () => {
   if (process.env.SCREENSHOTS) await ada.page.screenshot({ path: `${process.env.SCREENSHOTS}/meeting.png` });
 });
 
+test('Cyd stops sharing and the screen tile goes away', async () => {
+  await cyd.page.getByRole('button', { name: 'Stop sharing' }).click();
+  await cyd.page.getByRole('button', { name: 'Share screen' }).waitFor();
+  for (const me of [ada, bob]) {
+    await until(`${me.name} drops Cyd's screen`, () => view(me.page), v => !tileOf(v, cyd, 'screen') && tileOf(v, cyd));
+  }
+});
+
 test('a dropped signaling socket resumes the session without losing media', async () => {
   const sockets = () => ada.page.evaluate(() => window.testSockets.map(ws => ws.readyState));
   const before = (await sockets()).length;
