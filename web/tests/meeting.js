@@ -266,6 +266,11 @@ test("Cyd leaves and the others' pages drop her", async () => {
       failed++;
       broken = true;
       console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
+      for (const p of people) {
+        const shown = await p.page?.locator('[role=alert], .notice').allTextContents().catch(() => []);
+        const text = shown?.filter(Boolean).join(' | ');
+        if (text) console.log(`     ${p.name}'s page says: ${text}`);
+      }
     }
   }
   await browser?.close().catch(() => {});
