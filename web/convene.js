@@ -22,9 +22,6 @@ export class SignalError extends Error {
   }
 }
 
-/** Sources a participant publishes, as the server names them. */
-export const SOURCES = ['camera', 'microphone', 'screen', 'screen_audio'];
-
 export class Room extends EventTarget {
   /** The caller: {id, name}. */
   me = null;
