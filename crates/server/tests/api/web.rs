@@ -26,7 +26,14 @@ async fn serves_the_client_and_keeps_api_errors_json() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
-    for path in ["/api/v1/nothing-here", "/api", "/ws/nothing", "/missing.js", "/tests/run.sh", "/README.md"] {
+    for path in [
+        "/api/v1/nothing-here",
+        "/api",
+        "/ws/nothing",
+        "/missing.js",
+        "/tests/run.sh",
+        "/README.md",
+    ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(error_code(&res.json().await.unwrap()), "not_found", "{path}");
