@@ -4,16 +4,21 @@
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
-# Needs node + npm and /usr/bin/chromium (Debian: apt-get install -y chromium nodejs npm);
-# installs playwright-core here on first use (never a browser). The last line is
-# "N passed, M failed"; the exit status is non-zero on any failure.
+# Needs node + npm and Debian's /usr/bin/chromium: as root it apt-get installs chromium when
+# missing; it installs playwright-core here on first use (never a browser of its own). The last
+# line is "N passed, M failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${1:-${CARGO_TARGET_DIR:-$root/target}/debug/convene}"
 fail() { echo "$1" >&2; echo "0 passed, 1 failed"; exit 1; }
 [ -x "$bin" ] || fail "no convene binary at $bin: build it with 'cargo build -p convene' or pass its path"
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ "$(id -u)" = 0 ]; then
+  echo "== installing chromium" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || fail "no Chromium: apt-get install -y chromium"
+command -v npm >/dev/null || fail "no node/npm: apt-get install -y nodejs npm"
 cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm install --no-audit --no-fund --no-save --silent >/dev/null || fail "npm install playwright-core failed"
