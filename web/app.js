@@ -216,7 +216,7 @@ class Meeting {
       });
     this.buttons = {
       mic: h('button', { name: 'mic', onclick: () => this.act(() => room.setMuted('microphone', !room.local.get('microphone')?.muted)) }),
-      camera: h('button', { name: 'camera', onclick: () => this.act(() => room.setCameraEnabled(!!room.local.get('camera')?.muted)) }),
+      camera: h('button', { name: 'camera', onclick: () => this.act(() => room.setCameraEnabled(!this.cameraOn())) }),
       screen: h('button', { name: 'screen', onclick: () => this.act(() => room.local.has('screen') ? room.stopScreenShare() : room.startScreenShare()) }),
       leave: h('button.danger', { name: 'leave', onclick: () => this.act(() => room.leave()) }, 'Leave'),
     };
@@ -235,6 +235,11 @@ class Meeting {
     room.addEventListener('error', e => this.notice(e.detail.message));
     room.addEventListener('closed', e => this.closed(e.detail.reason));
     this.render();
+  }
+
+  cameraOn() {
+    const camera = this.room.local.get('camera');
+    return !!camera && !camera.muted;
   }
 
   heard({ participant, payload }) {
@@ -304,10 +309,10 @@ class Meeting {
       li.classList.toggle('mic-off', p.micOff);
       li.classList.toggle('video-off', p.videoOff);
     });
-    const mic = local('microphone'), camera = local('camera');
+    const mic = local('microphone');
     this.buttons.mic.textContent = mic?.muted ? 'Unmute' : 'Mute';
     this.buttons.mic.disabled = !mic;
-    this.buttons.camera.textContent = camera?.muted ? 'Start video' : 'Stop video';
+    this.buttons.camera.textContent = this.cameraOn() ? 'Stop video' : 'Start video';
     this.buttons.screen.textContent = local('screen') ? 'Stop sharing' : 'Share screen';
     this.buttons.screen.setAttribute('aria-pressed', String(!!local('screen')));
   }
