@@ -232,6 +232,11 @@ class Meeting {
     room.addEventListener('data', e => this.heard(e.detail));
     room.addEventListener('reconnecting', () => this.notice('Connection lost, reconnecting…'));
     room.addEventListener('reconnected', () => this.notice(''));
+    const interrupted = 'Media connection interrupted…';
+    room.addEventListener('media_state', e => {
+      if (!e.detail.connected) this.notice(interrupted);
+      else if (this.status.textContent === interrupted) this.notice('');
+    });
     room.addEventListener('error', e => this.notice(e.detail.message));
     room.addEventListener('closed', e => this.closed(e.detail.reason));
     this.render();
