@@ -310,9 +310,8 @@ class Meeting {
     const people = [{ key: 'me', name: `${room.me.name} (you)`, micOff: tiles[0].micOff, videoOff: tiles[0].videoOff },
       ...tiles.filter(t => t.participant && t.source === 'camera').map(t => ({ ...t, key: t.participant }))];
     reconcile(this.people, people, () => h('li'), (li, p) => {
-      li.textContent = p.name;
-      li.classList.toggle('mic-off', p.micOff);
-      li.classList.toggle('video-off', p.videoOff);
+      const state = [p.micOff && 'muted', p.videoOff && 'camera off'].filter(Boolean).join(', ');
+      li.replaceChildren(p.name, state ? h('span.muted', {}, ` · ${state}`) : '');
     });
     const mic = local('microphone');
     this.buttons.mic.textContent = mic?.muted ? 'Unmute' : 'Mute';
@@ -331,6 +330,7 @@ function tile(t) {
 
 function updateTile(el, t) {
   el.querySelector('figcaption').textContent = t.name;
+  el.dataset.name = t.name;
   el.classList.toggle('self', !!t.self);
   el.classList.toggle('video-off', !!t.videoOff || !t.media);
   el.classList.toggle('mic-off', !!t.micOff);
