@@ -273,6 +273,7 @@ test("Cyd leaves and the others' pages drop her", async () => {
         const text = shown?.filter(Boolean).join(' | ');
         if (text) console.log(`     ${p.name}'s page says: ${text}`);
       }
+      if (process.env.SERVER_LOG) console.log(`     server log: ${process.env.SERVER_LOG}`);
     }
   }
   await browser?.close().catch(() => {});

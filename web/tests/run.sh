@@ -25,31 +25,33 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 data="$(mktemp -d)"
+log="$(mktemp -t convene-web-e2e.XXXXXX.log)" # kept when a test fails
 server=
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
   rm -rf "$data"
 }
 trap cleanup EXIT
 
 "$bin" serve --data-dir "$data" --http-addr 127.0.0.1:0 --log-format json \
-  --media-udp-port 0 --media-tcp-port 0 --media-bind-ip 127.0.0.1 >"$data/convene.log" 2>&1 &
+  --media-udp-port 0 --media-tcp-port 0 --media-bind-ip 127.0.0.1 >"$log" 2>&1 &
 server=$!
 addr=
 for _ in $(seq 100); do
-  addr="$(sed -n 's/.*"message":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' "$data/convene.log" | head -n 1)"
+  addr="$(sed -n 's/.*"message":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' "$log" | head -n 1)"
   [ -n "$addr" ] && break
   kill -0 "$server" 2>/dev/null || break
   sleep 0.1
 done
 if [ -z "$addr" ]; then
-  cat "$data/convene.log" >&2
+  cat "$log" >&2
   fail "convene did not start"
 fi
 
 status=0
-BASE_URL="http://$addr" node meeting.js || status=$?
-if [ "$status" -ne 0 ] && [ -n "${VERBOSE:-}" ]; then
-  tail -n 50 "$data/convene.log" >&2
-fi
+BASE_URL="http://$addr" SERVER_LOG="$log" node meeting.js || status=$?
+[ "$status" -eq 0 ] && rm -f "$log"
 exit "$status"
