@@ -215,6 +215,15 @@ test("Cyd leaves and the others' pages drop her", async () => {
   }
 });
 
+test('closing the tab leaves at once, without waiting out the resume grace period', async () => {
+  await bob.page.close({ runBeforeUnload: true });
+  bob.gone = true;
+  // Well under the server's 15 s grace for a dropped socket.
+  const v = await until('Ada drops Bob', () => view(ada.page), v =>
+    v.tiles.every(t => t.participant !== bob.id) && v.people.length === 1, 5000);
+  check(v.tiles.length === 1 && v.tiles[0].participant === 'me', `Ada is alone: ${JSON.stringify(v.tiles)}`);
+});
+
 (async () => {
   let browser;
   let passed = 0;
