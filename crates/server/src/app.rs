@@ -168,7 +168,7 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .merge(ops)
         .merge(api)
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(crate::web::serve)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(metrics, track))
         .layer(

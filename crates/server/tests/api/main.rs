@@ -18,3 +18,4 @@ mod tasks;
 mod teams;
 mod timesheets;
 mod work_access;
+mod web;
