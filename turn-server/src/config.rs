@@ -107,15 +107,9 @@ mod tests {
             listen: "192.0.2.1:3478".parse().unwrap_or(config.listen),
             ..config
         };
-        assert_eq!(
-            config.core_config().relay_addr,
-            IpAddr::from([192, 0, 2, 1])
-        );
+        assert_eq!(config.core_config().relay_addr, IpAddr::from([192, 0, 2, 1]));
         config.relay_public_ip = Some(IpAddr::from([198, 51, 100, 1]));
-        assert_eq!(
-            config.core_config().relay_addr,
-            IpAddr::from([198, 51, 100, 1])
-        );
+        assert_eq!(config.core_config().relay_addr, IpAddr::from([198, 51, 100, 1]));
         assert_eq!(config.relay_bind_ip(), IpAddr::from([192, 0, 2, 1]));
     }
 }

@@ -124,9 +124,7 @@ impl TurnServer {
         };
 
         let now = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: Server::new(core_config, StdRng::from_entropy(), now, unix),
@@ -141,27 +139,13 @@ impl TurnServer {
         let tracker = shared.tracker.clone();
         let connections = Arc::new(Semaphore::new(config.max_stream_connections));
         tracker.spawn(serve_udp(shared.clone(), udp));
-        tracker.spawn(accept_streams(
-            shared.clone(),
-            tcp,
-            None,
-            connections.clone(),
-        ));
+        tracker.spawn(accept_streams(shared.clone(), tcp, None, connections.clone()));
         if let Some((listener, acceptor)) = tls {
-            tracker.spawn(accept_streams(
-                shared.clone(),
-                listener,
-                Some(acceptor),
-                connections,
-            ));
+            tracker.spawn(accept_streams(shared.clone(), listener, Some(acceptor), connections));
         }
         tracker.spawn(run_timers(shared.clone()));
         tracing::info!(udp = %local.udp, tcp = %local.tcp, tls = ?local.tls, "TURN relay listening");
-        Ok(Self {
-            shared,
-            local,
-            tracker,
-        })
+        Ok(Self { shared, local, tracker })
     }
 
     pub fn local_addrs(&self) -> LocalAddrs {
@@ -290,11 +274,7 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
         let mut follow_up = Vec::new();
         for action in actions.drain(..) {
             match action {
-                Action::SendUdp {
-                    socket,
-                    to,
-                    payload,
-                } => {
+                Action::SendUdp { socket, to, payload } => {
                     // Errors (e.g. ICMP unreachable reported late) concern one datagram only.
                     if let Err(error) = socket.send_to(&payload, to).await {
                         tracing::debug!(%error, "relay send failed");
@@ -304,10 +284,7 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
                     let bound = bind_relay(shared, port);
                     let mut state = shared.lock();
                     if let Ok(socket) = &bound {
-                        let task =
-                            shared
-                                .tracker
-                                .spawn(serve_relay(shared.clone(), socket.clone(), port));
+                        let task = shared.tracker.spawn(serve_relay(shared.clone(), socket.clone(), port));
                         let relay = Relay {
                             socket: socket.clone(),
                             task: task.abort_handle(),
@@ -316,9 +293,7 @@ async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
                             stale.task.abort();
                         }
                     }
-                    state
-                        .core
-                        .handle_relay_bound(port, bound.is_ok(), Instant::now());
+                    state.core.handle_relay_bound(port, bound.is_ok(), Instant::now());
                     state.collect(&shared.udp, &mut follow_up);
                 }
             }
@@ -366,11 +341,7 @@ async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
 
 /// Boxed because relay tasks are spawned from [`perform`], which relay tasks await: the
 /// explicit `Send` future type breaks that cycle for the compiler.
-fn serve_relay(
-    shared: Arc<Shared>,
-    socket: Arc<UdpSocket>,
-    port: u16,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+fn serve_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(serve_relay_loop(shared, socket, port))
 }
 
@@ -476,8 +447,7 @@ async fn accept_streams(
                     .await
                 }
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = tokio::select! {
                         () = shared.shutdown.cancelled() => return,
                         stream = handshake => stream,
@@ -505,11 +475,7 @@ async fn accept_streams(
 
 /// One TCP or TLS client: frames in (RFC 8656 §12.5 framing), queued frames out. When the
 /// connection ends, so does its allocation.
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Arc<Shared>,
-    stream: S,
-    client: ClientAddr,
-) {
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, stream: S, client: ClientAddr) {
     let (reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     shared.lock().streams.insert(client, tx);
@@ -528,11 +494,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     perform(shared, actions).await;
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(
-    shared: &Arc<Shared>,
-    mut reader: R,
-    client: ClientAddr,
-) {
+async fn read_frames<R: AsyncRead + Unpin>(shared: &Arc<Shared>, mut reader: R, client: ClientAddr) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let mut actions = Vec::new();
@@ -544,11 +506,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 match frame_len(&buf[consumed..]) {
                     Ok(Some(len)) => {
                         let frame = &buf[consumed..consumed + len];
-                        if let Err(reason) =
-                            state
-                                .core
-                                .handle_client_packet(frame, client, Instant::now())
-                        {
+                        if let Err(reason) = state.core.handle_client_packet(frame, client, Instant::now()) {
                             tracing::trace!(%reason, "client frame dropped");
                         }
                         consumed += len;
@@ -601,8 +559,7 @@ async fn bind_udp_and_tcp(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), 
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = bind_udp(addr, LISTENER_SOCKET_BUFFER)
-            .map_err(|source| bind_error("UDP", addr, source))?;
+        let udp = bind_udp(addr, LISTENER_SOCKET_BUFFER).map_err(|source| bind_error("UDP", addr, source))?;
         let port = udp
             .local_addr()
             .map_err(|source| bind_error("UDP", addr, source))?
@@ -625,15 +582,13 @@ fn tls_acceptor(config: &TurnConfig) -> Result<TlsAcceptor, StartError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Err(StartError::Config(
-            "TLS listener needs tls_cert and tls_key",
-        ));
+        return Err(StartError::Config("TLS listener needs tls_cert and tls_key"));
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| StartError::Tls(format!("reading {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| StartError::Tls(format!("reading {}: {e}", key.display())))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("reading {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -23,10 +23,7 @@ async fn call_through(transport: &str) -> String {
     config.allow_peers = vec!["127.0.0.1/32".parse().unwrap()];
     let server = TurnServer::start(config).await.unwrap();
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let credentials = turn_credentials(&secret, "browser", now, 600);
     let ice_servers = format!(
         r#"[{{"urls":"turn:{}?transport={transport}","username":"{}","credential":"{}"}}]"#,

@@ -67,10 +67,7 @@ fn allocation_expires_after_its_lifetime() {
     assert_eq!(freed, vec![Command::FreeRelay { port }]);
     assert_eq!(h.server.metrics().allocations, 0);
     assert_eq!(h.server.poll_timeout(), None);
-    assert_eq!(
-        error_code(&h.create_permission(&mut alice, &[peer(9)])),
-        Some(437)
-    );
+    assert_eq!(error_code(&h.create_permission(&mut alice, &[peer(9)])), Some(437));
 }
 
 #[test]
@@ -106,8 +103,7 @@ fn refresh_with_lifetime_zero_frees_the_allocation() {
     assert_eq!(h.server.metrics().permissions, 1);
 
     let request = alice.request(turn_types::message::REFRESH, h.transaction(), &|m, _| {
-        m.add_attribute(&turn_types::attribute::Lifetime::new(0))
-            .unwrap();
+        m.add_attribute(&turn_types::attribute::Lifetime::new(0)).unwrap();
     });
     let (_, out) = h.send(alice.addr, &request);
     assert_eq!(out[0], Command::FreeRelay { port });
@@ -184,10 +180,7 @@ fn a_port_that_cannot_be_bound_is_replaced_then_508() {
     }
     assert_eq!(error_code(&response.unwrap()), Some(508));
     assert_eq!(h.server.metrics().allocations, 1);
-    assert_eq!(
-        error_code(&h.create_permission(&mut bob, &[peer(9)])),
-        Some(437)
-    );
+    assert_eq!(error_code(&h.create_permission(&mut bob, &[peer(9)])), Some(437));
 }
 
 #[test]
@@ -240,8 +233,7 @@ fn even_port_with_reservation_holds_the_next_port_for_30_seconds() {
     let mut h = Harness::new(config());
     let mut rtp = TestClient::new(1000, "alice");
     let response = allocate_with(&mut h, &mut rtp, |m| {
-        m.add_attribute(&turn_types::attribute::EvenPort::new(true))
-            .unwrap();
+        m.add_attribute(&turn_types::attribute::EvenPort::new(true)).unwrap();
     });
     let port = relayed_addr(&response).port();
     assert_eq!(port % 2, 0);
@@ -271,15 +263,11 @@ fn unused_reservations_expire() {
     });
     let mut rtp = TestClient::new(1000, "alice");
     let response = allocate_with(&mut h, &mut rtp, |m| {
-        m.add_attribute(&turn_types::attribute::EvenPort::new(true))
-            .unwrap();
+        m.add_attribute(&turn_types::attribute::EvenPort::new(true)).unwrap();
     });
     let token = reservation_token(&response).unwrap();
     // The reserved port is not handed to anyone else while held...
-    assert_eq!(
-        error_code(&h.allocate(&mut TestClient::new(2000, "bob"))),
-        Some(508)
-    );
+    assert_eq!(error_code(&h.allocate(&mut TestClient::new(2000, "bob"))), Some(508));
     // ...and is free again after 30 s, when the token no longer works.
     h.advance(secs(30));
     assert_eq!(h.allocate_ok(&mut TestClient::new(2000, "bob")), 50_001);
@@ -296,8 +284,7 @@ fn even_port_and_reservation_token_together_are_a_bad_request() {
     let mut h = Harness::new(config());
     let mut alice = TestClient::new(1000, "alice");
     let response = allocate_with(&mut h, &mut alice, |m| {
-        m.add_attribute(&turn_types::attribute::EvenPort::new(false))
-            .unwrap();
+        m.add_attribute(&turn_types::attribute::EvenPort::new(false)).unwrap();
         m.add_attribute(&turn_types::attribute::ReservationToken::new(1))
             .unwrap();
     });
@@ -310,14 +297,11 @@ fn unknown_comprehension_required_attributes_get_420() {
     let mut alice = TestClient::new(1000, "alice");
     let response = allocate_with(&mut h, &mut alice, |m| {
         // DONT-FRAGMENT: the relay cannot set DF on its datagrams, so it does not claim to.
-        m.add_attribute(&turn_types::attribute::DontFragment::new())
-            .unwrap();
+        m.add_attribute(&turn_types::attribute::DontFragment::new()).unwrap();
     });
     assert_eq!(error_code(&response), Some(420));
     let m = stun_types::message::Message::from_bytes(&response).unwrap();
-    let unknown = m
-        .attribute::<stun_types::attribute::UnknownAttributes>()
-        .unwrap();
+    let unknown = m.attribute::<stun_types::attribute::UnknownAttributes>().unwrap();
     assert!(unknown.has_attribute(stun_types::attribute::AttributeType::new(0x001a)));
 }
 

@@ -53,8 +53,7 @@ fn wrong_password_gets_401_and_no_relay() {
 fn password_from_another_secret_gets_401() {
     let mut h = Harness::new(config());
     let mut mallory = TestClient::new(1000, "alice");
-    mallory.password =
-        convene_auth::turn_password(&convene_auth::Secret::new("other"), &mallory.username);
+    mallory.password = convene_auth::turn_password(&convene_auth::Secret::new("other"), &mallory.username);
     assert_eq!(error_code(&h.allocate(&mut mallory)), Some(401));
 }
 

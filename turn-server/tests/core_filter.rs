@@ -57,10 +57,7 @@ fn one_forbidden_peer_fails_the_whole_request() {
     let response = h.create_permission(&mut alice, &[peer(9), addr("10.0.0.1:9")]);
     assert_eq!(error_code(&response), Some(403));
     assert_eq!(h.server.metrics().permissions, 0);
-    assert_eq!(
-        h.send_indication(&alice, peer(9), b"x").0,
-        Err(Discard::NoPermission)
-    );
+    assert_eq!(h.send_indication(&alice, peer(9), b"x").0, Err(Discard::NoPermission));
 }
 
 #[test]
@@ -77,10 +74,7 @@ fn peers_of_the_other_address_family_get_443() {
 #[test]
 fn allow_list_opens_private_ranges() {
     let config = Config {
-        allow_peers: vec![
-            "10.0.0.0/8".parse().unwrap(),
-            "127.0.0.1/32".parse().unwrap(),
-        ],
+        allow_peers: vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()],
         ..config()
     };
     let mut h = Harness::new(config);
@@ -90,11 +84,7 @@ fn allow_list_opens_private_ranges() {
         &mut alice,
         &[addr("10.9.8.7:9"), addr("127.0.0.1:5000")]
     )));
-    assert!(
-        h.send_indication(&alice, addr("10.9.8.7:9"), b"x")
-            .0
-            .is_ok()
-    );
+    assert!(h.send_indication(&alice, addr("10.9.8.7:9"), b"x").0.is_ok());
     assert!(h.peer_sends(port, addr("127.0.0.1:5000"), b"x").0.is_ok());
     assert_eq!(
         error_code(&h.create_permission(&mut alice, &[addr("192.168.0.1:9")])),

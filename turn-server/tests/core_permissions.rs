@@ -45,14 +45,8 @@ fn send_indication_needs_a_permission_and_data_comes_back_as_data_indication() {
         (Err(Discard::NoPermission), vec![])
     );
     let m = h.server.metrics();
-    assert_eq!(
-        (m.relayed_packets_to_peers, m.relayed_bytes_to_peers),
-        (1, 5)
-    );
-    assert_eq!(
-        (m.relayed_packets_to_clients, m.relayed_bytes_to_clients),
-        (1, 5)
-    );
+    assert_eq!((m.relayed_packets_to_peers, m.relayed_bytes_to_peers), (1, 5));
+    assert_eq!((m.relayed_packets_to_clients, m.relayed_bytes_to_clients), (1, 5));
     assert_eq!(m.dropped_no_permission, 3);
 }
 
@@ -71,10 +65,7 @@ fn permission_expires_after_300_seconds_unless_refreshed() {
     assert!(h.peer_sends(port, peer(9000), b"x").0.is_ok());
     h.advance(secs(1));
     assert_eq!(h.server.metrics().permissions, 0);
-    assert_eq!(
-        h.peer_sends(port, peer(9000), b"x").0,
-        Err(Discard::NoPermission)
-    );
+    assert_eq!(h.peer_sends(port, peer(9000), b"x").0, Err(Discard::NoPermission));
     assert_eq!(
         h.send_indication(&alice, peer(9000), b"x").0,
         Err(Discard::NoPermission)
@@ -108,10 +99,7 @@ fn channel_data_flows_both_ways_once_bound() {
 
     // UDP ChannelData is not padded; a truncated frame is dropped.
     let (_, out) = h.peer_sends(port, peer(9000), b"pong!");
-    assert_eq!(
-        response_to(&out, alice.addr).unwrap(),
-        channel_data(0x4001, b"pong!")
-    );
+    assert_eq!(response_to(&out, alice.addr).unwrap(), channel_data(0x4001, b"pong!"));
     assert_eq!(
         h.send(alice.addr, &channel_data(0x4001, b"ping")[..6]).0,
         Err(Discard::Malformed)
@@ -155,14 +143,8 @@ fn channel_numbers_and_bindings_are_validated() {
     assert!(is_success(&h.channel_bind(&mut alice, 0x7fff, peer(9003))));
     // Refreshing the same binding is fine; rebinding either side elsewhere is not (§11.2).
     assert!(is_success(&h.channel_bind(&mut alice, 0x4000, peer(9000))));
-    assert_eq!(
-        error_code(&h.channel_bind(&mut alice, 0x4000, peer(9002))),
-        Some(400)
-    );
-    assert_eq!(
-        error_code(&h.channel_bind(&mut alice, 0x4001, peer(9000))),
-        Some(400)
-    );
+    assert_eq!(error_code(&h.channel_bind(&mut alice, 0x4000, peer(9002))), Some(400));
+    assert_eq!(error_code(&h.channel_bind(&mut alice, 0x4001, peer(9000))), Some(400));
     assert_eq!(h.server.metrics().channels, 3);
 }
 
@@ -241,9 +223,6 @@ fn create_permission_takes_several_peers_but_not_unboundedly_many() {
     let many: Vec<_> = (0..65)
         .map(|i| std::net::SocketAddr::from(([198, 51, 101, i], 9)))
         .collect();
-    assert_eq!(
-        error_code(&h.create_permission(&mut alice, &many)),
-        Some(400)
-    );
+    assert_eq!(error_code(&h.create_permission(&mut alice, &many)), Some(400));
     assert_eq!(error_code(&h.create_permission(&mut alice, &[])), Some(400));
 }

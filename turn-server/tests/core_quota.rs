@@ -35,9 +35,7 @@ fn total_quota_gives_508() {
         total_quota: 3,
         ..config()
     });
-    let mut clients: Vec<TestClient> = (0..4)
-        .map(|i| TestClient::new(1000 + i, &format!("user{i}")))
-        .collect();
+    let mut clients: Vec<TestClient> = (0..4).map(|i| TestClient::new(1000 + i, &format!("user{i}"))).collect();
     for c in &mut clients[..3] {
         h.allocate_ok(c);
     }
@@ -60,8 +58,5 @@ fn a_full_port_range_gives_508() {
         .collect();
     ports.sort_unstable();
     assert_eq!(ports, [50_000, 50_001]);
-    assert_eq!(
-        error_code(&h.allocate(&mut TestClient::new(2000, "late"))),
-        Some(508)
-    );
+    assert_eq!(error_code(&h.allocate(&mut TestClient::new(2000, "late"))), Some(508));
 }

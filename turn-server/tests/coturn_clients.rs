@@ -16,8 +16,14 @@ const SECRET: &str = "integration-secret";
 /// The path of a coturn tool, or a failure that says how to get it.
 fn tool(name: &str) -> PathBuf {
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
-        .unwrap_or_else(|| panic!("`{name}` not found on PATH: install the Debian package `coturn` (apt-get install -y coturn)"))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("`{name}` not found on PATH: install the Debian package `coturn` (apt-get install -y coturn)")
+        })
 }
 
 fn config(allow_loopback: bool) -> TurnConfig {
@@ -32,11 +38,7 @@ fn config(allow_loopback: bool) -> TurnConfig {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `turnutils_peer` echoing on a free loopback port; killed when dropped.
@@ -58,10 +60,7 @@ async fn start_peer() -> Peer {
     // signal, so probe for it (our own bind on the port fails) at a short interval.
     for _ in 0..200 {
         if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-            return Peer {
-                port,
-                _child: child,
-            };
+            return Peer { port, _child: child };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -95,9 +94,7 @@ impl Outcome {
 
 async fn uclient(server: SocketAddr, args: &[&str]) -> Outcome {
     let mut command = Command::new(tool("turnutils_uclient"));
-    command
-        .args(args)
-        .args(["-p", &server.port().to_string(), "127.0.0.1"]);
+    command.args(args).args(["-p", &server.port().to_string(), "127.0.0.1"]);
     let output = tokio::time::timeout(Duration::from_secs(90), command.kill_on_drop(true).output())
         .await
         .expect("turnutils_uclient finished within 90 s")
@@ -145,12 +142,7 @@ fn assert_clean_run(outcome: &Outcome) {
         "uclient lost packets:\n{}",
         outcome.output
     );
-    assert_eq!(
-        outcome.sent_and_received(),
-        Some((400, 400)),
-        "{}",
-        outcome.output
-    );
+    assert_eq!(outcome.sent_and_received(), Some((400, 400)), "{}", outcome.output);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,13 +202,7 @@ async fn uclient_relays_over_tls_without_loss() {
     config.tls_key = Some(key);
     let server = TurnServer::start(config).await.unwrap();
     let peer = start_peer().await;
-    let outcome = relay_run(
-        server.local_addrs().tls.unwrap(),
-        peer.port,
-        SECRET,
-        &["-t", "-S"],
-    )
-    .await;
+    let outcome = relay_run(server.local_addrs().tls.unwrap(), peer.port, SECRET, &["-t", "-S"]).await;
     assert_clean_run(&outcome);
     server.shutdown().await;
 }
@@ -227,12 +213,7 @@ async fn loopback_peers_are_forbidden_by_default() {
     let peer = start_peer().await;
     for transport in [&[][..], &["-t"][..]] {
         let outcome = relay_run(server.local_addrs().udp, peer.port, SECRET, transport).await;
-        assert_eq!(
-            outcome.code,
-            Some(255),
-            "expected 403 refusal:\n{}",
-            outcome.output
-        );
+        assert_eq!(outcome.code, Some(255), "expected 403 refusal:\n{}", outcome.output);
         assert!(outcome.output.contains("403"), "{}", outcome.output);
     }
     let metrics = server.metrics();
@@ -249,10 +230,7 @@ async fn wrong_secret_is_refused() {
     assert_eq!(outcome.code, Some(255), "{}", outcome.output);
     let metrics = server.metrics();
     assert!(metrics.auth_failures > 0, "{metrics:?}");
-    assert_eq!(
-        (metrics.allocations_total, metrics.relayed_packets_to_peers),
-        (0, 0)
-    );
+    assert_eq!((metrics.allocations_total, metrics.relayed_packets_to_peers), (0, 0));
     server.shutdown().await;
 }
 
@@ -260,10 +238,7 @@ async fn wrong_secret_is_refused() {
 async fn expired_username_is_refused() {
     let server = TurnServer::start(config(true)).await.unwrap();
     let peer = start_peer().await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let username = format!("{}:alice", now - 60);
     let password = turn_password(&Secret::new(SECRET), &username);
     let peer_port = peer.port.to_string();
@@ -309,8 +284,7 @@ async fn stunclient_gets_the_reflexive_address() {
         .await
         .unwrap()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{text}");
     let reflexive = text
         .split("UDP reflexive addr: ")

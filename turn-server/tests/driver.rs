@@ -24,9 +24,7 @@ fn binding_request() -> Vec<u8> {
 fn mapped(response: &[u8]) -> std::net::SocketAddr {
     let m = Message::from_bytes(response).unwrap();
     assert_eq!(m.class(), MessageClass::Success);
-    m.attribute::<XorMappedAddress>()
-        .unwrap()
-        .addr(m.transaction_id())
+    m.attribute::<XorMappedAddress>().unwrap().addr(m.transaction_id())
 }
 
 #[tokio::test]
@@ -49,10 +47,7 @@ async fn udp_binding_reflects_the_source_address() {
 #[tokio::test]
 async fn tcp_frames_back_to_back_and_garbage_closes_the_connection() {
     let server = TurnServer::start(config()).await.unwrap();
-    assert_eq!(
-        server.local_addrs().tcp.port(),
-        server.local_addrs().udp.port()
-    );
+    assert_eq!(server.local_addrs().tcp.port(), server.local_addrs().udp.port());
     let mut stream = TcpStream::connect(server.local_addrs().tcp).await.unwrap();
     // Two requests in one write: the framing splits them.
     let mut two = binding_request();
@@ -88,11 +83,7 @@ async fn unusable_configurations_are_refused() {
     let mut advertised = config();
     advertised.listen = "0.0.0.0:0".parse().unwrap();
     advertised.relay_public_ip = Some("203.0.113.9".parse().unwrap());
-    TurnServer::start(advertised)
-        .await
-        .unwrap()
-        .shutdown()
-        .await;
+    TurnServer::start(advertised).await.unwrap().shutdown().await;
 
     let mut tls_without_cert = config();
     tls_without_cert.tls_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -105,8 +96,5 @@ async fn unusable_configurations_are_refused() {
     missing_cert.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     missing_cert.tls_cert = Some("/nonexistent/cert.pem".into());
     missing_cert.tls_key = Some("/nonexistent/key.pem".into());
-    assert!(matches!(
-        TurnServer::start(missing_cert).await,
-        Err(StartError::Tls(_))
-    ));
+    assert!(matches!(TurnServer::start(missing_cert).await, Err(StartError::Tls(_))));
 }

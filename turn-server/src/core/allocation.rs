@@ -96,21 +96,11 @@ impl Allocation {
     }
 
     pub(crate) fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions
-            .get(&canonical(ip))
-            .is_some_and(|until| *until > now)
+        self.permissions.get(&canonical(ip)).is_some_and(|until| *until > now)
     }
 
-    pub(crate) fn bind_channel(
-        &mut self,
-        number: u16,
-        peer: SocketAddr,
-        until: Instant,
-    ) -> ChannelBindOutcome {
-        match (
-            self.channels.get_mut(&number),
-            self.channel_by_peer.get(&peer),
-        ) {
+    pub(crate) fn bind_channel(&mut self, number: u16, peer: SocketAddr, until: Instant) -> ChannelBindOutcome {
+        match (self.channels.get_mut(&number), self.channel_by_peer.get(&peer)) {
             (Some(channel), Some(bound)) if channel.peer == peer && *bound == number => {
                 channel.expires_at = until;
                 ChannelBindOutcome::Refreshed
@@ -158,22 +148,16 @@ impl Allocation {
         self.channels.retain(|_, c| c.expires_at > now);
         if self.channels.len() != channels {
             let live = &self.channels;
-            self.channel_by_peer
-                .retain(|_, number| live.contains_key(number));
+            self.channel_by_peer.retain(|_, number| live.contains_key(number));
         }
-        (
-            permissions - self.permissions.len(),
-            channels - self.channels.len(),
-        )
+        (permissions - self.permissions.len(), channels - self.channels.len())
     }
 
     /// The earliest instant at which something in this allocation expires.
     pub(crate) fn next_expiry(&self) -> Instant {
         let permissions = self.permissions.values().copied();
         let channels = self.channels.values().map(|c| c.expires_at);
-        permissions
-            .chain(channels)
-            .fold(self.expires_at, Instant::min)
+        permissions.chain(channels).fold(self.expires_at, Instant::min)
     }
 
     /// Whether `len` more bytes fit in the bandwidth budget (always, without a limit).

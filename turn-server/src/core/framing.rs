@@ -16,11 +16,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FramingError> {
     };
     if buf.len() < 4 {
         // Reject garbage as early as the first byte shows it.
-        return if first >> 6 <= 1 {
-            Ok(None)
-        } else {
-            Err(FramingError)
-        };
+        return if first >> 6 <= 1 { Ok(None) } else { Err(FramingError) };
     }
     let length = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
     let total = match first >> 6 {

@@ -22,18 +22,16 @@ use convene_auth::{Secret, turn_password, verify_turn_username};
 use ipnet::IpNet;
 use rand::{Rng, RngCore};
 use stun_types::attribute::{
-    Attribute, AttributeFromRaw, AttributeStaticType, AttributeType, ErrorCode, Fingerprint,
-    MessageIntegrity, MessageIntegritySha256, Nonce, Realm, UnknownAttributes, Username,
-    XorMappedAddress,
+    Attribute, AttributeFromRaw, AttributeStaticType, AttributeType, ErrorCode, Fingerprint, MessageIntegrity,
+    MessageIntegritySha256, Nonce, Realm, UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_types::message::{
-    BINDING, IntegrityAlgorithm, IntegrityKey, LongTermKeyCredentials, Message, MessageClass,
-    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, Method, StunParseError,
-    StunWriteError, TransactionId,
+    BINDING, IntegrityAlgorithm, IntegrityKey, LongTermKeyCredentials, Message, MessageClass, MessageType,
+    MessageWrite, MessageWriteExt, MessageWriteVec, Method, StunParseError, StunWriteError, TransactionId,
 };
 use turn_types::attribute::{
-    ChannelNumber, Data, EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport,
-    ReservationToken, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, Data, EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    XorPeerAddress, XorRelayedAddress,
 };
 use turn_types::channel::ChannelData;
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
@@ -318,12 +316,7 @@ impl<R: RngCore> Server<R> {
     }
 
     /// One datagram (UDP) or one frame (TCP/TLS, see [`framing`]) from a client.
-    pub fn handle_client_packet(
-        &mut self,
-        bytes: &[u8],
-        from: ClientAddr,
-        now: Instant,
-    ) -> Result<(), Discard> {
+    pub fn handle_client_packet(&mut self, bytes: &[u8], from: ClientAddr, now: Instant) -> Result<(), Discard> {
         match bytes.first().map(|b| b >> 6) {
             // RFC 8656 §12.4 / RFC 7983: 0b00 starts STUN, 0b01 starts ChannelData.
             Some(0b00) => self.handle_stun(bytes, from, now),
@@ -344,10 +337,7 @@ impl<R: RngCore> Server<R> {
             return Err(Discard::TooLarge);
         }
         let client = *self.by_port.get(&relay_port).ok_or(Discard::UnknownRelay)?;
-        let allocation = self
-            .allocations
-            .get_mut(&client)
-            .ok_or(Discard::UnknownRelay)?;
+        let allocation = self.allocations.get_mut(&client).ok_or(Discard::UnknownRelay)?;
         if !allocation.is_active() || allocation.expires_at <= now {
             return Err(Discard::UnknownRelay);
         }
@@ -365,10 +355,7 @@ impl<R: RngCore> Server<R> {
         };
         self.metrics.relayed_packets_to_clients += 1;
         self.metrics.relayed_bytes_to_clients += bytes.len() as u64;
-        self.commands.push_back(Command::SendToClient {
-            to: client,
-            payload,
-        });
+        self.commands.push_back(Command::SendToClient { to: client, payload });
         Ok(())
     }
 
@@ -455,8 +442,7 @@ impl<R: RngCore> Server<R> {
                     reservation,
                 };
                 self.by_port.insert(new_port, client);
-                self.commands
-                    .push_back(Command::CreateRelay { port: new_port });
+                self.commands.push_back(Command::CreateRelay { port: new_port });
             }
             None => {
                 let transaction = allocation.transaction;
@@ -487,24 +473,16 @@ impl<R: RngCore> Server<R> {
         match msg.class() {
             MessageClass::Request => {
                 if let Some(payload) = self.handle_request(&msg, from, now) {
-                    self.commands
-                        .push_back(Command::SendToClient { to: from, payload });
+                    self.commands.push_back(Command::SendToClient { to: from, payload });
                 }
                 Ok(())
             }
-            MessageClass::Indication if msg.method() == SEND => {
-                self.handle_send_indication(&msg, from, now)
-            }
+            MessageClass::Indication if msg.method() == SEND => self.handle_send_indication(&msg, from, now),
             _ => Err(Discard::Unexpected),
         }
     }
 
-    fn handle_request(
-        &mut self,
-        msg: &Message<'_>,
-        from: ClientAddr,
-        now: Instant,
-    ) -> Option<Vec<u8>> {
+    fn handle_request(&mut self, msg: &Message<'_>, from: ClientAddr, now: Instant) -> Option<Vec<u8>> {
         let method = msg.method();
         let fingerprint = msg.has_attribute(Fingerprint::TYPE);
         let outcome = if method == BINDING {
@@ -529,9 +507,7 @@ impl<R: RngCore> Server<R> {
                 match method {
                     m if m == ALLOCATE => self.allocate(msg, from, auth, fingerprint, now),
                     m if m == REFRESH => self.refresh(msg, from, auth, fingerprint, now),
-                    m if m == CREATE_PERMISSION => {
-                        self.create_permission(msg, from, auth, fingerprint, now)
-                    }
+                    m if m == CREATE_PERMISSION => self.create_permission(msg, from, auth, fingerprint, now),
                     _ => self.channel_bind(msg, from, auth, fingerprint, now),
                 }
             })
@@ -540,27 +516,13 @@ impl<R: RngCore> Server<R> {
         };
         match outcome {
             Ok(response) => response,
-            Err(reject) => Some(self.error_response(
-                method,
-                msg.transaction_id(),
-                reject,
-                fingerprint,
-                from,
-                now,
-            )),
+            Err(reject) => Some(self.error_response(method, msg.transaction_id(), reject, fingerprint, from, now)),
         }
     }
 
     /// Long-term credentials, RFC 8489 §9.2.4, with coturn's REST username/password scheme.
-    fn authenticate(
-        &mut self,
-        msg: &Message<'_>,
-        from: ClientAddr,
-        now: Instant,
-    ) -> Result<Auth, Reject> {
-        if !msg.has_attribute(MessageIntegrity::TYPE)
-            && !msg.has_attribute(MessageIntegritySha256::TYPE)
-        {
+    fn authenticate(&mut self, msg: &Message<'_>, from: ClientAddr, now: Instant) -> Result<Auth, Reject> {
+        if !msg.has_attribute(MessageIntegrity::TYPE) && !msg.has_attribute(MessageIntegritySha256::TYPE) {
             return Err(Reject::challenge(ErrorCode::UNAUTHORIZED));
         }
         let bad_request = |_| Reject::new(ErrorCode::BAD_REQUEST);
@@ -577,9 +539,8 @@ impl<R: RngCore> Server<R> {
             return Err(Reject::challenge(ErrorCode::UNAUTHORIZED));
         }
         let password = turn_password(&self.config.secret, username);
-        let key =
-            LongTermKeyCredentials::new(username.to_owned(), password, self.config.realm.clone())
-                .make_key(IntegrityAlgorithm::Sha1);
+        let key = LongTermKeyCredentials::new(username.to_owned(), password, self.config.realm.clone())
+            .make_key(IntegrityAlgorithm::Sha1);
         if msg.validate_integrity_with_key(&key).is_err() {
             self.metrics.auth_failures += 1;
             return Err(Reject::challenge(ErrorCode::UNAUTHORIZED));
@@ -613,18 +574,12 @@ impl<R: RngCore> Server<R> {
             .attribute::<RequestedTransport>()
             .map_err(|_| Reject::signed(ErrorCode::BAD_REQUEST, &auth))?;
         if transport.protocol() != RequestedTransport::UDP {
-            return Err(Reject::signed(
-                ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
-                &auth,
-            ));
+            return Err(Reject::signed(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL, &auth));
         }
         if let Ok(family) = msg.attribute::<RequestedAddressFamily>()
             && family.family() != address_family(self.config.relay_addr)
         {
-            return Err(Reject::signed(
-                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                &auth,
-            ));
+            return Err(Reject::signed(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, &auth));
         }
         let even_port = msg.attribute::<EvenPort>().ok();
         let token = msg.attribute::<ReservationToken>().ok().map(|t| t.token());
@@ -736,9 +691,7 @@ impl<R: RngCore> Server<R> {
         let peers: Result<Vec<SocketAddr>, StunParseError> = msg
             .iter_attributes()
             .filter(|(_, raw)| raw.get_type() == XorPeerAddress::TYPE)
-            .map(|(_, raw)| {
-                XorPeerAddress::from_raw_ref(&raw).map(|p| p.addr(msg.transaction_id()))
-            })
+            .map(|(_, raw)| XorPeerAddress::from_raw_ref(&raw).map(|p| p.addr(msg.transaction_id())))
             .collect();
         let peers = match peers {
             Ok(peers) if !peers.is_empty() && peers.len() <= MAX_PEERS_PER_PERMISSION => peers,
@@ -774,10 +727,7 @@ impl<R: RngCore> Server<R> {
     ) -> Result<Option<Vec<u8>>, Reject> {
         self.active_allocation(from, &auth)?;
         let bad_request = || Reject::signed(ErrorCode::BAD_REQUEST, &auth);
-        let number = msg
-            .attribute::<ChannelNumber>()
-            .map_err(|_| bad_request())?
-            .channel();
+        let number = msg.attribute::<ChannelNumber>().map_err(|_| bad_request())?.channel();
         if !CHANNEL_NUMBERS.contains(&number) {
             return Err(bad_request());
         }
@@ -810,48 +760,25 @@ impl<R: RngCore> Server<R> {
     }
 
     /// RFC 8656 §11.2 (Send indication): no authentication; dropped silently when not allowed.
-    fn handle_send_indication(
-        &mut self,
-        msg: &Message<'_>,
-        from: ClientAddr,
-        now: Instant,
-    ) -> Result<(), Discard> {
+    fn handle_send_indication(&mut self, msg: &Message<'_>, from: ClientAddr, now: Instant) -> Result<(), Discard> {
         let peer = msg
             .attribute::<XorPeerAddress>()
             .map_err(|_| Discard::Malformed)?
             .addr(msg.transaction_id());
-        let data = msg
-            .attribute::<Data<'_>>()
-            .map_err(|_| Discard::Malformed)?;
+        let data = msg.attribute::<Data<'_>>().map_err(|_| Discard::Malformed)?;
         self.relay_to_peer(from, peer, data.data(), now)
     }
 
     /// RFC 8656 §12.4.
-    fn handle_channel_data(
-        &mut self,
-        bytes: &[u8],
-        from: ClientAddr,
-        now: Instant,
-    ) -> Result<(), Discard> {
+    fn handle_channel_data(&mut self, bytes: &[u8], from: ClientAddr, now: Instant) -> Result<(), Discard> {
         let data = ChannelData::parse(bytes).map_err(|_| Discard::Malformed)?;
         let allocation = self.allocations.get(&from).ok_or(Discard::NoAllocation)?;
-        let peer = allocation
-            .channel_peer(data.id(), now)
-            .ok_or(Discard::UnboundChannel)?;
+        let peer = allocation.channel_peer(data.id(), now).ok_or(Discard::UnboundChannel)?;
         self.relay_to_peer(from, peer, data.data(), now)
     }
 
-    fn relay_to_peer(
-        &mut self,
-        from: ClientAddr,
-        peer: SocketAddr,
-        data: &[u8],
-        now: Instant,
-    ) -> Result<(), Discard> {
-        let allocation = self
-            .allocations
-            .get_mut(&from)
-            .ok_or(Discard::NoAllocation)?;
+    fn relay_to_peer(&mut self, from: ClientAddr, peer: SocketAddr, data: &[u8], now: Instant) -> Result<(), Discard> {
+        let allocation = self.allocations.get_mut(&from).ok_or(Discard::NoAllocation)?;
         if !allocation.is_active() || allocation.expires_at <= now {
             return Err(Discard::NoAllocation);
         }
@@ -874,16 +801,10 @@ impl<R: RngCore> Server<R> {
     }
 
     /// The active allocation of `from`, made with the same credentials (RFC 8656 §5).
-    fn active_allocation(
-        &mut self,
-        from: ClientAddr,
-        auth: &Auth,
-    ) -> Result<&mut Allocation, Reject> {
+    fn active_allocation(&mut self, from: ClientAddr, auth: &Auth) -> Result<&mut Allocation, Reject> {
         match self.allocations.get_mut(&from) {
             Some(a) if !a.is_active() => Err(Reject::signed(ErrorCode::ALLOCATION_MISMATCH, auth)),
-            Some(a) if a.username != auth.username => {
-                Err(Reject::signed(ErrorCode::WRONG_CREDENTIALS, auth))
-            }
+            Some(a) if a.username != auth.username => Err(Reject::signed(ErrorCode::WRONG_CREDENTIALS, auth)),
             Some(a) => Ok(a),
             None => Err(Reject::signed(ErrorCode::ALLOCATION_MISMATCH, auth)),
         }
@@ -893,10 +814,7 @@ impl<R: RngCore> Server<R> {
     fn check_peer(&mut self, peer: SocketAddr, auth: &Auth) -> Result<(), Reject> {
         let ip = filter::canonical(peer.ip());
         if address_family(ip) != address_family(filter::canonical(self.config.relay_addr)) {
-            return Err(Reject::signed(
-                ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
-                auth,
-            ));
+            return Err(Reject::signed(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, auth));
         }
         if !self.filter.permits(ip) {
             self.metrics.peers_denied += 1;
@@ -908,16 +826,11 @@ impl<R: RngCore> Server<R> {
     /// A free relay port, random so that relayed addresses cannot be predicted
     /// (RFC 8656 §7.2); even, and with the next port free too, when EVEN-PORT asks for it.
     fn pick_port(&mut self, request: PortRequest) -> Option<u16> {
-        let (low, high) = (
-            *self.config.relay_ports.start(),
-            *self.config.relay_ports.end(),
-        );
+        let (low, high) = (*self.config.relay_ports.start(), *self.config.relay_ports.end());
         if low > high {
             return None;
         }
-        let free = |port: u16| {
-            !self.by_port.contains_key(&port) && !self.reserved_ports.contains_key(&port)
-        };
+        let free = |port: u16| !self.by_port.contains_key(&port) && !self.reserved_ports.contains_key(&port);
         let usable = |port: u16| {
             free(port)
                 && (!request.even || port.is_multiple_of(2))
@@ -938,8 +851,7 @@ impl<R: RngCore> Server<R> {
     }
 
     fn reserve(&mut self, port: u16, token: u64, now: Instant) {
-        self.reservations
-            .insert(token, (port, now + RESERVATION_LIFETIME));
+        self.reservations.insert(token, (port, now + RESERVATION_LIFETIME));
         self.reserved_ports.insert(port, token);
     }
 
@@ -977,10 +889,7 @@ impl<R: RngCore> Server<R> {
             .metrics
             .permissions
             .saturating_sub(allocation.permission_count() as u64);
-        self.metrics.channels = self
-            .metrics
-            .channels
-            .saturating_sub(allocation.channel_count() as u64);
+        self.metrics.channels = self.metrics.channels.saturating_sub(allocation.channel_count() as u64);
         Some(allocation)
     }
 
@@ -997,27 +906,18 @@ impl<R: RngCore> Server<R> {
             Signing::Key(key) => Some(key),
             Signing::None | Signing::Challenge => None,
         };
-        let nonce_expiry = self
-            .unix(now)
-            .saturating_add(self.config.nonce_lifetime.as_secs());
-        build(
-            MessageClass::Error,
-            method,
-            transaction,
-            key,
-            fingerprint,
-            |m| {
-                m.add_attribute(&ErrorCode::builder(reject.code).build()?)?;
-                if matches!(reject.signing, Signing::Challenge) {
-                    m.add_attribute(&Realm::new(&self.config.realm)?)?;
-                    m.add_attribute(&Nonce::new(&self.nonce_key.issue(&from, nonce_expiry))?)?;
-                }
-                if !reject.unknown.is_empty() {
-                    m.add_attribute(&UnknownAttributes::new(&reject.unknown))?;
-                }
-                Ok(())
-            },
-        )
+        let nonce_expiry = self.unix(now).saturating_add(self.config.nonce_lifetime.as_secs());
+        build(MessageClass::Error, method, transaction, key, fingerprint, |m| {
+            m.add_attribute(&ErrorCode::builder(reject.code).build()?)?;
+            if matches!(reject.signing, Signing::Challenge) {
+                m.add_attribute(&Realm::new(&self.config.realm)?)?;
+                m.add_attribute(&Nonce::new(&self.nonce_key.issue(&from, nonce_expiry))?)?;
+            }
+            if !reject.unknown.is_empty() {
+                m.add_attribute(&UnknownAttributes::new(&reject.unknown))?;
+            }
+            Ok(())
+        })
     }
 
     fn unix(&self, now: Instant) -> u64 {
@@ -1069,13 +969,7 @@ fn build(
                 message.add_message_integrity_with_key(key, IntegrityAlgorithm::Sha1)
             })
         })
-        .and_then(|()| {
-            if fingerprint {
-                message.add_fingerprint()
-            } else {
-                Ok(())
-            }
-        });
+        .and_then(|()| if fingerprint { message.add_fingerprint() } else { Ok(()) });
     match complete {
         Ok(()) => message.finish(),
         Err(_) => Message::builder(mtype, transaction, MessageWriteVec::new()).finish(),
@@ -1098,26 +992,16 @@ fn channel_data(channel: u16, data: &[u8], pad: bool) -> Vec<u8> {
 }
 
 /// RFC 8656 §11.3: a Data indication with a fresh transaction id.
-fn data_indication(
-    peer: SocketAddr,
-    data: &[u8],
-    rng: &mut impl RngCore,
-) -> Result<Vec<u8>, Discard> {
+fn data_indication(peer: SocketAddr, data: &[u8], rng: &mut impl RngCore) -> Result<Vec<u8>, Discard> {
     if data.len() > usize::from(u16::MAX) - DATA_INDICATION_OVERHEAD {
         return Err(Discard::TooLarge);
     }
     let transaction = TransactionId::from(rng.r#gen::<u128>() & ((1u128 << 96) - 1));
     let mtype = MessageType::from_class_method(MessageClass::Indication, DATA);
-    let mut message = Message::builder(
-        mtype,
-        transaction,
-        MessageWriteVec::with_capacity(data.len() + 64),
-    );
+    let mut message = Message::builder(mtype, transaction, MessageWriteVec::with_capacity(data.len() + 64));
     message
         .add_attribute(&XorPeerAddress::new(peer, transaction))
         .map_err(|_| Discard::TooLarge)?;
-    message
-        .add_attribute(&Data::new(data))
-        .map_err(|_| Discard::TooLarge)?;
+    message.add_attribute(&Data::new(data)).map_err(|_| Discard::TooLarge)?;
     Ok(message.finish())
 }

@@ -53,11 +53,7 @@ impl NonceKey {
         if mac_hex.len() != 2 * MAC_LEN || !decode_hex(mac_hex, &mut mac) {
             return NonceCheck::Invalid;
         }
-        if self
-            .mac(client, expiry)
-            .verify_truncated_left(&mac)
-            .is_err()
-        {
+        if self.mac(client, expiry).verify_truncated_left(&mac).is_err() {
             return NonceCheck::Invalid;
         }
         if expiry <= now_unix {
@@ -69,8 +65,8 @@ impl NonceKey {
 
     fn mac(&self, client: &ClientAddr, expiry: u64) -> HmacSha1 {
         // HMAC takes keys of any length.
-        let mut mac = <HmacSha1 as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let mut mac =
+            <HmacSha1 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(&expiry.to_be_bytes());
         mac.update(&[client.transport as u8]);
         match client.addr.ip() {
@@ -132,10 +128,7 @@ mod tests {
             ..client(1)
         };
         assert_eq!(key.check(&nonce, &tcp, 0), NonceCheck::Invalid);
-        assert_eq!(
-            NonceKey::new([8; 32]).check(&nonce, &client(1), 0),
-            NonceCheck::Invalid
-        );
+        assert_eq!(NonceKey::new([8; 32]).check(&nonce, &client(1), 0), NonceCheck::Invalid);
     }
 
     #[test]
@@ -144,13 +137,7 @@ mod tests {
         let nonce = key.issue(&client(1), 1_000);
         let later = format!("{:016x}{}", 9_999u64, &nonce[16..]);
         assert_eq!(key.check(&later, &client(1), 0), NonceCheck::Invalid);
-        for bad in [
-            "",
-            "xyz",
-            "00000000000003e8",
-            &nonce[..30],
-            "ééééééééééééééééé",
-        ] {
+        for bad in ["", "xyz", "00000000000003e8", &nonce[..30], "ééééééééééééééééé"] {
             assert_eq!(key.check(bad, &client(1), 0), NonceCheck::Invalid, "{bad}");
         }
     }

@@ -12,12 +12,10 @@ use stun_types::attribute::{
     AttributeStaticType, ErrorCode, MessageIntegrity, Nonce, Realm, Username, XorMappedAddress,
 };
 use stun_types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
-    MessageWriteExt, MessageWriteVec, Method, TransactionId,
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite, MessageWriteExt,
+    MessageWriteVec, Method, TransactionId,
 };
-use turn_types::attribute::{
-    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
+use turn_types::attribute::{ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
 pub const SECRET: &str = "s3cret";
@@ -108,9 +106,7 @@ impl Harness {
         peer: SocketAddr,
         bytes: &[u8],
     ) -> (Result<(), Discard>, Vec<Command>) {
-        let result = self
-            .server
-            .handle_peer_packet(relay_port, peer, bytes, self.now);
+        let result = self.server.handle_peer_packet(relay_port, peer, bytes, self.now);
         (result, self.drain())
     }
 
@@ -159,11 +155,7 @@ impl Harness {
     /// Allocates and returns the relay port, asserting success.
     pub fn allocate_ok(&mut self, client: &mut TestClient) -> u16 {
         let response = self.allocate(client);
-        assert!(
-            is_success(&response),
-            "allocate failed: {:?}",
-            error_code(&response)
-        );
+        assert!(is_success(&response), "allocate failed: {:?}", error_code(&response));
         relayed_addr(&response).port()
     }
 
@@ -182,12 +174,7 @@ impl Harness {
         })
     }
 
-    pub fn channel_bind(
-        &mut self,
-        client: &mut TestClient,
-        channel: u16,
-        peer: SocketAddr,
-    ) -> Vec<u8> {
+    pub fn channel_bind(&mut self, client: &mut TestClient, channel: u16, peer: SocketAddr) -> Vec<u8> {
         self.call(client, CHANNEL_BIND, &move |m, tx| {
             m.add_attribute(&ChannelNumber::new(channel)).unwrap();
             m.add_attribute(&XorPeerAddress::new(peer, tx)).unwrap();
@@ -259,8 +246,7 @@ impl TestClient {
         );
         attrs(&mut m, tx);
         if let Some(nonce) = &self.nonce {
-            m.add_attribute(&Username::new(&self.username).unwrap())
-                .unwrap();
+            m.add_attribute(&Username::new(&self.username).unwrap()).unwrap();
             m.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
             m.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
             m.add_message_integrity(&self.credentials().into(), IntegrityAlgorithm::Sha1)
@@ -324,25 +310,18 @@ pub fn lifetime(bytes: &[u8]) -> Option<u32> {
 
 pub fn relayed_addr(bytes: &[u8]) -> SocketAddr {
     let m = Message::from_bytes(bytes).unwrap();
-    m.attribute::<XorRelayedAddress>()
-        .unwrap()
-        .addr(m.transaction_id())
+    m.attribute::<XorRelayedAddress>().unwrap().addr(m.transaction_id())
 }
 
 pub fn mapped_addr(bytes: &[u8]) -> SocketAddr {
     let m = Message::from_bytes(bytes).unwrap();
-    m.attribute::<XorMappedAddress>()
-        .unwrap()
-        .addr(m.transaction_id())
+    m.attribute::<XorMappedAddress>().unwrap().addr(m.transaction_id())
 }
 
 /// The peer address and payload of a Data indication.
 pub fn data_indication(bytes: &[u8]) -> (SocketAddr, Vec<u8>) {
     let m = Message::from_bytes(bytes).unwrap();
-    let peer = m
-        .attribute::<XorPeerAddress>()
-        .unwrap()
-        .addr(m.transaction_id());
+    let peer = m.attribute::<XorPeerAddress>().unwrap().addr(m.transaction_id());
     let data = m.attribute::<Data<'_>>().unwrap().data().to_vec();
     (peer, data)
 }

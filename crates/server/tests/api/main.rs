@@ -17,5 +17,5 @@ mod sprints;
 mod tasks;
 mod teams;
 mod timesheets;
-mod work_access;
 mod web;
+mod work_access;
