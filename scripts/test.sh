@@ -34,7 +34,7 @@ cargo test --locked -p convene-turn --test browser_relay -- --ignored
 
 echo "== browser: the web client end to end (three Chromium pages)"
 cargo build --locked -p convene
-web/tests/run.sh "${CARGO_TARGET_DIR:-target}/debug/convene"
+web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 
 echo "== API tests (PostgreSQL)"
 pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")
