@@ -47,15 +47,21 @@ export class Room extends EventTarget {
   #channel = null; // the subscriber's `convene-data` channel
   #pubChain = Promise.resolve();
   #subChain = Promise.resolve();
+  #ice;
 
-  constructor(url) {
+  constructor(url, ice) {
     super();
     this.#url = url;
+    this.#ice = ice;
   }
 
-  /** Connects and joins with a join token from `POST /api/v1/rooms/{id}/join`. */
-  static async join({ url, token, autoSubscribe = true }) {
-    const room = new Room(url);
+  /**
+   * Connects and joins with a join token from `POST /api/v1/rooms/{id}/join`.
+   * `ice`: `'all'` (default), `'relay'` (media only through the TURN relay), or `'relay-tcp'`
+   * (only through TURN over TCP), for networks that block UDP and for diagnosing them.
+   */
+  static async join({ url, token, autoSubscribe = true, ice = 'all' }) {
+    const room = new Room(url, ice);
     await room.#open();
     try {
       room.#onJoined(await room.#request({ type: 'join', token, auto_subscribe: autoSubscribe }, true));
@@ -173,6 +179,21 @@ export class Room extends EventTarget {
     return out;
   }
 
+  /** The candidate types of each connection's selected pair, e.g. `{publisher: 'relay/udp', ...}`. */
+  async transport() {
+    const out = {};
+    for (const [name, pc] of [['publisher', this.#pub], ['subscriber', this.#sub]]) {
+      if (!pc) continue;
+      const stats = await pc.getStats();
+      for (const s of stats.values()) {
+        if (s.type !== 'candidate-pair' || !s.nominated || s.state !== 'succeeded') continue;
+        const local = stats.get(s.localCandidateId);
+        if (local) out[name] = `${local.candidateType}/${local.relayProtocol ?? local.protocol}`;
+      }
+    }
+    return out;
+  }
+
   /** Leaves the room for good; the others see us go at once. */
   async leave() {
     if (this.closed) return;
@@ -261,6 +282,14 @@ export class Room extends EventTarget {
     this.#sessionToken = joined.session_token;
     this.#graceMs = joined.resume_grace_s * 1000;
     const config = { iceServers: joined.ice_servers, bundlePolicy: 'max-bundle' };
+    if (this.#ice !== 'all') {
+      config.iceTransportPolicy = 'relay';
+      if (this.#ice === 'relay-tcp') {
+        config.iceServers = joined.ice_servers
+          .map(s => ({ ...s, urls: s.urls.filter(u => u.startsWith('turn') && u.endsWith('transport=tcp')) }))
+          .filter(s => s.urls.length > 0);
+      }
+    }
     this.#pub = new RTCPeerConnection(config);
     this.#sub = new RTCPeerConnection(config);
     this.#trickle(this.#pub, 'publisher');

@@ -224,6 +224,30 @@ test('closing the tab leaves at once, without waiting out the resume grace perio
   check(v.tiles.length === 1 && v.tiles[0].participant === 'me', `Ada is alone: ${JSON.stringify(v.tiles)}`);
 });
 
+// Networks that block everything but the relay: media only through the embedded TURN server,
+// with the ICE servers the join endpoint hands out (run.sh lets the relay reach 127.0.0.1).
+for (const [mode, protocol] of [['relay', 'udp'], ['relay-tcp', 'tcp']]) {
+  test(`Ada and Cyd meet through the TURN relay only (${protocol})`, async () => {
+    const room = await ada.page.evaluate(() => location.hash);
+    check(room.startsWith('#/rooms/'), `Ada is in the room: ${room}`);
+    cyd.gone = false;
+    for (const p of [ada, cyd]) {
+      await p.page.goto(`${BASE}/?ice=${mode}${room}`);
+      await p.page.locator('#grid .tile.self').waitFor();
+    }
+    for (const [me, other] of [[ada, cyd], [cyd, ada]]) {
+      await until(`${me.name} decodes ${other.name} through the relay`, () => view(me.page), v =>
+        remote(v, other, 'camera').some(s => s.framesDecoded > 0) &&
+        remote(v, other, 'microphone').some(s => s.packetsReceived > 0));
+      const transport = await until(`${me.name}'s connections use the relay`,
+        () => me.page.evaluate(() => window.convene.room.transport()),
+        t => t.publisher && t.subscriber);
+      check(transport.publisher === `relay/${protocol}` && transport.subscriber === `relay/${protocol}`,
+        `${me.name}'s selected candidates: ${JSON.stringify(transport)}`);
+    }
+  });
+}
+
 (async () => {
   let browser;
   let passed = 0;

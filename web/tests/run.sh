@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin" serve --data-dir "$data" --http-addr 127.0.0.1:0 --log-format json \
-  --media-udp-port 0 --media-tcp-port 0 --media-bind-ip 127.0.0.1 --turn-addr 127.0.0.1:0 >"$log" 2>&1 &
+  --media-udp-port 0 --media-tcp-port 0 --media-bind-ip 127.0.0.1 --turn-addr 127.0.0.1:0 --turn-allow-peers 127.0.0.1/32 >"$log" 2>&1 &
 server=$!
 addr=
 for _ in $(seq 100); do
