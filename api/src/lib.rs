@@ -1,11 +1,13 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod auth;
+mod calendar;
 mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod jobs;
 mod notifications;
 mod pagination;
 pub mod rooms;
@@ -22,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use db::{Backend, Db, DbError};
 pub use error::ApiError;
+pub use jobs::spawn_runner as spawn_job_runner;
 pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
@@ -35,6 +38,7 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
     )
 )]
 struct ApiDoc;
@@ -65,6 +69,8 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/rooms", rooms::router())
         .nest("/api/v1/chat", chat::router())
         .nest("/api/v1/notifications", notifications::router())
+        .nest("/api/v1/events", calendar::router())
+        .nest("/api/v1/calendar", calendar::feed_router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

@@ -42,6 +42,8 @@ pub struct AppState {
     pub(crate) login_limiter: Arc<LoginLimiter>,
     /// Chat's in-memory state: channel streams, typing, message rate limits, presence.
     pub(crate) chat: Arc<chat::Realtime>,
+    /// Wakes the durable job runner when a job is enqueued.
+    pub(crate) jobs: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             login_limiter,
             chat: Arc::default(),
+            jobs: Arc::default(),
         }
     }
 

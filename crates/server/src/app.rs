@@ -32,6 +32,7 @@ pub struct App {
     state: AppState,
     media: Option<Arc<Signaling>>,
     digests: tokio::task::JoinHandle<()>,
+    jobs: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -99,12 +100,14 @@ impl App {
             None => Mailer::Log,
         };
         let digests = convene_api::spawn_digests(state.clone(), mailer, config.email_digest_interval);
+        let jobs = convene_api::spawn_job_runner(state.clone());
         Ok(Self {
             listener,
             router,
             state,
             media,
             digests,
+            jobs,
         })
     }
 
@@ -144,6 +147,9 @@ impl App {
         }
         if let Err(e) = self.digests.await {
             tracing::warn!(error = %e, "e-mail digest task failed");
+        }
+        if let Err(e) = self.jobs.await {
+            tracing::warn!(error = %e, "job runner failed");
         }
         self.state.db.close().await;
         tracing::info!("stopped");

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod calendar;
 mod chat;
 mod errors;
 mod events;
