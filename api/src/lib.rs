@@ -15,6 +15,7 @@ mod state;
 pub mod teams;
 mod time;
 mod validate;
+pub mod webhooks;
 
 use axum::Router;
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -38,6 +39,7 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "webhooks", description = "Team webhooks for room activity, signed, retried, with a delivery log"),
         (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
     )
 )]
@@ -71,6 +73,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/notifications", notifications::router())
         .nest("/api/v1/events", calendar::router())
         .nest("/api/v1/calendar", calendar::feed_router())
+        .nest("/api/v1/webhooks", webhooks::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
     pub login_window: Duration,
+    /// Addresses webhooks may reach although they are loopback or private (tests, intranets).
+    pub webhook_allowed_ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone)]

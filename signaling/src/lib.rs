@@ -6,6 +6,7 @@
 //! held for a grace period and a `resume` with the session token re-attaches without
 //! renegotiating media; after the grace period the participant leaves and the others are told.
 
+mod activity;
 mod convert;
 mod session;
 mod ws;
@@ -41,6 +42,7 @@ pub struct Signaling {
     /// Serializes joins so a room's participant limit holds under concurrent joins.
     join_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
+    activity: activity::Activity,
 }
 
 impl Signaling {
@@ -52,6 +54,7 @@ impl Signaling {
             sessions: Mutex::new(Sessions::default()),
             join_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            activity: activity::Activity::default(),
         })
     }
 

@@ -11,7 +11,7 @@ use convene_auth::{OpaqueToken, PublishSource, TokenError, hash_token};
 use convene_proto::signal::{ClientMessage, Me, ServerMessage, Target};
 use convene_sfu::{Grants, ParticipantId, ParticipantInfo, RoomId, TrackId, TrackSource};
 
-use crate::session::{Attached, Session};
+use crate::session::{Attached, Session, Standing};
 use crate::{Signaling, convert};
 
 /// Largest text frame read at all; SDP offers with many m-lines stay far below.
@@ -205,15 +205,23 @@ async fn join(
         id: claims.sub.clone(),
         name: claims.name.clone(),
     };
+    let standing = Standing {
+        host: claims.grants.admin,
+        hidden: claims.grants.hidden,
+    };
     let session = Session::start(
         signaling,
         handle,
         events,
         me.clone(),
+        standing,
         claims.room.clone(),
         session_token.hash(),
     );
     signaling.remember(&session);
+    if !standing.hidden {
+        signaling.report_joined(&claims.room, &claims.sub);
+    }
     let attached = session.attach()?;
     let joined = ServerMessage::Joined {
         id,

@@ -10,10 +10,10 @@ use serde_json::Value;
 use sqlx::FromRow;
 use tokio::task::JoinHandle;
 
-use crate::calendar;
 use crate::db::{new_id, now_ms};
 use crate::error::ApiResult;
 use crate::state::AppState;
+use crate::{calendar, webhooks};
 
 /// How long a claimed job is reserved for its runner.
 const LEASE_MS: i64 = 60_000;
@@ -172,7 +172,7 @@ async fn run(state: &AppState, job: Claimed) {
     };
     let outcome = match (Kind::parse(&job.kind), serde_json::from_str::<Value>(&job.payload)) {
         (Some(Kind::EventReminder), Ok(payload)) => calendar::fire_reminder(state, &payload).await,
-        (Some(Kind::WebhookDelivery), Ok(_)) => Err(format!("{attempt:?}")),
+        (Some(Kind::WebhookDelivery), Ok(payload)) => webhooks::deliver(state, &payload, attempt).await,
         (None, _) => Err(format!("unknown job kind {}", job.kind)),
         (_, Err(e)) => Err(format!("bad payload: {e}")),
     };

@@ -66,6 +66,7 @@ impl App {
             login_failures_per_account: config.login_failures_per_account,
             login_failures_per_ip: config.login_failures_per_ip,
             login_window: Duration::from_secs(15 * 60),
+            webhook_allowed_ips: config.webhook_allowed_ips.clone(),
         };
         let mut state = AppState::new(db.clone(), &secret, api_config);
         let media = match &config.media {
@@ -85,6 +86,7 @@ impl App {
                     },
                     state.shutdown.clone(),
                 );
+                signaling.report_room_events(convene_api::webhooks::room_event_sink(state.clone()));
                 state = state.with_media(signaling.clone());
                 Some(signaling)
             }

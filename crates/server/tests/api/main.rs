@@ -13,3 +13,4 @@ mod ops;
 mod rooms;
 mod signal;
 mod teams;
+mod webhooks;
