@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 mod jobs;
+mod meetings;
 mod notifications;
 mod pagination;
 pub mod rooms;
@@ -39,6 +40,7 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "meetings", description = "Scheduled meetings: a calendar event with its room"),
         (name = "webhooks", description = "Team webhooks for room activity, signed, retried, with a delivery log"),
         (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
     )
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/events", calendar::router())
         .nest("/api/v1/calendar", calendar::feed_router())
         .nest("/api/v1/webhooks", webhooks::router())
+        .nest("/api/v1/meetings", meetings::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

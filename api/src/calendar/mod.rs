@@ -598,16 +598,15 @@ pub(crate) struct RangeQuery {
     event_type: Option<EventType>,
 }
 
-impl RangeQuery {
-    fn bounds(&self) -> ApiResult<(i64, i64)> {
-        if self.to <= self.from {
-            return Err(ApiError::field("to", "must be after from"));
-        }
-        if self.to - self.from > Duration::days(MAX_RANGE_DAYS) {
-            return Err(ApiError::field("to", "a range spans at most 366 days"));
-        }
-        Ok((self.from.timestamp_millis(), self.to.timestamp_millis()))
+/// A listing range in unix milliseconds, validated.
+pub(crate) fn bounds(from: DateTime<Utc>, to: DateTime<Utc>) -> ApiResult<(i64, i64)> {
+    if to <= from {
+        return Err(ApiError::field("to", "must be after from"));
     }
+    if to - from > Duration::days(MAX_RANGE_DAYS) {
+        return Err(ApiError::field("to", "a range spans at most 366 days"));
+    }
+    Ok((from.timestamp_millis(), to.timestamp_millis()))
 }
 
 /// Occurrences of the events `user_id` may see within `[from, to)`, in start order.
@@ -653,7 +652,7 @@ async fn list_events(
     auth: AuthUser,
     AppQuery(q): AppQuery<RangeQuery>,
 ) -> ApiResult<AppJson<Vec<Occurrence>>> {
-    let (from, to) = q.bounds()?;
+    let (from, to) = bounds(q.from, q.to)?;
     Ok(AppJson(
         occurrences_in(&state.db, &auth.user_id, from, to, q.team_id.as_deref(), q.event_type).await?,
     ))
@@ -784,12 +783,17 @@ async fn delete_event(
             "only the organizer and team admins may delete an event",
         ));
     }
+    delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an event with its pending reminders.
+pub(crate) async fn delete(state: &AppState, id: &str) -> ApiResult<()> {
     sqlx::query("DELETE FROM calendar_events WHERE id = $1")
-        .bind(&id)
+        .bind(id)
         .execute(state.db.pool())
         .await?;
-    jobs::cancel(&state, &format!("reminder:{id}:")).await?;
-    Ok(StatusCode::NO_CONTENT)
+    jobs::cancel(state, &format!("reminder:{id}:")).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
