@@ -8,6 +8,7 @@ mod chat;
 mod errors;
 mod events;
 mod helpers;
+mod meetings;
 mod notifications;
 mod ops;
 mod rooms;
