@@ -337,3 +337,143 @@ async fn hosts_run_the_lobby_lock_and_moderate_participants() {
     let (_, live) = app.get(&path(""), &host.access).await;
     assert!(live["live"]["participants"].as_array().unwrap().is_empty(), "{live}");
 }
+
+/// A publisher over real WebRTC (str0m on a local UDP socket), driven on its own thread until
+/// dropped: enough for the SFU to announce the track.
+struct Publisher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Publishes a microphone track on `ws`'s session.
+async fn publish_audio(ws: &mut Ws) -> Publisher {
+    use std::time::Instant;
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Input, Output, Rtc};
+
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    send(
+        ws,
+        json!({ "type": "track_info", "mid": mid.to_string(), "source": "microphone" }),
+    )
+    .await;
+    send(
+        ws,
+        json!({ "type": "offer", "id": "o", "target": "publisher", "sdp": offer.to_sdp_string() }),
+    )
+    .await;
+    let answer = next_of(ws, &["answer"]).await;
+    let answer = SdpAnswer::from_sdp_string(answer["sdp"].as_str().unwrap()).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0; 2000];
+        while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let timeout = match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination);
+                    continue;
+                }
+                Ok(Output::Event(_)) => continue,
+                Err(_) => return,
+            };
+            let wait = timeout
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            if wait.is_zero() {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+                continue;
+            }
+            socket.set_read_timeout(Some(wait)).unwrap();
+            let input = match socket.recv_from(&mut buf) {
+                Ok((n, source)) => match buf[..n].try_into() {
+                    Ok(contents) => Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: socket.local_addr().unwrap(),
+                            contents,
+                        },
+                    ),
+                    Err(_) => continue,
+                },
+                Err(_) => Input::Timeout(Instant::now()),
+            };
+            let _ = rtc.handle_input(input);
+        }
+    });
+    Publisher {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+#[tokio::test]
+async fn a_host_force_mutes_a_published_track() {
+    let app = spawn_app().await;
+    let host = app.register("host").await;
+    let alice = app.register("alice").await;
+    let team = app.team(&host, "T").await;
+    app.add(&host, &team, &alice, "member").await;
+    let (_, meeting) = app
+        .post(
+            "/api/v1/meetings",
+            Some(&host.access),
+            json!({ "title": "Sync", "team_id": team,
+                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
+        )
+        .await;
+    let room = meeting["room_id"].as_str().unwrap().to_owned();
+    let (_, host_join) = join(&app, &room, &host).await;
+    let (_, alice_join) = join(&app, &room, &alice).await;
+    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
+    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+
+    let _publisher = publish_audio(&mut alice_ws).await;
+    let published = next_of(&mut host_ws, &["track_published"]).await;
+    let track = published["track"].clone();
+    assert_eq!(
+        (track["source"].as_str(), track["muted"].as_bool()),
+        (Some("microphone"), Some(false))
+    );
+    let track_id = track["id"].as_str().unwrap();
+
+    let mute = format!("/api/v1/rooms/{room}/participants/{}/mute", alice.user_id);
+    let (status, body) = app
+        .post(&mute, Some(&host.access), json!({ "track_id": track_id }))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let updated = next_of(&mut host_ws, &["track_updated"]).await;
+    assert_eq!(
+        (updated["track"]["id"].as_str(), updated["track"]["muted"].as_bool()),
+        (Some(track_id), Some(true))
+    );
+    let (_, live) = app.get(&format!("/api/v1/rooms/{room}"), &host.access).await;
+    let alice_live = live["live"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == alice.user_id.as_str())
+        .unwrap();
+    assert_eq!(alice_live["tracks"][0]["muted"], true, "{live}");
+}
