@@ -1,5 +1,6 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
+mod analytics;
 mod auth;
 mod calendar;
 mod chat;
@@ -40,6 +41,7 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "analytics", description = "Meeting sessions, attendance, minutes and peak concurrency"),
         (name = "meetings", description = "Scheduled meetings: a calendar event with its room"),
         (name = "webhooks", description = "Team webhooks for room activity, signed, retried, with a delivery log"),
         (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/calendar", calendar::feed_router())
         .nest("/api/v1/webhooks", webhooks::router())
         .nest("/api/v1/meetings", meetings::router())
+        .nest("/api/v1/analytics", analytics::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

@@ -114,3 +114,22 @@ CREATE TABLE webhook_deliveries (
     delivered_at INTEGER
 );
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+
+-- Live sessions of a room and who attended them, recorded from the media plane's room events
+-- (meeting analytics). participant_id is the media identity (a user id for joins via the API).
+CREATE TABLE room_sessions (
+    id         TEXT PRIMARY KEY,
+    room_id    TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    started_at INTEGER NOT NULL,
+    ended_at   INTEGER
+);
+CREATE INDEX room_sessions_room ON room_sessions(room_id, started_at);
+
+CREATE TABLE room_attendance (
+    id             TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL REFERENCES room_sessions(id) ON DELETE CASCADE,
+    participant_id TEXT NOT NULL,
+    joined_at      INTEGER NOT NULL,
+    left_at        INTEGER
+);
+CREATE INDEX room_attendance_session ON room_attendance(session_id, joined_at);

@@ -20,10 +20,14 @@ pub(crate) struct Activity {
 impl Activity {
     fn report(&self, kind: EventType, room: &str, participant: Option<&str>) {
         if let Some(sink) = self.sink.get() {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             sink.report(RoomEvent {
                 kind,
                 room_id: room.to_owned(),
                 participant: participant.map(str::to_owned),
+                at,
             });
         }
     }

@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::analytics;
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -76,6 +77,8 @@ pub struct RoomEvent {
     pub room_id: String,
     /// The participant, for participant events.
     pub participant: Option<String>,
+    /// When it happened, unix milliseconds.
+    pub at: i64,
 }
 
 /// Where the media plane reports room activity; cheap to clone, never blocks.
@@ -89,7 +92,8 @@ impl RoomEventSink {
     }
 }
 
-/// Turns reported room activity into deliveries for the room's team's webhooks.
+/// Takes in reported room activity, in order: records it for meeting analytics and turns it into
+/// deliveries for the room's team's webhooks.
 pub fn room_event_sink(state: AppState) -> RoomEventSink {
     let (tx, mut rx) = mpsc::unbounded_channel::<RoomEvent>();
     tokio::spawn(async move {
@@ -99,6 +103,9 @@ pub fn room_event_sink(state: AppState) -> RoomEventSink {
                 .fetch_optional(state.db.pool())
                 .await;
             let Ok(Some((team_id,))) = team else { continue };
+            if let Err(e) = analytics::record(&state, &event).await {
+                tracing::warn!(error = %e, "recording room activity failed");
+            }
             let data = json!({ "room_id": event.room_id, "participant_id": event.participant });
             if let Err(e) = emit(&state, &team_id, event.kind, data).await {
                 tracing::warn!(error = %e, "queueing webhook deliveries failed");

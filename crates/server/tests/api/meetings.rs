@@ -477,3 +477,68 @@ async fn a_host_force_mutes_a_published_track() {
         .unwrap();
     assert_eq!(alice_live["tracks"][0]["muted"], true, "{live}");
 }
+
+#[tokio::test]
+async fn meeting_analytics_show_sessions_attendance_and_peak() {
+    let app = spawn_app().await;
+    let host = app.register("host").await;
+    let alice = app.register("alice").await;
+    let outsider = app.register("outsider").await;
+    let team = app.team(&host, "T").await;
+    app.add(&host, &team, &alice, "member").await;
+    let (_, meeting) = app
+        .post(
+            "/api/v1/meetings",
+            Some(&host.access),
+            json!({ "title": "Retro", "team_id": team,
+                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
+        )
+        .await;
+    let id = meeting["id"].as_str().unwrap();
+    let room = meeting["room_id"].as_str().unwrap();
+    let (_, host_join) = join(&app, room, &host).await;
+    let (_, alice_join) = join(&app, room, &alice).await;
+    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
+    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    next_of(&mut host_ws, &["participant_joined"]).await;
+    send(&mut alice_ws, json!({ "type": "leave", "id": "l" })).await;
+    next_of(&mut host_ws, &["participant_left"]).await;
+    send(&mut host_ws, json!({ "type": "leave", "id": "l" })).await;
+    next_of(&mut host_ws, &["removed"]).await;
+
+    // Room events are recorded off the request path: wait for the session to close.
+    let path = format!("/api/v1/analytics/meetings/{id}");
+    let stats = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (status, stats) = app.get(&path, &host.access).await;
+            assert_eq!(status, StatusCode::OK, "{stats}");
+            if stats["sessions"][0]["ended_at"].is_string() {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the session closes");
+    assert_eq!(stats["room_id"], room);
+    assert_eq!(stats["unique_participants"], 2);
+    let session = &stats["sessions"][0];
+    assert_eq!(session["peak_concurrency"], 2);
+    let names: Vec<&str> = session["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["display_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["host", "alice"]);
+    assert!(
+        session["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["left_at"].is_string())
+    );
+
+    assert_eq!(app.get(&path, &alice.access).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(app.get(&path, &outsider.access).await.0, StatusCode::NOT_FOUND);
+}

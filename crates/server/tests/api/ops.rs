@@ -84,6 +84,6 @@ async fn openapi_describes_every_operation() {
     }
     // Every route the server answers is documented: auth (6) + teams (12) + invites (1) + rooms (6)
     // + chat (22) + notifications (3) + events (8) + calendar feed (2)
-    // + webhooks (5) + meetings (4) + room moderation (6).
-    assert_eq!(operations, 75, "{:?}", paths.keys().collect::<Vec<_>>());
+    // + webhooks (5) + meetings (4) + room moderation (6) + analytics (1).
+    assert_eq!(operations, 76, "{:?}", paths.keys().collect::<Vec<_>>());
 }
