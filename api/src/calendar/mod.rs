@@ -229,6 +229,10 @@ impl Schedule {
         let tz: Tz = time_zone
             .parse()
             .map_err(|_| ApiError::field("time_zone", "must be an IANA time zone such as Europe/Paris"))?;
+        // Bounded years keep series expansion bounded (a daily rule from year 1 would not be).
+        if !(1970..=9999).contains(&chrono::Datelike::year(&starts_at)) {
+            return Err(ApiError::field("starts_at", "must be between 1970 and 9999"));
+        }
         let (mut start, mut end) = (starts_at, ends_at);
         if all_day {
             // Whole local days: midnight to midnight (the end exclusive, at least one day).

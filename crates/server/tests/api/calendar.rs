@@ -124,6 +124,10 @@ async fn events_crud_rsvp_and_authorization() {
         (json!({ "ends_at": "2026-06-01T08:00:00Z" }), "ends_at"),
         (json!({ "reminders": [-5] }), "reminders"),
         (json!({ "title": " " }), "title"),
+        (
+            json!({ "starts_at": "0001-01-01T00:00:00Z", "rrule": "FREQ=DAILY" }),
+            "starts_at",
+        ),
         (json!({ "attendees": [outsider.user_id] }), "attendees"),
     ] {
         let mut req = base.clone();
