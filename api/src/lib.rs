@@ -1,12 +1,16 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
+mod analytics;
 mod auth;
 mod boards;
+mod calendar;
 mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod jobs;
+mod meetings;
 mod notifications;
 mod pagination;
 mod projects;
@@ -18,6 +22,7 @@ pub mod teams;
 mod time;
 mod timesheets;
 mod validate;
+pub mod webhooks;
 
 use axum::Router;
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -27,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use db::{Backend, Db, DbError};
 pub use error::ApiError;
+pub use jobs::spawn_runner as spawn_job_runner;
 pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
@@ -45,6 +51,10 @@ pub use state::{ApiConfig, AppState};
         (name = "tasks", description = "Tasks, labels, subtasks, comments and relations"),
         (name = "sprints", description = "Sprints and their burndown"),
         (name = "time", description = "Time entries, timers and time reports"),
+        (name = "analytics", description = "Meeting sessions, attendance, minutes and peak concurrency"),
+        (name = "meetings", description = "Scheduled meetings: a calendar event with its room"),
+        (name = "webhooks", description = "Team webhooks for room activity, signed, retried, with a delivery log"),
+        (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
     )
 )]
 struct ApiDoc;
@@ -90,6 +100,11 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/time-entries", timesheets::router())
         .nest("/api/v1/timer", timesheets::timer_router())
         .nest("/api/v1/reports", timesheets::reports_router())
+        .nest("/api/v1/events", calendar::router())
+        .nest("/api/v1/calendar", calendar::feed_router())
+        .nest("/api/v1/webhooks", webhooks::router())
+        .nest("/api/v1/meetings", meetings::router())
+        .nest("/api/v1/analytics", analytics::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
     pub login_window: Duration,
+    /// Addresses webhooks may reach although they are loopback or private (tests, intranets).
+    pub webhook_allowed_ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub struct AppState {
     pub(crate) login_limiter: Arc<LoginLimiter>,
     /// Chat's in-memory state: channel streams, typing, message rate limits, presence.
     pub(crate) chat: Arc<chat::Realtime>,
+    /// Wakes the durable job runner when a job is enqueued.
+    pub(crate) jobs: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             login_limiter,
             chat: Arc::default(),
+            jobs: Arc::default(),
         }
     }
 

@@ -6,7 +6,9 @@
 //! held for a grace period and a `resume` with the session token re-attaches without
 //! renegotiating media; after the grace period the participant leaves and the others are told.
 
+mod activity;
 mod convert;
+mod moderation;
 mod session;
 mod ws;
 
@@ -41,6 +43,8 @@ pub struct Signaling {
     /// Serializes joins so a room's participant limit holds under concurrent joins.
     join_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
+    activity: activity::Activity,
+    locks: moderation::Locks,
 }
 
 impl Signaling {
@@ -52,6 +56,8 @@ impl Signaling {
             sessions: Mutex::new(Sessions::default()),
             join_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            activity: activity::Activity::default(),
+            locks: moderation::Locks::default(),
         })
     }
 
@@ -125,12 +131,21 @@ impl MediaRooms for Signaling {
     }
 
     fn close(&self, room_id: &str) -> BoxFuture<'_, ()> {
-        let room = RoomId::parse(room_id);
-        Box::pin(async move {
-            if let Ok(room) = room {
-                // An unknown room has no live session to end.
-                let _ = self.sfu.close_room(&room).await;
-            }
-        })
+        let room = room_id.to_owned();
+        Box::pin(async move { self.end_room(&room).await })
+    }
+
+    fn remove(&self, room_id: &str, participant_id: &str) -> BoxFuture<'_, bool> {
+        let (room, participant) = (room_id.to_owned(), participant_id.to_owned());
+        Box::pin(async move { self.remove_participant(&room, &participant).await })
+    }
+
+    fn mute(&self, room_id: &str, participant_id: &str, track_id: &str) -> BoxFuture<'_, bool> {
+        let (room, participant, track) = (room_id.to_owned(), participant_id.to_owned(), track_id.to_owned());
+        Box::pin(async move { self.mute_track(&room, &participant, &track).await })
+    }
+
+    fn set_locked(&self, room_id: &str, locked: bool) {
+        self.lock(room_id, locked);
     }
 }

@@ -22,9 +22,19 @@ struct Attachment {
     ended: bool,
 }
 
+/// What the join token let the participant do beyond taking part.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Standing {
+    /// May moderate the room (the `admin` grant).
+    pub(crate) host: bool,
+    /// Invisible to others and unreported (recorders).
+    pub(crate) hidden: bool,
+}
+
 pub(crate) struct Session {
     pub(crate) handle: ParticipantHandle,
     pub(crate) me: Me,
+    pub(crate) standing: Standing,
     pub(crate) room: String,
     pub(crate) token_hash: String,
     attachment: Mutex<Attachment>,
@@ -44,12 +54,14 @@ impl Session {
         handle: ParticipantHandle,
         events: mpsc::Receiver<ParticipantEvent>,
         me: Me,
+        standing: Standing,
         room: String,
         token_hash: String,
     ) -> Arc<Self> {
         let session = Arc::new(Self {
             handle,
             me,
+            standing,
             room,
             token_hash,
             attachment: Mutex::new(Attachment::default()),
@@ -135,11 +147,17 @@ impl Session {
             a.ended = true;
             a.socket = None;
         }
-        if let Some(signaling) = self.signaling.upgrade() {
+        let signaling = self.signaling.upgrade();
+        if let Some(signaling) = &signaling {
             signaling.forget(self);
         }
         // Leaving a room that already closed is not an error worth reporting.
         let _ = self.handle.clone().leave().await;
+        if let Some(signaling) = signaling
+            && !self.standing.hidden
+        {
+            signaling.report_left(&self.room, &self.me.id).await;
+        }
     }
 
     /// Ends the session after telling the attached client why.

@@ -11,8 +11,8 @@ use convene_auth::{OpaqueToken, PublishSource, TokenError, hash_token};
 use convene_proto::signal::{ClientMessage, Me, ServerMessage, Target};
 use convene_sfu::{Grants, ParticipantId, ParticipantInfo, RoomId, TrackId, TrackSource};
 
-use crate::session::{Attached, Session};
-use crate::{Signaling, convert};
+use crate::session::{Attached, Session, Standing};
+use crate::{Signaling, convert, moderation};
 
 /// Largest text frame read at all; SDP offers with many m-lines stay far below.
 const MAX_FRAME: usize = 1024 * 1024;
@@ -168,6 +168,10 @@ async fn join(
         .await;
         return None;
     };
+    if !claims.grants.admin && signaling.is_locked(&claims.room) {
+        send(socket, &error(id, "room_locked", "the room is locked by its hosts")).await;
+        return None;
+    }
     let _serialized = signaling.join_lock.lock().await;
     // The same identity joining again (a second tab, a reload) replaces the old session.
     if let Some(old) = signaling.by_identity(&claims.room, &claims.sub) {
@@ -205,15 +209,23 @@ async fn join(
         id: claims.sub.clone(),
         name: claims.name.clone(),
     };
+    let standing = Standing {
+        host: claims.grants.admin,
+        hidden: claims.grants.hidden,
+    };
     let session = Session::start(
         signaling,
         handle,
         events,
         me.clone(),
+        standing,
         claims.room.clone(),
         session_token.hash(),
     );
     signaling.remember(&session);
+    if !standing.hidden {
+        signaling.report_joined(&claims.room, &claims.sub);
+    }
     let attached = session.attach()?;
     let joined = ServerMessage::Joined {
         id,
@@ -427,6 +439,9 @@ async fn handle(signaling: &Signaling, session: &Session, request: ClientMessage
             Err(e) => Some(convert::error(id, &e)),
         },
         ClientMessage::Ping { id } => Some(ServerMessage::Pong { id }),
+        request @ (ClientMessage::MuteParticipant { .. }
+        | ClientMessage::RemoveParticipant { .. }
+        | ClientMessage::EndRoom { .. }) => moderation::handle(signaling, session, request).await,
         ClientMessage::Leave { .. } => None,
     }
 }

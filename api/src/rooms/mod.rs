@@ -6,6 +6,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use convene_auth::{JoinGrant, RoomGrants};
 use convene_proto::{IceServer, LiveRoom};
@@ -25,12 +26,20 @@ use crate::teams::{Role, member_role};
 use crate::time::from_ms;
 use crate::validate;
 
+mod moderation;
+
 /// The media plane as the rooms API sees it: live state and the power to end a session.
 /// Implemented by the signaling layer over the SFU; absent when media is disabled.
 pub trait MediaRooms: Send + Sync + 'static {
     fn live(&self, room_id: &str) -> BoxFuture<'_, LiveRoom>;
     /// Ends the room's live session: every participant is removed.
     fn close(&self, room_id: &str) -> BoxFuture<'_, ()>;
+    /// Removes one participant (a host's decision); `false` when it is not in the room.
+    fn remove(&self, room_id: &str, participant_id: &str) -> BoxFuture<'_, bool>;
+    /// Stops forwarding one of a participant's tracks; `false` when there is no such track.
+    fn mute(&self, room_id: &str, participant_id: &str, track_id: &str) -> BoxFuture<'_, bool>;
+    /// While locked, only hosts may enter the live session (join tokens issued earlier included).
+    fn set_locked(&self, room_id: &str, locked: bool);
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -39,6 +48,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_room, delete_room))
         .routes(routes!(join_room))
         .routes(routes!(invite_guest))
+        .merge(moderation::router())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,6 +61,10 @@ pub(crate) struct Room {
     empty_timeout_s: i64,
     created_by: Option<String>,
     created_at: DateTime<Utc>,
+    /// Only hosts may join.
+    locked: bool,
+    /// Joiners wait until a host admits them.
+    lobby: bool,
     /// Who is in the room now (only on `GET /rooms/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     live: Option<LiveRoom>,
@@ -65,6 +79,8 @@ struct RoomRow {
     empty_timeout_s: i64,
     created_by: Option<String>,
     created_at: i64,
+    locked: i64,
+    lobby: i64,
 }
 
 impl From<RoomRow> for Room {
@@ -77,12 +93,15 @@ impl From<RoomRow> for Room {
             empty_timeout_s: r.empty_timeout_s,
             created_by: r.created_by,
             created_at: from_ms(r.created_at),
+            locked: r.locked != 0,
+            lobby: r.lobby != 0,
             live: None,
         }
     }
 }
 
-const ROOM_COLUMNS: &str = "id, team_id, name, max_participants, empty_timeout_s, created_by, created_at";
+const ROOM_COLUMNS: &str =
+    "id, team_id, name, max_participants, empty_timeout_s, created_by, created_at, locked, lobby";
 
 /// The caller's standing in a room: 404 unless it may see the room at all.
 struct Access {
@@ -100,12 +119,16 @@ async fn access(state: &AppState, room_id: &str, user_id: &str) -> ApiResult<Acc
         .await
         .map_err(|_| ApiError::NotFound("room"))?;
     if role == Role::Guest {
-        let invited: Option<(String,)> =
-            sqlx::query_as("SELECT user_id FROM room_guests WHERE room_id = $1 AND user_id = $2")
-                .bind(room_id)
-                .bind(user_id)
-                .fetch_optional(state.db.pool())
-                .await?;
+        // Guests enter rooms they are invited to, and the rooms of meetings they attend.
+        let invited: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM room_guests WHERE room_id = $1 AND user_id = $2 UNION ALL \
+             SELECT 1 FROM calendar_events e JOIN event_attendees a ON a.event_id = e.id \
+             WHERE e.room_id = $1 AND a.user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(state.db.pool())
+        .await?;
         if invited.is_none() {
             return Err(ApiError::NotFound("room"));
         }
@@ -155,6 +178,8 @@ async fn create_room(
         empty_timeout_s,
         created_by: Some(auth.user_id),
         created_at: now,
+        locked: 0,
+        lobby: 0,
     };
     sqlx::query(
         "INSERT INTO rooms (id, team_id, name, max_participants, empty_timeout_s, created_by, created_at, updated_at) \
@@ -197,7 +222,9 @@ async fn list_rooms(
     let rows: Vec<RoomRow> = sqlx::query_as(&format!(
         "SELECT {ROOM_COLUMNS} FROM rooms r WHERE r.id > $2 AND ($3 = '' OR r.team_id = $3) AND EXISTS ( \
            SELECT 1 FROM team_members m WHERE m.team_id = r.team_id AND m.user_id = $1 AND (m.role <> 'guest' \
-             OR EXISTS (SELECT 1 FROM room_guests g WHERE g.room_id = r.id AND g.user_id = $1))) \
+             OR EXISTS (SELECT 1 FROM room_guests g WHERE g.room_id = r.id AND g.user_id = $1) \
+             OR EXISTS (SELECT 1 FROM calendar_events e JOIN event_attendees a ON a.event_id = e.id \
+               WHERE e.room_id = r.id AND a.user_id = $1))) \
          ORDER BY r.id LIMIT $4"
     ))
     .bind(&auth.user_id)
@@ -242,13 +269,7 @@ async fn delete_room(
             "only the room's creator and team admins may delete it",
         ));
     }
-    sqlx::query("DELETE FROM rooms WHERE id = $1")
-        .bind(&room_id)
-        .execute(state.db.pool())
-        .await?;
-    if let Some(media) = &state.media {
-        media.close(&room_id).await;
-    }
+    delete(&state, &room_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -268,15 +289,26 @@ pub(crate) struct JoinInfo {
     chat_channel_id: String,
 }
 
-/// Get a join token for a room the caller may enter.
+/// Get a join token for a room the caller may enter. In a room with a lobby, non-hosts get
+/// `202` and wait until a host admits them (a `lobby.admitted` event), then ask again.
 #[utoipa::path(post, path = "/{room_id}/join", tag = "rooms", security(("bearer" = [])),
-    responses((status = 200, body = JoinInfo), (status = 404, body = convene_proto::ErrorBody)))]
+    responses((status = 200, body = JoinInfo), (status = 202, body = moderation::LobbyWait),
+              (status = 403, body = convene_proto::ErrorBody), (status = 404, body = convene_proto::ErrorBody),
+              (status = 409, body = convene_proto::ErrorBody)))]
 async fn join_room(
     State(state): State<AppState>,
     auth: AuthUser,
     AppPath(room_id): AppPath<String>,
-) -> ApiResult<AppJson<JoinInfo>> {
+) -> ApiResult<Response> {
     let a = access(&state, &room_id, &auth.user_id).await?;
+    if !a.host {
+        if a.room.locked != 0 {
+            return Err(ApiError::conflict("room_locked", "the room is locked by its hosts"));
+        }
+        if a.room.lobby != 0 && !moderation::pass_lobby(&state, &a.room, &auth.user_id).await? {
+            return Ok((StatusCode::ACCEPTED, AppJson(moderation::LobbyWait::waiting())).into_response());
+        }
+    }
     let (name,): (String,) = sqlx::query_as("SELECT display_name FROM users WHERE id = $1")
         .bind(&auth.user_id)
         .fetch_one(state.db.pool())
@@ -309,7 +341,45 @@ async fn join_room(
         room_id,
         participant_id: auth.user_id,
         expires_in: ttl,
-    }))
+    })
+    .into_response())
+}
+
+/// Creates a meeting's room on `conn` (the caller's transaction); the organizer is its host.
+pub(crate) async fn insert_meeting_room(
+    conn: &mut sqlx::AnyConnection,
+    team_id: &str,
+    name: &str,
+    organizer: &str,
+    lobby: bool,
+) -> ApiResult<String> {
+    let id = new_id();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO rooms (id, team_id, name, max_participants, empty_timeout_s, created_by, created_at, updated_at, \
+         lobby) VALUES ($1, $2, $3, NULL, 300, $4, $5, $5, $6)",
+    )
+    .bind(&id)
+    .bind(team_id)
+    .bind(name)
+    .bind(organizer)
+    .bind(now)
+    .bind(i64::from(lobby))
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Deletes a room and ends its live session.
+pub(crate) async fn delete(state: &AppState, room_id: &str) -> ApiResult<()> {
+    sqlx::query("DELETE FROM rooms WHERE id = $1")
+        .bind(room_id)
+        .execute(state.db.pool())
+        .await?;
+    if let Some(media) = &state.media {
+        media.close(room_id).await;
+    }
+    Ok(())
 }
 
 fn signal_url(public_url: &str) -> String {

@@ -88,6 +88,24 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<String>,
     },
+    /// Host: stop forwarding another participant's track.
+    MuteParticipant {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+        track_id: String,
+    },
+    /// Host: remove another participant (its client gets `removed` with `removed_by_host`).
+    RemoveParticipant {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+    },
+    /// Host: end the meeting for everyone.
+    EndRoom {
+        #[serde(default)]
+        id: Option<String>,
+    },
     Ping {
         #[serde(default)]
         id: Option<String>,

@@ -35,6 +35,7 @@ pub struct App {
     media: Option<Arc<Signaling>>,
     turn: Option<Arc<TurnServer>>,
     digests: tokio::task::JoinHandle<()>,
+    jobs: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -76,6 +77,7 @@ impl App {
             login_failures_per_account: config.login_failures_per_account,
             login_failures_per_ip: config.login_failures_per_ip,
             login_window: Duration::from_secs(15 * 60),
+            webhook_allowed_ips: config.webhook_allowed_ips.clone(),
         };
         let mut state = AppState::new(db.clone(), &secret, api_config);
         let media = match &config.media {
@@ -95,6 +97,7 @@ impl App {
                     },
                     state.shutdown.clone(),
                 );
+                signaling.report_room_events(convene_api::webhooks::room_event_sink(state.clone()));
                 state = state.with_media(signaling.clone());
                 Some(signaling)
             }
@@ -110,6 +113,7 @@ impl App {
             None => Mailer::Log,
         };
         let digests = convene_api::spawn_digests(state.clone(), mailer, config.email_digest_interval);
+        let jobs = convene_api::spawn_job_runner(state.clone());
         Ok(Self {
             listener,
             router,
@@ -117,6 +121,7 @@ impl App {
             media,
             turn,
             digests,
+            jobs,
         })
     }
 
@@ -161,6 +166,9 @@ impl App {
         }
         if let Err(e) = self.digests.await {
             tracing::warn!(error = %e, "e-mail digest task failed");
+        }
+        if let Err(e) = self.jobs.await {
+            tracing::warn!(error = %e, "job runner failed");
         }
         self.state.db.close().await;
         tracing::info!("stopped");

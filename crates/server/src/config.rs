@@ -143,6 +143,9 @@ pub struct ServeArgs {
     /// Seconds between e-mail digests of mentions and DMs for offline users.
     #[arg(long, env = "CONVENE_EMAIL_DIGEST_INTERVAL", global = true)]
     pub email_digest_interval: Option<u64>,
+    /// Loopback or private addresses webhooks may nevertheless reach (comma-separated IPs).
+    #[arg(long, env = "CONVENE_WEBHOOK_ALLOW_IPS", global = true, value_delimiter = ',')]
+    pub webhook_allow_ips: Option<Vec<IpAddr>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -192,6 +195,7 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     pub smtp_from: String,
     pub email_digest_interval: Duration,
+    pub webhook_allowed_ips: Vec<IpAddr>,
 }
 
 /// The embedded relay's settings; `None` in [`Config`] when it is off.
@@ -268,6 +272,7 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: "Convene <convene@localhost>".to_owned(),
             email_digest_interval: Duration::from_secs(300),
+            webhook_allowed_ips: Vec::new(),
         }
     }
 }
@@ -312,6 +317,7 @@ impl ServeArgs {
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
             email_digest_interval: self.email_digest_interval.or(lower.email_digest_interval),
+            webhook_allow_ips: self.webhook_allow_ips.or(lower.webhook_allow_ips),
         }
     }
 
@@ -382,6 +388,7 @@ impl ServeArgs {
                 .email_digest_interval
                 .filter(|s| *s > 0)
                 .map_or(d.email_digest_interval, Duration::from_secs),
+            webhook_allowed_ips: merged.webhook_allow_ips.unwrap_or_default(),
         })
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     pub(crate) client: reqwest::Client,
     pub(crate) events: std::sync::Arc<convene_api::events::EventBus>,
+    /// The database this app runs on, to start another app on it (a restart).
+    pub(crate) database_url: String,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -57,7 +59,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     let mut config = Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url),
+        database_url: Some(database_url.clone()),
         jwt_secret: Some(Secret::new(TEST_SECRET)),
         media: Some(MediaConfig {
             udp_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -74,6 +76,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
         ..Config::default()
     };
     adjust(&mut config);
+    let database_url = config.database_url.clone().unwrap_or(database_url);
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let events = app.events();
@@ -85,6 +88,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
         addr,
         client: reqwest::Client::new(),
         events,
+        database_url,
         _dir: dir,
         stop: Some(stop),
     }

@@ -4,10 +4,12 @@
 
 mod auth;
 mod boards;
+mod calendar;
 mod chat;
 mod errors;
 mod events;
 mod helpers;
+mod meetings;
 mod notifications;
 mod ops;
 mod projects;
@@ -18,4 +20,5 @@ mod tasks;
 mod teams;
 mod timesheets;
 mod web;
+mod webhooks;
 mod work_access;
