@@ -8,6 +8,7 @@
 
 mod convert;
 mod session;
+mod whip;
 mod ws;
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ impl Signaling {
         Router::new()
             .route("/ws/signal", get(ws::upgrade))
             .with_state(self.clone())
+            .merge(whip::router(self.clone()))
     }
 
     pub fn sfu(&self) -> &Sfu {
