@@ -300,6 +300,9 @@ async fn whip_publisher_reaches_websocket_participants_and_whep_viewer() {
     assert_eq!(live["live"]["participants"].as_array().unwrap().len(), 1, "{live}");
 }
 
+/// Path, bearer token, content type, body; the expected status and error code.
+type BadRequest<'a> = (&'a str, Option<&'a str>, &'a str, String, StatusCode, &'a str);
+
 #[tokio::test]
 async fn bad_requests_get_errors_and_leave_the_room_alone() {
     let app = spawn_app().await;
@@ -351,7 +354,7 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
     let whip = format!("/whip/{room}");
     let whep = format!("/whep/{room}");
     let whep_nobody = format!("/whep/{room}?participant=nobody");
-    let cases: Vec<(&str, Option<&str>, &str, String, StatusCode, &str)> = vec![
+    let cases: Vec<BadRequest<'_>> = vec![
         (
             &whip,
             None,
