@@ -46,6 +46,14 @@ const MAX_DATA_MESSAGE: usize = 16 * 1024;
 /// How far a failed `Rtc`'s timeout is pushed out.
 const PARKED: Duration = Duration::from_secs(3600);
 
+/// A connected peer that sent nothing for this long counts as gone: WebRTC clients send consent
+/// checks every ~5 s (RFC 7675 §5.1) and RTCP every few seconds, and str0m's ICE-lite agent
+/// reports no disconnection for a client that simply went quiet.
+const SILENCE: Duration = Duration::from_secs(15);
+
+/// How often connected peers are checked for silence.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Opaque key of a participant inside one engine; handed to the driver to route events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParticipantKey(u64);
@@ -90,6 +98,10 @@ struct Peer {
     owner: ParticipantKey,
     target: PeerTarget,
     timeout: Instant,
+    /// When the client last sent anything.
+    heard: Instant,
+    /// Reported disconnected for `SILENCE`; the next datagram reports it connected again.
+    silent: bool,
 }
 
 struct Room {
@@ -203,6 +215,8 @@ pub struct Engine {
     renegotiate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
+    /// When connected peers are next checked for silence.
+    next_sweep: Instant,
 }
 
 impl Engine {
@@ -221,6 +235,7 @@ impl Engine {
             renegotiate: Vec::new(),
             out: VecDeque::new(),
             counters: Counters::default(),
+            next_sweep: now + SWEEP_INTERVAL,
         }
     }
 
@@ -247,8 +262,20 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
+        peer.heard = now;
         if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(error = %e, "rtc rejected input");
+        }
+        if peer.silent && peer.rtc.is_connected() {
+            peer.silent = false;
+            emit(
+                &mut self.out,
+                peer.owner,
+                ParticipantEvent::MediaConnection {
+                    target: peer.target,
+                    connected: true,
+                },
+            );
         }
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -257,6 +284,22 @@ impl Engine {
     /// Advances time; call when `poll_timeout` has passed (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_INTERVAL;
+            for peer in self.peers.values_mut() {
+                if !peer.silent && now.saturating_duration_since(peer.heard) >= SILENCE && peer.rtc.is_connected() {
+                    peer.silent = true;
+                    emit(
+                        &mut self.out,
+                        peer.owner,
+                        ParticipantEvent::MediaConnection {
+                            target: peer.target,
+                            connected: false,
+                        },
+                    );
+                }
+            }
+        }
         let due: Vec<PeerKey> = self
             .peers
             .iter()
@@ -281,7 +324,11 @@ impl Engine {
 
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.timeout).min()
+        self.peers
+            .values()
+            .map(|p| p.timeout)
+            .min()
+            .map(|t| t.min(self.next_sweep))
     }
 
     fn advance(&mut self, now: Instant) {
@@ -887,6 +934,8 @@ impl Engine {
             owner,
             target,
             timeout: self.now,
+            heard: self.now,
+            silent: false,
         };
         drain(pk, &mut peer, &mut self.out, &mut self.pending);
         self.peers.insert(pk, peer);

@@ -72,8 +72,12 @@ async fn watcher(app: &TestApp, room: &str, user: &Session) -> Ws {
 
 /// The next signaling message other than the SFU's subscriber offers and media state.
 async fn next(ws: &mut Ws) -> Value {
+    next_within(ws, Duration::from_secs(15)).await
+}
+
+async fn next_within(ws: &mut Ws, limit: Duration) -> Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+        let frame = tokio::time::timeout(limit, ws.next())
             .await
             .expect("a message in time")
             .expect("socket open")
@@ -500,4 +504,41 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
     assert_eq!(next(&mut ada).await, json!({ "type": "pong", "id": "p" }));
     let (_, live) = app.get(&format!("/api/v1/rooms/{room}"), &users[0].access).await;
     assert_eq!(live["live"]["participants"].as_array().unwrap().len(), 1, "{live}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_client_that_stops_without_delete_is_ended() {
+    let app = spawn_app().await;
+    let (room, _, users) = rooms(&app, &["ada", "bob"]).await;
+    let mut ada = watcher(&app, &room, &users[0]).await;
+    let mut publisher = Client::new().await.unwrap();
+    publisher
+        .pc
+        .add_track(local_track(RtpCodecKind::Audio, AUDIO_SSRC, false))
+        .await
+        .unwrap();
+    let token = join_token(&app, &room, &users[1]).await;
+    let offer = publisher.offer().await.unwrap();
+    let whip = post_sdp(&app, &format!("/whip/{room}"), Some(&token), "application/sdp", offer).await;
+    assert_eq!(whip.status, StatusCode::CREATED, "{}", whip.body);
+    publisher.accept_answer(whip.body).await.unwrap();
+    publisher.wait_connected().await.unwrap();
+    assert_eq!(next(&mut ada).await["type"], "participant_joined");
+    assert_eq!(next(&mut ada).await["type"], "track_published");
+
+    // The client stops without DELETE: its connectivity checks stop, str0m's ICE-lite agent
+    // gives the pair up after 15 s without a check, and after the resume grace period (2 s in
+    // tests) the server ends the session.
+    publisher.pc.close().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut left = false;
+    while !left {
+        let m = next_within(&mut ada, Duration::from_secs(40)).await;
+        left = m["type"] == "participant_left";
+    }
+    eprintln!("ended after {:?}", started.elapsed());
+    assert_eq!(
+        delete(&app, whip.location.as_deref().unwrap()).await,
+        StatusCode::NOT_FOUND
+    );
 }
