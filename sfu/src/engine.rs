@@ -46,10 +46,11 @@ const MAX_DATA_MESSAGE: usize = 16 * 1024;
 /// How far a failed `Rtc`'s timeout is pushed out.
 const PARKED: Duration = Duration::from_secs(3600);
 
-/// A connected peer that sent nothing for this long counts as gone: WebRTC clients send consent
-/// checks every ~5 s (RFC 7675 §5.1) and RTCP every few seconds, and str0m's ICE-lite agent
-/// reports no disconnection for a client that simply went quiet.
-const SILENCE: Duration = Duration::from_secs(15);
+/// A connected peer that sent nothing for this long is reported disconnected: browsers send
+/// consent checks every ~5 s (RFC 7675 §5.1) and RTCP every second or so, and str0m's ICE-lite
+/// agent reports nothing for a client that simply went quiet (it drops the pair after 15 s, so
+/// this comes first and a client that resumes within it is reported connected again).
+const SILENCE: Duration = Duration::from_secs(10);
 
 /// How often connected peers are checked for silence.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
