@@ -1,6 +1,7 @@
 // WHIP from one headless Chromium page, WHEP into another, through `convene serve` on $URL
 // (whip.sh starts it): the viewer connects first and waits; once the publisher is up, the
-// viewer decodes its video and receives its audio; DELETE ends both sessions.
+// viewer decodes its video (30 frames, framesDecoded in getStats) and receives its audio;
+// DELETE ends both sessions and the room is empty.
 const fs = require('fs'), os = require('os'), path = require('path');
 const { chromium } = require('playwright-core');
 const URL_ = process.env.URL || 'http://127.0.0.1:8091';
@@ -64,7 +65,7 @@ async function until(what, page, pred, ms = 20000) {
     console.log('whep session', await viewer.evaluate(([r, t]) => whep(r, t), [room, viewToken]));
     console.log('whip session', await publisher.evaluate(([r, t]) => whip(r, t), [room, pubToken]));
     const s = await until('viewer decodes video and hears audio', viewer,
-      s => s.video.some(v => v.frames > 0) && s.audio.some(a => a.packets > 0));
+      s => s.video.some(v => v.frames >= 30) && s.audio.some(a => a.packets > 0));
     console.log('viewer', JSON.stringify(s));
     const live = await api('GET', `/api/v1/rooms/${room}`, users[0].access);
     console.log('live', JSON.stringify(live.live));
