@@ -314,7 +314,7 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
     let mut ada = watcher(&app, &room, &users[0]).await;
     let token = join_token(&app, &room, &users[1]).await;
     let tokens = JoinTokens::new(&Secret::new(TEST_SECRET));
-    let issue = |grants: RoomGrants, iat: i64| {
+    let issue_limited = |grants: RoomGrants, iat: i64, max_participants: Option<u32>| {
         tokens
             .issue(
                 JoinGrant {
@@ -322,13 +322,14 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
                     name: "bob".into(),
                     room: room.clone(),
                     grants,
-                    max_participants: None,
+                    max_participants,
                 },
                 iat,
                 60,
             )
             .unwrap()
     };
+    let issue = |grants: RoomGrants, iat: i64| issue_limited(grants, iat, None);
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -353,6 +354,8 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
         now,
     );
     let wrong_room = join_token(&app, &other_room, &users[1]).await;
+    // ada is in the room already.
+    let full = issue_limited(RoomGrants::participant(), now, Some(1));
     let offer = || "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_owned();
 
     let whip = format!("/whip/{room}");
@@ -470,6 +473,22 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
             offer(),
             StatusCode::NOT_FOUND,
             "participant_not_found",
+        ),
+        (
+            &whip,
+            Some(&full),
+            "application/sdp",
+            offer(),
+            StatusCode::CONFLICT,
+            "room_full",
+        ),
+        (
+            &whep,
+            Some(&full),
+            "application/sdp",
+            offer(),
+            StatusCode::CONFLICT,
+            "room_full",
         ),
     ];
     for (path, token, content_type, body, status, code) in cases {
