@@ -362,8 +362,7 @@ impl Engine {
             id,
             info,
             Mode::Duplex,
-            Some(publisher),
-            Some(subscriber),
+            (Some(publisher), Some(subscriber)),
         );
         self.queue_subscription(key, SubscriptionChange::OpenData);
         if subscribe_all {
@@ -398,7 +397,7 @@ impl Engine {
         let key = ParticipantKey(self.next_key());
         let pk = self.add_peer(key, PeerTarget::Publisher);
         let answer = self.accept_offer(pk, offer).inspect_err(|_| self.remove_peer(pk))?;
-        let joined = self.admit(key, room, id, info, Mode::Ingest, Some(pk), None);
+        let joined = self.admit(key, room, id, info, Mode::Ingest, (Some(pk), None));
         self.process_events();
         Ok((joined, answer))
     }
@@ -436,7 +435,7 @@ impl Engine {
             slots: Vec::new(),
             parked: HashMap::new(),
         };
-        let joined = self.admit(key, room, id, info, Mode::View(viewer), None, Some(sk));
+        let joined = self.admit(key, room, id, info, Mode::View(viewer), (None, Some(sk)));
         self.process_events();
         Ok((joined, answer))
     }
@@ -751,9 +750,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes a participant whose peers exist a member of `room` (creating the room) and tells
-    /// the others.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes a participant whose peers (publisher, subscriber) exist a member of `room`
+    /// (creating the room) and tells the others.
     fn admit(
         &mut self,
         key: ParticipantKey,
@@ -761,8 +759,7 @@ impl Engine {
         id: ParticipantId,
         info: ParticipantInfo,
         mode: Mode,
-        publisher: Option<PeerKey>,
-        subscriber: Option<PeerKey>,
+        (publisher, subscriber): (Option<PeerKey>, Option<PeerKey>),
     ) -> Joined {
         let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
             room: room.clone(),
