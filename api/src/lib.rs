@@ -1,15 +1,22 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod auth;
+mod boards;
+mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod notifications;
 mod pagination;
+mod projects;
 pub mod rooms;
+mod sprints;
 mod state;
+mod tasks;
 pub mod teams;
 mod time;
+mod timesheets;
 mod validate;
 
 use axum::Router;
@@ -20,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use db::{Backend, Db, DbError};
 pub use error::ApiError;
+pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
 #[derive(OpenApi)]
@@ -30,6 +38,13 @@ pub use state::{ApiConfig, AppState};
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
+        (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
+        (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "projects", description = "A team's projects"),
+        (name = "boards", description = "Kanban boards, their columns and moving tasks"),
+        (name = "tasks", description = "Tasks, labels, subtasks, comments and relations"),
+        (name = "sprints", description = "Sprints and their burndown"),
+        (name = "time", description = "Time entries, timers and time reports"),
     )
 )]
 struct ApiDoc;
@@ -58,7 +73,25 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
         .nest("/api/v1/rooms", rooms::router())
+        .nest("/api/v1/chat", chat::router())
+        .nest("/api/v1/notifications", notifications::router())
+        .nest(
+            "/api/v1/projects",
+            projects::router()
+                .merge(boards::project_router())
+                .merge(tasks::project_router())
+                .merge(sprints::project_router()),
+        )
+        .nest("/api/v1/boards", boards::router())
+        .nest("/api/v1/columns", boards::columns_router())
+        .nest("/api/v1/tasks", tasks::router())
+        .nest("/api/v1/labels", tasks::labels_router())
+        .nest("/api/v1/sprints", sprints::router())
+        .nest("/api/v1/time-entries", timesheets::router())
+        .nest("/api/v1/timer", timesheets::timer_router())
+        .nest("/api/v1/reports", timesheets::reports_router())
         .with_state(state.clone())
         .split_for_parts();
-    (router.merge(events::router().with_state(state)), doc)
+    let sockets = events::router().merge(chat::ws_router()).with_state(state);
+    (router.merge(sockets), doc)
 }

@@ -6,6 +6,7 @@ use convene_auth::{AccessTokens, IceConfig, JoinTokens, Secret};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::LoginLimiter;
+use crate::chat;
 use crate::db::Db;
 use crate::events::EventBus;
 use crate::rooms::MediaRooms;
@@ -39,6 +40,8 @@ pub struct AppState {
     /// Cancelled when the server begins shutting down; long-lived connections end on it.
     pub shutdown: CancellationToken,
     pub(crate) login_limiter: Arc<LoginLimiter>,
+    /// Chat's in-memory state: channel streams, typing, message rate limits, presence.
+    pub(crate) chat: Arc<chat::Realtime>,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             events: Arc::new(EventBus::default()),
             shutdown: CancellationToken::new(),
             login_limiter,
+            chat: Arc::default(),
         }
     }
 

@@ -65,7 +65,14 @@ async fn send_json(socket: &mut WebSocket, value: &impl serde::Serialize) -> boo
     }
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, user: AuthUser, resume: Option<(u64, String)>) {
+async fn serve(socket: WebSocket, state: AppState, user: AuthUser, resume: Option<(u64, String)>) {
+    // An open stream is what makes a user present (online/idle).
+    crate::chat::socket_opened(&state, &user.user_id).await;
+    stream(socket, &state, &user, resume).await;
+    crate::chat::socket_closed(&state, &user.user_id).await;
+}
+
+async fn stream(mut socket: WebSocket, state: &AppState, user: &AuthUser, resume: Option<(u64, String)>) {
     let bus = state.events.clone();
     let Subscription { replay, mut live } =
         bus.subscribe(&user.user_id, resume.as_ref().map(|(s, e)| (*s, e.as_str())));

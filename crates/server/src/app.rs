@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use convene_api::{ApiConfig, ApiError, AppState, Db};
+use convene_api::{ApiConfig, ApiError, AppState, Db, Mailer};
 use convene_auth::IceConfig;
 use convene_sfu::{Sfu, SfuConfig};
 use convene_signaling::{Signaling, SignalingConfig};
@@ -31,6 +31,7 @@ pub struct App {
     router: Router,
     state: AppState,
     media: Option<Arc<Signaling>>,
+    digests: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the configured database (SQLite in the data dir by default) and migrates it.
@@ -88,15 +89,22 @@ impl App {
             }
             None => None,
         };
-        let mut router = routes(state.clone(), Arc::new(Metrics::default()));
+        let metrics = Metrics::new(media.as_ref().map(|m| m.sfu().clone()));
+        let mut router = routes(state.clone(), Arc::new(metrics));
         if let Some(signaling) = &media {
             router = router.merge(signaling.router());
         }
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url.expose(), &config.smtp_from)?,
+            None => Mailer::Log,
+        };
+        let digests = convene_api::spawn_digests(state.clone(), mailer, config.email_digest_interval);
         Ok(Self {
             listener,
             router,
             state,
             media,
+            digests,
         })
     }
 
@@ -134,6 +142,9 @@ impl App {
         if let Some(media) = &self.media {
             media.sfu().shutdown().await;
         }
+        if let Err(e) = self.digests.await {
+            tracing::warn!(error = %e, "e-mail digest task failed");
+        }
         self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -157,7 +168,7 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .merge(ops)
         .merge(api)
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(crate::web::serve)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(metrics, track))
         .layer(

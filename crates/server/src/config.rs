@@ -95,6 +95,16 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONVENE_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// SMTP server for e-mail digests: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS). Without it digests are only logged.
+    #[arg(long, env = "CONVENE_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of e-mail digests, such as `Convene <convene@example.com>`.
+    #[arg(long, env = "CONVENE_SMTP_FROM", global = true)]
+    pub smtp_from: Option<String>,
+    /// Seconds between e-mail digests of mentions and DMs for offline users.
+    #[arg(long, env = "CONVENE_EMAIL_DIGEST_INTERVAL", global = true)]
+    pub email_digest_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -137,6 +147,10 @@ pub struct Config {
     pub login_failures_per_ip: u32,
     pub log_format: LogFormat,
     pub media: Option<MediaConfig>,
+    /// `None`: digests are logged, not mailed. The URL may carry credentials.
+    pub smtp_url: Option<Secret>,
+    pub smtp_from: String,
+    pub email_digest_interval: Duration,
 }
 
 /// The media plane's settings; `None` in [`Config`] when media is off.
@@ -177,6 +191,9 @@ impl Default for Config {
             login_failures_per_ip: 20,
             log_format: LogFormat::Text,
             media: Some(MediaConfig::default()),
+            smtp_url: None,
+            smtp_from: "Convene <convene@localhost>".to_owned(),
+            email_digest_interval: Duration::from_secs(300),
         }
     }
 }
@@ -206,6 +223,9 @@ impl ServeArgs {
             media_workers: self.media_workers.or(lower.media_workers),
             resume_grace: self.resume_grace.or(lower.resume_grace),
             log_format: self.log_format.or(lower.log_format),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            smtp_from: self.smtp_from.or(lower.smtp_from),
+            email_digest_interval: self.email_digest_interval.or(lower.email_digest_interval),
         }
     }
 
@@ -265,6 +285,12 @@ impl ServeArgs {
                     resume_grace: merged.resume_grace.map_or(m.resume_grace, Duration::from_secs),
                 }
             }),
+            smtp_url: merged.smtp_url.filter(|u| !u.is_empty()).map(Secret::new),
+            smtp_from: merged.smtp_from.unwrap_or(d.smtp_from),
+            email_digest_interval: merged
+                .email_digest_interval
+                .filter(|s| *s > 0)
+                .map_or(d.email_digest_interval, Duration::from_secs),
         })
     }
 }
@@ -337,6 +363,22 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(args.resolve(), Err(ConfigError::AccessTtl)));
+        Ok(())
+    }
+
+    #[test]
+    fn smtp_credentials_never_show_in_debug() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from([
+            "convene",
+            "--smtp-url",
+            "smtp://mailer:hunter2@mail.example.com:587?tls=required",
+            "--email-digest-interval",
+            "60",
+        ])?;
+        let config = cli.serve.resolve()?;
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.email_digest_interval, Duration::from_secs(60));
+        assert_eq!(config.smtp_from, Config::default().smtp_from);
         Ok(())
     }
 

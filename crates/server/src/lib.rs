@@ -3,6 +3,7 @@
 mod app;
 pub mod config;
 mod telemetry;
+mod web;
 
 pub use app::{App, open_database};
 pub use config::{Cli, Command, Config, MediaConfig};

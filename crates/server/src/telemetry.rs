@@ -1,15 +1,19 @@
 //! Logs and metrics: tracing without addresses, tokens or bodies; Prometheus text at `/metrics`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use convene_sfu::{Sfu, SfuStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -40,10 +44,12 @@ pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    /// The SFU's counters as of the last scrape; the SFU is asked afresh on every scrape.
+    media: Option<(Sfu, Arc<Mutex<SfuStats>>)>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    pub(crate) fn new(sfu: Option<Sfu>) -> Self {
         let mut registry = Registry::with_prefix("convene");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -51,16 +57,25 @@ impl Default for Metrics {
         });
         registry.register("http_requests", "HTTP requests handled", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
+        let media = sfu.map(|sfu| {
+            let stats = Arc::new(Mutex::new(SfuStats::default()));
+            registry.register_collector(Box::new(MediaCollector(stats.clone())));
+            (sfu, stats)
+        });
         Self {
             registry,
             requests,
             latency,
+            media,
         }
     }
-}
 
-impl Metrics {
-    fn render(&self) -> String {
+    async fn render(&self) -> String {
+        if let Some((sfu, stats)) = &self.media
+            && let Ok(now) = sfu.stats().await
+        {
+            *stats.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -91,11 +106,58 @@ pub(crate) async fn track(State(metrics): State<Arc<Metrics>>, request: Request,
 }
 
 pub(crate) async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    let body = metrics.render().await;
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        metrics.render(),
+        body,
     )
+}
+
+/// Publishes the SFU's counters (read by the scrape handler) in the registry's format.
+#[derive(Debug)]
+struct MediaCollector(Arc<Mutex<SfuStats>>);
+
+impl Collector for MediaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let gauges = [
+            ("media_rooms", "Rooms with participants", s.rooms),
+            ("media_participants", "Participants in rooms", s.participants),
+            ("media_tracks", "Published tracks", s.tracks),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "media_forwarded_packets",
+                "RTP packets forwarded to subscribers",
+                s.forwarded_packets,
+            ),
+            (
+                "media_forwarded_bytes",
+                "RTP payload bytes forwarded to subscribers",
+                s.forwarded_bytes,
+            ),
+            (
+                "media_dropped_packets",
+                "Datagrams or packets dropped",
+                s.dropped_packets,
+            ),
+            (
+                "media_keyframe_requests",
+                "Keyframe requests sent to publishers",
+                s.keyframe_requests,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }

@@ -28,7 +28,7 @@ pub(crate) struct Session {
     pub(crate) username: String,
 }
 
-async fn fresh_database(dir: &std::path::Path) -> String {
+pub(crate) async fn fresh_database(dir: &std::path::Path) -> String {
     match std::env::var("CONVENE_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {
             let base = base.trim_end_matches('/');

@@ -3,10 +3,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod boards;
+mod chat;
 mod errors;
 mod events;
 mod helpers;
+mod notifications;
 mod ops;
+mod projects;
 mod rooms;
 mod signal;
+mod sprints;
+mod tasks;
 mod teams;
+mod timesheets;
+mod work_access;
+mod web;

@@ -103,6 +103,17 @@ async fn join_roster_and_leave() {
     // The rooms API shows who is in the room.
     let (_, live) = app.get(&format!("/api/v1/rooms/{room}"), &users[0].access).await;
     assert_eq!(live["live"]["participants"].as_array().unwrap().len(), 2, "{live}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("convene_media_participants 2"), "{metrics}");
+    assert!(metrics.contains("convene_media_rooms 1"), "{metrics}");
 
     send(&mut bob, json!({ "type": "ping", "id": "p" })).await;
     assert_eq!(next(&mut bob).await, json!({ "type": "pong", "id": "p" }));
