@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Engine, EngineConfig, EngineOutput, ParticipantKey};
+use crate::engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 use crate::error::SfuError;
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
@@ -432,24 +432,77 @@ impl Sfu {
         participant: ParticipantId,
         info: ParticipantInfo,
     ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, RoomSnapshot), SfuError> {
+        let (r, p) = (room.clone(), participant.clone());
+        let (handle, events, (joined, ())) = self
+            .admit(room, participant, move |engine, now| {
+                engine.join(r, p, info, now).map(|joined| (joined, ()))
+            })
+            .await?;
+        Ok((handle, events, joined.room))
+    }
+
+    /// Joins a participant that only publishes, from its SDP offer (WHIP): no subscriber
+    /// connection. Returns the handle, the event stream and the SDP answer.
+    pub async fn join_publisher(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        info: ParticipantInfo,
+        offer: String,
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, String), SfuError> {
+        let (r, p) = (room.clone(), participant.clone());
+        let (handle, events, (_, answer)) = self
+            .admit(room, participant, move |engine, now| {
+                engine.join_publisher(r, p, info, &offer, now)
+            })
+            .await?;
+        Ok((handle, events, answer))
+    }
+
+    /// Joins a participant that only receives, over a connection it offers (WHEP): the offer's
+    /// receiving m-lines carry the room's tracks, or only `from`'s. Returns the handle, the event
+    /// stream and the SDP answer.
+    pub async fn join_viewer(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        info: ParticipantInfo,
+        offer: String,
+        from: Option<ParticipantId>,
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, String), SfuError> {
+        let (r, p) = (room.clone(), participant.clone());
+        let (handle, events, (_, answer)) = self
+            .admit(room, participant, move |engine, now| {
+                engine.join_viewer(r, p, info, &offer, from, now)
+            })
+            .await?;
+        Ok((handle, events, answer))
+    }
+
+    /// Runs a join on the room's worker and wires the new participant's event stream.
+    async fn admit<T: Send + 'static>(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        join: impl FnOnce(&mut Engine, Instant) -> Result<(Joined, T), SfuError> + Send + 'static,
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, (Joined, T)), SfuError> {
         let worker = self.worker_for(&room);
         let requests = self.inner.workers[worker].requests.clone();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let (r, p) = (room.clone(), participant.clone());
         let joined = call(&requests, move |w, now| {
-            let joined = w.engine.join(r, p, info, now)?;
-            w.events.insert(joined.key, events_tx);
+            let joined = join(&mut w.engine, now)?;
+            w.events.insert(joined.0.key, events_tx);
             Ok::<_, SfuError>(joined)
         })
         .await??;
         let handle = ParticipantHandle {
-            key: joined.key,
+            key: joined.0.key,
             room,
             participant,
             requests,
             sfu: self.clone(),
         };
-        Ok((handle, events_rx, joined.room))
+        Ok((handle, events_rx, joined))
     }
 
     /// Rooms with participants, over all workers.

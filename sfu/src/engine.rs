@@ -46,6 +46,15 @@ const MAX_DATA_MESSAGE: usize = 16 * 1024;
 /// How far a failed `Rtc`'s timeout is pushed out.
 const PARKED: Duration = Duration::from_secs(3600);
 
+/// A connected peer that sent nothing for this long is reported disconnected: browsers send
+/// consent checks every ~5 s (RFC 7675 §5.1) and RTCP every second or so, and str0m's ICE-lite
+/// agent reports nothing for a client that simply went quiet (it drops the pair after 15 s, so
+/// this comes first and a client that resumes within it is reported connected again).
+const SILENCE: Duration = Duration::from_secs(10);
+
+/// How often connected peers are checked for silence.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Opaque key of a participant inside one engine; handed to the driver to route events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParticipantKey(u64);
@@ -90,6 +99,10 @@ struct Peer {
     owner: ParticipantKey,
     target: PeerTarget,
     timeout: Instant,
+    /// When the client last sent anything.
+    heard: Instant,
+    /// Reported disconnected for `SILENCE`; the next datagram reports it connected again.
+    silent: bool,
 }
 
 struct Room {
@@ -99,6 +112,8 @@ struct Room {
 
 struct Track {
     info: TrackInfo,
+    /// Publication order in the engine; viewers fill their m-lines with the oldest tracks first.
+    serial: u64,
     publisher_peer: PeerKey,
     mid: Mid,
     /// The one simulcast layer forwarded: the first to deliver, until it pauses. Layer selection
@@ -134,16 +149,47 @@ struct SubscriberSide {
     data_open: bool,
 }
 
+/// Which peer connections a participant has, and who offers the subscriber one.
+enum Mode {
+    /// A publisher connection (client offers) and a subscriber connection (server offers): the
+    /// WebSocket client, LiveKit's model.
+    Duplex,
+    /// Only a publisher connection (WHIP, RFC 9725).
+    Ingest,
+    /// Only a subscriber connection whose offer came from the client (WHEP): its m-lines are
+    /// fixed, so tracks are mapped onto them instead of m-lines being added per track.
+    View(Viewer),
+}
+
+struct Viewer {
+    /// Only this participant's tracks (`None`: everyone's).
+    from: Option<ParticipantId>,
+    /// The client's m-lines the server sends on, in offer order. One without an entry in
+    /// `SubscriberSide::mids` is free and takes the next matching track.
+    slots: Vec<(Mid, TrackKind)>,
+    /// Rewriters of slots whose track went away: the slot's next track continues the same
+    /// outgoing stream (same SSRC), so it must continue its sequence numbers and timestamps too.
+    parked: HashMap<Mid, SeqTsRewriter>,
+}
+
 struct Participant {
     id: ParticipantId,
     room: RoomId,
     info: ParticipantInfo,
-    publisher: PeerKey,
-    subscriber: PeerKey,
+    mode: Mode,
+    publisher: Option<PeerKey>,
+    subscriber: Option<PeerKey>,
     published: HashMap<Mid, TrackId>,
     /// `set_track_info` that arrived before the m-line did.
     declared: HashMap<Mid, (TrackSource, bool)>,
     sub: SubscriberSide,
+}
+
+impl Participant {
+    /// Whether new tracks in the room are added to this participant's subscriber offers.
+    fn auto_subscribes(&self) -> bool {
+        matches!(self.mode, Mode::Duplex) && self.info.auto_subscribe && self.info.grants.subscribe
+    }
 }
 
 #[derive(Default)]
@@ -170,6 +216,8 @@ pub struct Engine {
     renegotiate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
+    /// When connected peers are next checked for silence.
+    next_sweep: Instant,
 }
 
 impl Engine {
@@ -188,6 +236,7 @@ impl Engine {
             renegotiate: Vec::new(),
             out: VecDeque::new(),
             counters: Counters::default(),
+            next_sweep: now + SWEEP_INTERVAL,
         }
     }
 
@@ -214,8 +263,20 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
+        peer.heard = now;
         if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(error = %e, "rtc rejected input");
+        }
+        if peer.silent && peer.rtc.is_connected() {
+            peer.silent = false;
+            emit(
+                &mut self.out,
+                peer.owner,
+                ParticipantEvent::MediaConnection {
+                    target: peer.target,
+                    connected: true,
+                },
+            );
         }
         drain(pk, peer, &mut self.out, &mut self.pending);
         self.process_events();
@@ -224,6 +285,22 @@ impl Engine {
     /// Advances time; call when `poll_timeout` has passed (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_INTERVAL;
+            for peer in self.peers.values_mut() {
+                if !peer.silent && now.saturating_duration_since(peer.heard) >= SILENCE && peer.rtc.is_connected() {
+                    peer.silent = true;
+                    emit(
+                        &mut self.out,
+                        peer.owner,
+                        ParticipantEvent::MediaConnection {
+                            target: peer.target,
+                            connected: false,
+                        },
+                    );
+                }
+            }
+        }
         let due: Vec<PeerKey> = self
             .peers
             .iter()
@@ -248,7 +325,11 @@ impl Engine {
 
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.timeout).min()
+        self.peers
+            .values()
+            .map(|p| p.timeout)
+            .min()
+            .map(|t| t.min(self.next_sweep))
     }
 
     fn advance(&mut self, now: Instant) {
@@ -270,62 +351,93 @@ impl Engine {
         now: Instant,
     ) -> Result<Joined, SfuError> {
         self.advance(now);
-        if self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&id)) {
-            return Err(SfuError::DuplicateParticipant);
-        }
-        let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
-            room: room.clone(),
-            participants: Vec::new(),
-        });
-
+        self.check_absent(&room, &id)?;
         let key = ParticipantKey(self.next_key());
         let publisher = self.add_peer(key, PeerTarget::Publisher);
         let subscriber = self.add_peer(key, PeerTarget::Subscriber);
-        let hidden = info.grants.hidden;
         let subscribe_all = info.auto_subscribe && info.grants.subscribe;
-        let name = info.name.clone();
-        self.participants.insert(
+        let joined = self.admit(
             key,
-            Participant {
-                id: id.clone(),
-                room: room.clone(),
-                info,
-                publisher,
-                subscriber,
-                published: HashMap::new(),
-                declared: HashMap::new(),
-                sub: SubscriberSide::default(),
-            },
+            room.clone(),
+            id,
+            info,
+            Mode::Duplex,
+            (Some(publisher), Some(subscriber)),
         );
-        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
-            members: HashMap::new(),
-            tracks: HashMap::new(),
-        });
-        let others: Vec<ParticipantKey> = r.members.values().copied().collect();
-        r.members.insert(id.clone(), key);
-        let existing: Vec<TrackId> = r.tracks.keys().cloned().collect();
-
-        if !hidden {
-            for other in others {
-                emit(
-                    &mut self.out,
-                    other,
-                    ParticipantEvent::ParticipantJoined {
-                        participant: id.clone(),
-                        name: name.clone(),
-                    },
-                );
-            }
-        }
         self.queue_subscription(key, SubscriptionChange::OpenData);
         if subscribe_all {
+            let existing: Vec<TrackId> = self
+                .rooms
+                .get(&room)
+                .map(|r| r.tracks.keys().cloned().collect())
+                .unwrap_or_default();
             for tid in existing {
                 self.queue_subscription(key, SubscriptionChange::Add(tid));
             }
         }
         self.offer_if_needed(key);
         self.process_events();
-        Ok(Joined { key, room: snapshot })
+        Ok(joined)
+    }
+
+    /// Adds a participant that only publishes (WHIP, RFC 9725): one publisher connection built
+    /// from the client's offer, no subscriber connection. Returns the SDP answer. An offer that
+    /// does not parse or negotiate leaves no trace (nobody hears of the participant).
+    pub fn join_publisher(
+        &mut self,
+        room: RoomId,
+        id: ParticipantId,
+        info: ParticipantInfo,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(Joined, String), SfuError> {
+        self.advance(now);
+        self.check_absent(&room, &id)?;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let key = ParticipantKey(self.next_key());
+        let pk = self.add_peer(key, PeerTarget::Publisher);
+        let answer = self.accept_offer(pk, offer).inspect_err(|_| self.remove_peer(pk))?;
+        let joined = self.admit(key, room, id, info, Mode::Ingest, (Some(pk), None));
+        self.process_events();
+        Ok((joined, answer))
+    }
+
+    /// Adds a participant that only receives, over a connection the client offers (WHEP): the
+    /// offer's receiving audio and video m-lines carry the room's tracks (only `from`'s, if
+    /// given), oldest first and keeping a publisher's audio and video together. A track that goes
+    /// away frees its m-line for the next one; tracks beyond the offered m-lines wait for a free
+    /// one. Returns the SDP answer.
+    pub fn join_viewer(
+        &mut self,
+        room: RoomId,
+        id: ParticipantId,
+        info: ParticipantInfo,
+        offer: &str,
+        from: Option<ParticipantId>,
+        now: Instant,
+    ) -> Result<(Joined, String), SfuError> {
+        self.advance(now);
+        if !info.grants.subscribe {
+            return Err(SfuError::NotAllowed);
+        }
+        self.check_absent(&room, &id)?;
+        if let Some(from) = &from
+            && !self.rooms.get(&room).is_some_and(|r| r.members.contains_key(from))
+        {
+            return Err(SfuError::UnknownParticipant);
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let key = ParticipantKey(self.next_key());
+        let sk = self.add_peer(key, PeerTarget::Subscriber);
+        let answer = self.accept_offer(sk, offer).inspect_err(|_| self.remove_peer(sk))?;
+        let viewer = Viewer {
+            from,
+            slots: Vec::new(),
+            parked: HashMap::new(),
+        };
+        let joined = self.admit(key, room, id, info, Mode::View(viewer), (None, Some(sk)));
+        self.process_events();
+        Ok((joined, answer))
     }
 
     /// Applies the client's publisher offer and returns the SDP answer. Its tracks are announced
@@ -334,18 +446,10 @@ impl Engine {
     pub fn publisher_offer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<String, SfuError> {
         self.advance(now);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let pk = self.participant(key)?.publisher;
-        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
-        let result = peer.rtc.sdp_api().accept_offer(offer);
-        drain(pk, peer, &mut self.out, &mut self.pending);
-        // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
-        // client's new address will name it.
-        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
-        self.demux.insert(ufrag, pk);
+        let pk = self.participant(key)?.publisher.ok_or(SfuError::NotAllowed)?;
+        let result = self.accept_offer(pk, offer);
         self.process_events();
         result
-            .map(|answer| answer.to_sdp_string())
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))
     }
 
     /// Applies the client's answer to the outstanding subscriber offer. An answer that does not
@@ -357,7 +461,7 @@ impl Engine {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let part = self.participants.get_mut(&key).ok_or(SfuError::UnknownParticipant)?;
         let pending = part.sub.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
-        let sk = part.subscriber;
+        let sk = part.subscriber.ok_or(SfuError::NoPendingOffer)?;
         let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
         drain(sk, peer, &mut self.out, &mut self.pending);
@@ -405,7 +509,8 @@ impl Engine {
         let pk = match target {
             PeerTarget::Publisher => part.publisher,
             PeerTarget::Subscriber => part.subscriber,
-        };
+        }
+        .ok_or(SfuError::NotAllowed)?;
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
         drain(pk, peer, &mut self.out, &mut self.pending);
@@ -470,7 +575,8 @@ impl Engine {
     pub fn subscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
-        if !part.info.grants.subscribe {
+        // A viewer's m-lines are the client's; tracks are mapped onto them, not chosen.
+        if !part.info.grants.subscribe || !matches!(part.mode, Mode::Duplex) {
             return Err(SfuError::NotAllowed);
         }
         let t = self
@@ -491,6 +597,9 @@ impl Engine {
     pub fn unsubscribe(&mut self, key: ParticipantKey, track: &TrackId, now: Instant) -> Result<(), SfuError> {
         self.advance(now);
         let part = self.participant(key)?;
+        if !matches!(part.mode, Mode::Duplex) {
+            return Err(SfuError::NotAllowed);
+        }
         let room = part.room.clone();
         let t = self
             .rooms
@@ -516,7 +625,7 @@ impl Engine {
         for tid in part.published.values() {
             self.unpublish(&room_id, tid);
         }
-        for pk in [part.publisher, part.subscriber] {
+        for pk in [part.publisher, part.subscriber].into_iter().flatten() {
             self.demux.remove(pk);
             if let Some(mut peer) = self.peers.remove(&pk) {
                 // Sends RTCP BYE and DTLS close_notify so the client notices at once.
@@ -549,7 +658,7 @@ impl Engine {
         }
         // Events of the departed peers are dropped with them.
         self.pending
-            .retain(|(pk, _)| *pk != part.publisher && *pk != part.subscriber);
+            .retain(|(pk, _)| Some(*pk) != part.publisher && Some(*pk) != part.subscriber);
         self.process_events();
         Ok(empty)
     }
@@ -634,6 +743,163 @@ impl Engine {
         self.participants.get(&key).ok_or(SfuError::UnknownParticipant)
     }
 
+    fn check_absent(&self, room: &RoomId, id: &ParticipantId) -> Result<(), SfuError> {
+        if self.rooms.get(room).is_some_and(|r| r.members.contains_key(id)) {
+            return Err(SfuError::DuplicateParticipant);
+        }
+        Ok(())
+    }
+
+    /// Makes a participant whose peers (publisher, subscriber) exist a member of `room`
+    /// (creating the room) and tells the others.
+    fn admit(
+        &mut self,
+        key: ParticipantKey,
+        room: RoomId,
+        id: ParticipantId,
+        info: ParticipantInfo,
+        mode: Mode,
+        (publisher, subscriber): (Option<PeerKey>, Option<PeerKey>),
+    ) -> Joined {
+        let snapshot = self.snapshot(&room).unwrap_or(RoomSnapshot {
+            room: room.clone(),
+            participants: Vec::new(),
+        });
+        let (hidden, name) = (info.grants.hidden, info.name.clone());
+        self.participants.insert(
+            key,
+            Participant {
+                id: id.clone(),
+                room: room.clone(),
+                info,
+                mode,
+                publisher,
+                subscriber,
+                published: HashMap::new(),
+                declared: HashMap::new(),
+                sub: SubscriberSide::default(),
+            },
+        );
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            members: HashMap::new(),
+            tracks: HashMap::new(),
+        });
+        let others: Vec<ParticipantKey> = r.members.values().copied().collect();
+        r.members.insert(id.clone(), key);
+        if !hidden {
+            for other in others {
+                emit(
+                    &mut self.out,
+                    other,
+                    ParticipantEvent::ParticipantJoined {
+                        participant: id.clone(),
+                        name: name.clone(),
+                    },
+                );
+            }
+        }
+        Joined { key, room: snapshot }
+    }
+
+    /// Applies a client offer to one of its peers and returns the answer.
+    fn accept_offer(&mut self, pk: PeerKey, offer: SdpOffer) -> Result<String, SfuError> {
+        let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
+        let result = peer.rtc.sdp_api().accept_offer(offer);
+        drain(pk, peer, &mut self.out, &mut self.pending);
+        // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
+        // client's new address will name it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        self.demux.insert(ufrag, pk);
+        result
+            .map(|answer| answer.to_sdp_string())
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))
+    }
+
+    /// Drops a peer that never belonged to a participant (its offer was refused).
+    fn remove_peer(&mut self, pk: PeerKey) {
+        self.demux.remove(pk);
+        self.peers.remove(&pk);
+        self.pending.retain(|(p, _)| *p != pk);
+    }
+
+    /// A viewer's offered m-line the server sends on: a slot for a track.
+    fn add_slot(&mut self, key: ParticipantKey, mid: Mid, kind: MediaKind) {
+        let Some(Participant {
+            mode: Mode::View(viewer),
+            ..
+        }) = self.participants.get_mut(&key)
+        else {
+            return;
+        };
+        let kind = match kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        if !viewer.slots.iter().any(|(m, _)| *m == mid) {
+            viewer.slots.push((mid, kind));
+        }
+        self.fill_slots(key);
+    }
+
+    /// Maps tracks the viewer does not receive yet onto its free slots: tracks of a publisher
+    /// it already shows first (so one publisher's audio and video go together), then the oldest.
+    fn fill_slots(&mut self, key: ParticipantKey) {
+        let Engine {
+            participants, rooms, ..
+        } = self;
+        let Some(part) = participants.get_mut(&key) else {
+            return;
+        };
+        let Mode::View(viewer) = &mut part.mode else {
+            return;
+        };
+        let Some(room) = rooms.get_mut(&part.room) else {
+            return;
+        };
+        for (mid, kind) in &viewer.slots {
+            if part.sub.mids.contains_key(mid) {
+                continue;
+            }
+            let shown: Vec<&ParticipantId> = part
+                .sub
+                .mids
+                .values()
+                .filter_map(|tid| room.tracks.get(tid))
+                .map(|t| &t.info.participant)
+                .collect();
+            let pick = room
+                .tracks
+                .iter()
+                .filter(|(_, t)| {
+                    t.info.kind == *kind
+                        && !t.down.contains_key(&key)
+                        && t.info.participant != part.id
+                        && viewer.from.as_ref().is_none_or(|f| *f == t.info.participant)
+                })
+                .min_by_key(|(_, t)| (!shown.contains(&&t.info.participant), t.serial))
+                .map(|(tid, _)| tid.clone());
+            let Some(track) = pick.as_ref().and_then(|tid| room.tracks.get_mut(tid)) else {
+                continue;
+            };
+            let rewriter = viewer.parked.remove(mid).map(|mut rw| {
+                rw.switch_source();
+                rw
+            });
+            // The client's offer already negotiated the m-line: forwarding starts at once.
+            track.down.insert(
+                key,
+                DownTrack {
+                    mid: *mid,
+                    negotiated: true,
+                    started: false,
+                    rewriter,
+                    pt_map: Vec::new(),
+                },
+            );
+            part.sub.mids.insert(*mid, track.info.id.clone());
+        }
+    }
+
     fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
         let pk = PeerKey(self.next_key());
         // ICE-lite: the server only answers checks, so it needs no knowledge of client candidates
@@ -666,6 +932,8 @@ impl Engine {
             owner,
             target,
             timeout: self.now,
+            heard: self.now,
+            silent: false,
         };
         drain(pk, &mut peer, &mut self.out, &mut self.pending);
         self.peers.insert(pk, peer);
@@ -709,6 +977,9 @@ impl Engine {
                 ),
                 Event::MediaAdded(m) if target == PeerTarget::Publisher && m.direction.is_receiving() => {
                     self.publish(owner, pk, m.mid, m.kind);
+                }
+                Event::MediaAdded(m) if target == PeerTarget::Subscriber && m.direction.is_sending() => {
+                    self.add_slot(owner, m.mid, m.kind);
                 }
                 Event::MediaChanged(m) if target == PeerTarget::Publisher && !m.direction.is_receiving() => {
                     self.unpublish_mid(owner, m.mid);
@@ -799,6 +1070,7 @@ impl Engine {
             tid.clone(),
             Track {
                 info: info.clone(),
+                serial: id,
                 publisher_peer: pk,
                 mid,
                 layer: None,
@@ -807,20 +1079,27 @@ impl Engine {
             },
         );
         let members: Vec<(ParticipantId, ParticipantKey)> = room.members.iter().map(|(i, k)| (i.clone(), *k)).collect();
-        let mut subscribers = Vec::new();
+        let (mut subscribers, mut viewers) = (Vec::new(), Vec::new());
         for (pid, k) in members {
             emit(&mut self.out, k, ParticipantEvent::TrackPublished(info.clone()));
-            let auto = self
-                .participants
-                .get(&k)
-                .is_some_and(|p| p.info.auto_subscribe && p.info.grants.subscribe);
-            if pid != publisher_id && auto {
+            let Some(p) = self.participants.get(&k) else {
+                continue;
+            };
+            if pid == publisher_id {
+                continue;
+            }
+            if p.auto_subscribes() {
                 subscribers.push(k);
+            } else if matches!(p.mode, Mode::View(_)) {
+                viewers.push(k);
             }
         }
         for k in subscribers {
             self.queue_subscription(k, SubscriptionChange::Add(tid.clone()));
             self.renegotiate.push(k);
+        }
+        for k in viewers {
+            self.fill_slots(k);
         }
     }
 
@@ -871,8 +1150,24 @@ impl Engine {
                 },
             );
         }
+        let mut down = track.down;
         for k in members {
-            match track.down.get(&k) {
+            let viewing = self.participants.get_mut(&k).and_then(|p| match &mut p.mode {
+                Mode::View(v) => Some((v, &mut p.sub)),
+                _ => None,
+            });
+            if let Some((viewer, sub)) = viewing {
+                // The client's m-line stays; it takes the next track that needs one.
+                if let Some(dt) = down.remove(&k) {
+                    sub.mids.remove(&dt.mid);
+                    if let Some(rw) = dt.rewriter {
+                        viewer.parked.insert(dt.mid, rw);
+                    }
+                }
+                self.fill_slots(k);
+                continue;
+            }
+            match down.get(&k) {
                 Some(dt) => self.queue_subscription(k, SubscriptionChange::Remove(dt.mid)),
                 None => self.cancel_queued_add(k, tid),
             }
@@ -904,10 +1199,12 @@ impl Engine {
         let Some(part) = self.participants.get_mut(&key) else {
             return;
         };
-        if part.sub.pending_offer.is_some() || part.sub.queued.is_empty() {
+        if part.sub.pending_offer.is_some() || part.sub.queued.is_empty() || !matches!(part.mode, Mode::Duplex) {
             return;
         }
-        let sk = part.subscriber;
+        let Some(sk) = part.subscriber else {
+            return;
+        };
         let Some(peer) = self.peers.get_mut(&sk) else {
             return;
         };
@@ -1034,10 +1331,10 @@ impl Engine {
             let Some(p) = self.participants.get(key) else {
                 continue;
             };
-            let (Some(cid), true) = (p.sub.data_channel, p.sub.data_open) else {
+            let (Some(cid), true, Some(sk)) = (p.sub.data_channel, p.sub.data_open, p.subscriber) else {
                 continue;
             };
-            let Some(peer) = self.peers.get_mut(&p.subscriber) else {
+            let Some(peer) = self.peers.get_mut(&sk) else {
                 continue;
             };
             let accepted = peer.rtc.channel(cid).map(|mut ch| ch.write(true, &frame));
@@ -1045,7 +1342,7 @@ impl Engine {
                 // SCTP buffer full or channel gone: data is best effort for a slow receiver.
                 self.counters.dropped_packets += 1;
             }
-            drain(p.subscriber, peer, &mut self.out, &mut self.pending);
+            drain(sk, peer, &mut self.out, &mut self.pending);
         }
     }
 
@@ -1117,7 +1414,9 @@ impl Engine {
             let Some(sub) = participants.get(sub_key) else {
                 continue;
             };
-            let sk = sub.subscriber;
+            let Some(sk) = sub.subscriber else {
+                continue;
+            };
             let Some(sub_peer) = peers.get_mut(&sk) else {
                 continue;
             };

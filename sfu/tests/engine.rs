@@ -59,6 +59,8 @@ struct World {
     mangle_next_answer: Option<Mangle>,
     /// The offer that got the unparsable answer, to be answered properly by the test.
     retry_offer: Option<(usize, String)>,
+    /// Client addresses whose datagrams are lost on the way to the server.
+    silenced: Vec<SocketAddr>,
 }
 
 fn new_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -105,6 +107,7 @@ impl World {
             wire: VecDeque::new(),
             mangle_next_answer: None,
             retry_offer: None,
+            silenced: Vec::new(),
         }
     }
 
@@ -259,6 +262,9 @@ impl World {
 
     fn deliver(&mut self, d: Datagram) {
         if d.destination == SERVER {
+            if self.silenced.contains(&d.source) {
+                return;
+            }
             self.engine
                 .handle_input(self.now, Protocol::Udp, d.source, d.destination, &d.contents);
             return;
@@ -577,4 +583,42 @@ fn an_answer_that_does_not_fit_the_offer_fails_the_subscriber_connection() {
             .subscriber_answer(w.clients[c].key, &answer.to_sdp_string(), w.now),
         Err(convene_sfu::SfuError::NoPendingOffer)
     );
+}
+
+#[test]
+fn a_client_gone_silent_is_reported_disconnected_and_back() {
+    let (mut w, mid) = video_call();
+    let media_state = |w: &World, c: usize| -> Vec<bool> {
+        w.clients[c]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ParticipantEvent::MediaConnection {
+                    target: convene_sfu::PeerTarget::Publisher,
+                    connected,
+                } => Some(*connected),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(media_state(&w, 1), [true]);
+    // The camera's publisher connection stops reaching the server (its checks and RTCP too).
+    let addr = w.clients[1].publisher.addr;
+    w.silenced.push(addr);
+    w.run(9_000);
+    assert_eq!(media_state(&w, 1), [true], "not before 10 s of silence");
+    w.run(2_000);
+    assert_eq!(media_state(&w, 1), [true, false]);
+    // The viewer, whose client kept talking, saw no change.
+    assert!(
+        !w.clients[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, ParticipantEvent::MediaConnection { connected: false, .. }))
+    );
+    // The first datagram after the silence brings it back.
+    w.silenced.clear();
+    w.send(1, mid, 1, 90_000, &vp8(1));
+    w.run(100);
+    assert_eq!(media_state(&w, 1), [true, false, true]);
 }

@@ -1,6 +1,7 @@
 //! Signaling: the JSON WebSocket at `GET /ws/signal` that brokers SDP and ICE between a browser
-//! and the SFU (`convene_proto::signal` has the messages), plus the rooms API's view of the
-//! media plane ([`convene_api::rooms::MediaRooms`]).
+//! and the SFU (`convene_proto::signal` has the messages), WHIP and WHEP (`POST /whip/{room}`,
+//! `POST /whep/{room}`, RFC 9725; see `whip.rs`), plus the rooms API's view of the media plane
+//! ([`convene_api::rooms::MediaRooms`]).
 //!
 //! A participant's [`session::Session`] outlives its socket: when the socket drops, events are
 //! held for a grace period and a `resume` with the session token re-attaches without
@@ -10,6 +11,7 @@ mod activity;
 mod convert;
 mod moderation;
 mod session;
+mod whip;
 mod ws;
 
 use std::collections::HashMap;
@@ -65,6 +67,7 @@ impl Signaling {
         Router::new()
             .route("/ws/signal", get(ws::upgrade))
             .with_state(self.clone())
+            .merge(whip::router(self.clone()))
     }
 
     pub fn sfu(&self) -> &Sfu {

@@ -120,7 +120,7 @@ async fn connection(signaling: Arc<Signaling>, mut socket: WebSocket) {
     serve(&signaling, &session, attached, socket).await;
 }
 
-fn grants(claims: &convene_auth::RoomGrants) -> Grants {
+pub(crate) fn grants(claims: &convene_auth::RoomGrants) -> Grants {
     Grants {
         publish_audio: claims.may_publish(PublishSource::Audio),
         publish_video: claims.may_publish(PublishSource::Video),

@@ -260,10 +260,20 @@ impl Client {
 
     /// Creates the publisher offer, has the SFU answer it, applies the answer.
     pub async fn publish_via(&mut self, handle: &ParticipantHandle) -> anyhow::Result<()> {
+        let offer = self.offer().await?;
+        let answer = handle.publisher_offer(offer).await?;
+        self.accept_answer(answer).await
+    }
+
+    /// Creates an offer and returns it with all candidates gathered (no trickle).
+    pub async fn offer(&mut self) -> anyhow::Result<String> {
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
-        let sdp = self.local_sdp_after_gathering().await?;
-        let answer = handle.publisher_offer(sdp).await?;
+        self.local_sdp_after_gathering().await
+    }
+
+    /// Applies the answer to `offer`.
+    pub async fn accept_answer(&mut self, answer: String) -> anyhow::Result<()> {
         self.pc
             .set_remote_description(RTCSessionDescription::answer(answer.clone())?)
             .await?;
