@@ -10,6 +10,7 @@ command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing: ${need[*]}"
@@ -35,6 +36,9 @@ cargo test --locked -p convene-turn --test browser_relay -- --ignored
 echo "== browser: the web client end to end (three Chromium pages)"
 cargo build --locked -p convene
 web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
+
+echo "== browser: WHIP publisher to WHEP viewer (Chromium, own network namespace)"
+sfu/tests/browser/whip.sh
 
 echo "== API tests (PostgreSQL)"
 pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")

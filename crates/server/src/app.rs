@@ -104,10 +104,8 @@ impl App {
             None => None,
         };
         let metrics = Metrics::new(media.as_ref().map(|m| m.sfu().clone()), turn.clone());
-        let mut router = routes(state.clone(), Arc::new(metrics));
-        if let Some(signaling) = &media {
-            router = router.merge(signaling.router());
-        }
+        let media_routes = media.as_ref().map(|signaling| signaling.router()).unwrap_or_default();
+        let router = routes(state.clone(), Arc::new(metrics), media_routes);
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url.expose(), &config.smtp_from)?,
             None => Mailer::Log,
@@ -176,7 +174,9 @@ impl App {
     }
 }
 
-fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
+/// Every route of the process, under one set of layers (body limit, timeout, compression,
+/// tracing, metrics); `media` holds `/ws/signal` and WHIP/WHEP when the media plane runs.
+fn routes(state: AppState, metrics: Arc<Metrics>, media: Router) -> Router {
     let (api, openapi) = convene_api::router(state.clone());
     let openapi = Arc::new(openapi);
     let ops = Router::new()
@@ -193,6 +193,7 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .merge(ops)
         .merge(api)
+        .merge(media)
         .fallback(crate::web::serve)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(metrics, track))

@@ -114,6 +114,10 @@ async fn join_roster_and_leave() {
         .unwrap();
     assert!(metrics.contains("convene_media_participants 2"), "{metrics}");
     assert!(metrics.contains("convene_media_rooms 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"route="/ws/signal",status="101""#),
+        "signaling requests are counted: {metrics}"
+    );
 
     send(&mut bob, json!({ "type": "ping", "id": "p" })).await;
     assert_eq!(next(&mut bob).await, json!({ "type": "pong", "id": "p" }));
