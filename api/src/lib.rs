@@ -1,17 +1,23 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
+mod analytics;
 mod auth;
 mod chat;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod files;
+mod gdpr;
+mod notes;
 mod notifications;
 mod pagination;
 pub mod rooms;
+mod search;
 mod state;
 pub mod teams;
 mod time;
+mod timer;
 mod validate;
 
 use axum::Router;
@@ -35,6 +41,12 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "files", description = "Team files: uploads, downloads with ranges, quotas"),
+        (name = "notes", description = "Markdown notes of teams and projects, with edit history"),
+        (name = "search", description = "Ranked full-text search over what the caller may see"),
+        (name = "analytics", description = "Team and personal dashboards computed from the source data"),
+        (name = "gdpr", description = "Export of all the caller's data, and account deletion"),
+        (name = "timer", description = "Focus sessions, pomodoro cycles, daily goals and focus stats"),
     )
 )]
 struct ApiDoc;
@@ -65,6 +77,12 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/rooms", rooms::router())
         .nest("/api/v1/chat", chat::router())
         .nest("/api/v1/notifications", notifications::router())
+        .nest("/api/v1/timer", timer::router())
+        .nest("/api/v1/files", files::router())
+        .nest("/api/v1/notes", notes::router())
+        .nest("/api/v1/search", search::router())
+        .nest("/api/v1/analytics", analytics::router())
+        .nest("/api/v1/me", gdpr::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

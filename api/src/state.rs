@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,12 @@ pub struct ApiConfig {
     pub login_failures_per_account: u32,
     pub login_failures_per_ip: u32,
     pub login_window: Duration,
+    /// Where uploaded files and export archives are stored (by id, never by a user's name).
+    pub data_dir: PathBuf,
+    /// Largest upload in bytes.
+    pub max_upload_size: u64,
+    /// Bytes of files one team may store.
+    pub team_storage_quota: u64,
 }
 
 #[derive(Clone)]

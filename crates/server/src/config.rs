@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// Seconds between e-mail digests of mentions and DMs for offline users.
     #[arg(long, env = "CONVENE_EMAIL_DIGEST_INTERVAL", global = true)]
     pub email_digest_interval: Option<u64>,
+    /// Largest file upload in bytes; larger uploads get 413.
+    #[arg(long, env = "CONVENE_MAX_UPLOAD_SIZE", global = true)]
+    pub max_upload_size: Option<u64>,
+    /// Bytes of files one team may store.
+    #[arg(long, env = "CONVENE_TEAM_STORAGE_QUOTA", global = true)]
+    pub team_storage_quota: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -151,6 +157,8 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     pub smtp_from: String,
     pub email_digest_interval: Duration,
+    pub max_upload_size: u64,
+    pub team_storage_quota: u64,
 }
 
 /// The media plane's settings; `None` in [`Config`] when media is off.
@@ -194,6 +202,8 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: "Convene <convene@localhost>".to_owned(),
             email_digest_interval: Duration::from_secs(300),
+            max_upload_size: 100 * 1024 * 1024,
+            team_storage_quota: 10 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -226,6 +236,8 @@ impl ServeArgs {
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
             email_digest_interval: self.email_digest_interval.or(lower.email_digest_interval),
+            max_upload_size: self.max_upload_size.or(lower.max_upload_size),
+            team_storage_quota: self.team_storage_quota.or(lower.team_storage_quota),
         }
     }
 
@@ -291,6 +303,8 @@ impl ServeArgs {
                 .email_digest_interval
                 .filter(|s| *s > 0)
                 .map_or(d.email_digest_interval, Duration::from_secs),
+            max_upload_size: merged.max_upload_size.unwrap_or(d.max_upload_size),
+            team_storage_quota: merged.team_storage_quota.unwrap_or(d.team_storage_quota),
         })
     }
 }

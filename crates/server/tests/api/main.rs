@@ -2,13 +2,19 @@
 //! and on PostgreSQL (`CONVENE_TEST_POSTGRES_URL`; see scripts/test.sh).
 #![allow(clippy::unwrap_used)]
 
+mod analytics;
 mod auth;
 mod chat;
 mod errors;
 mod events;
+mod files;
+mod gdpr;
 mod helpers;
+mod notes;
 mod notifications;
 mod ops;
 mod rooms;
+mod search;
 mod signal;
 mod teams;
+mod timer;

@@ -1,0 +1,301 @@
+//! `/api/v1/analytics`: dashboards computed on request from the source data (focus sessions,
+//! chat messages, notes, files), never from counters kept on the side.
+//!
+//! Team overviews are for the team's members, admins and owners (guests get 403, outsiders
+//! 404). Meeting minutes are not reported: rooms keep no history of who attended yet.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::Serialize;
+use sqlx::FromRow;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
+use crate::state::AppState;
+use crate::teams::{self, Role};
+use crate::timer::{self, DayRange, Days, SessionFacts};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(team_overview))
+        .routes(routes!(my_overview))
+}
+
+#[derive(Debug, Serialize, ToSchema, Default, Clone)]
+pub(crate) struct DayActivity {
+    /// `YYYY-MM-DD`.
+    day: String,
+    focus_minutes: i64,
+    focus_sessions: i64,
+    messages: i64,
+}
+
+fn day_series(days: &Days) -> BTreeMap<i64, DayActivity> {
+    (days.first..=days.last)
+        .map(|d| {
+            (
+                d,
+                DayActivity {
+                    day: timer::format_day(d),
+                    ..DayActivity::default()
+                },
+            )
+        })
+        .collect()
+}
+
+fn bounds(days: &Days) -> (i64, i64) {
+    (
+        days.first * 86_400_000 - days.offset_ms,
+        (days.last + 1) * 86_400_000 - days.offset_ms,
+    )
+}
+
+#[derive(FromRow)]
+struct MessageCount {
+    user_id: Option<String>,
+    day: i64,
+    messages: i64,
+}
+
+/// Messages per author and day in `days`: by `user_id`, or in team `team_id`'s channels.
+async fn message_counts(
+    db: &Db,
+    user_id: Option<&str>,
+    team_id: Option<&str>,
+    days: &Days,
+) -> ApiResult<Vec<MessageCount>> {
+    let (start, end) = bounds(days);
+    Ok(sqlx::query_as(
+        "SELECT m.author_id AS user_id, (m.created_at + $1) / 86400000 AS day, COUNT(*) AS messages \
+         FROM chat_messages m JOIN chat_channels c ON c.id = m.channel_id \
+         WHERE m.deleted_at IS NULL AND m.created_at >= $2 AND m.created_at < $3 \
+         AND (CAST($4 AS TEXT) IS NULL OR m.author_id = $4) AND (CAST($5 AS TEXT) IS NULL OR c.team_id = $5) \
+         GROUP BY m.author_id, (m.created_at + $1) / 86400000",
+    )
+    .bind(days.offset_ms)
+    .bind(start)
+    .bind(end)
+    .bind(user_id)
+    .bind(team_id)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+#[derive(Debug, Serialize, ToSchema, Default)]
+pub(crate) struct MemberActivity {
+    user_id: String,
+    username: String,
+    display_name: String,
+    role: String,
+    focus_minutes: i64,
+    focus_sessions: i64,
+    messages: i64,
+    notes_written: i64,
+    files_uploaded: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TeamOverview {
+    team_id: String,
+    from: String,
+    to: String,
+    /// Focus sessions tagged with this team.
+    focus_minutes: i64,
+    focus_sessions: i64,
+    /// Messages in the team's channels.
+    messages: i64,
+    notes: i64,
+    files: i64,
+    file_bytes: i64,
+    members: Vec<MemberActivity>,
+    days: Vec<DayActivity>,
+}
+
+/// Focus, messages, notes and files of a team per member and per day (default: 30 days).
+#[utoipa::path(get, path = "/teams/{id}/overview", tag = "analytics", security(("bearer" = [])), params(DayRange),
+    responses((status = 200, body = TeamOverview), (status = 403, body = convene_proto::ErrorBody),
+              (status = 404, body = convene_proto::ErrorBody), (status = 422, body = convene_proto::ErrorBody)))]
+async fn team_overview(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    AppPath(team_id): AppPath<String>,
+    AppQuery(range): AppQuery<DayRange>,
+) -> ApiResult<AppJson<TeamOverview>> {
+    if teams::member_role(&state.db, &team_id, &auth.user_id).await? == Role::Guest {
+        return Err(ApiError::Forbidden("guests do not see team analytics"));
+    }
+    let days = range.resolve(30)?;
+    let (start, end) = bounds(&days);
+    let now = now_ms();
+    let members: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT m.user_id, u.username, u.display_name, m.role FROM team_members m JOIN users u ON u.id = m.user_id \
+         WHERE m.team_id = $1 ORDER BY u.username",
+    )
+    .bind(&team_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let mut by_member: BTreeMap<String, MemberActivity> = members
+        .into_iter()
+        .map(|(user_id, username, display_name, role)| {
+            (
+                user_id.clone(),
+                MemberActivity {
+                    user_id,
+                    username,
+                    display_name,
+                    role,
+                    ..MemberActivity::default()
+                },
+            )
+        })
+        .collect();
+    let mut series = day_series(&days);
+    let (mut focus_ms, mut focus_sessions) = (0, 0);
+    let mut member_ms: BTreeMap<String, i64> = BTreeMap::new();
+    for s in timer::sessions_in(&state.db, None, Some(&team_id), &days).await? {
+        if !s.is_work() {
+            continue;
+        }
+        let ms = SessionFacts::from(&s).focus_at(now);
+        focus_ms += ms;
+        focus_sessions += 1;
+        if let Some(d) = series.get_mut(&timer::day_of(s.started_at, days.offset_ms)) {
+            d.focus_minutes += ms;
+            d.focus_sessions += 1;
+        }
+        *member_ms.entry(s.user_id.clone()).or_default() += ms;
+        if let Some(m) = by_member.get_mut(&s.user_id) {
+            m.focus_sessions += 1;
+        }
+    }
+    for (user, ms) in member_ms {
+        if let Some(m) = by_member.get_mut(&user) {
+            m.focus_minutes = ms / 60_000;
+        }
+    }
+    let mut messages = 0;
+    for c in message_counts(&state.db, None, Some(&team_id), &days).await? {
+        messages += c.messages;
+        if let Some(d) = series.get_mut(&c.day) {
+            d.messages += c.messages;
+        }
+        if let Some(m) = c.user_id.as_ref().and_then(|u| by_member.get_mut(u)) {
+            m.messages += c.messages;
+        }
+    }
+    let notes: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT created_by, COUNT(*) FROM notes WHERE team_id = $1 AND created_at >= $2 AND created_at < $3 \
+         GROUP BY created_by",
+    )
+    .bind(&team_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(state.db.pool())
+    .await?;
+    let files: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT uploaded_by, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE team_id = $1 \
+         AND created_at >= $2 AND created_at < $3 GROUP BY uploaded_by",
+    )
+    .bind(&team_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(state.db.pool())
+    .await?;
+    for (user, n) in &notes {
+        if let Some(m) = user.as_ref().and_then(|u| by_member.get_mut(u)) {
+            m.notes_written = *n;
+        }
+    }
+    for (user, n, _) in &files {
+        if let Some(m) = user.as_ref().and_then(|u| by_member.get_mut(u)) {
+            m.files_uploaded = *n;
+        }
+    }
+    Ok(AppJson(TeamOverview {
+        team_id,
+        from: timer::format_day(days.first),
+        to: timer::format_day(days.last),
+        focus_minutes: focus_ms / 60_000,
+        focus_sessions,
+        messages,
+        notes: notes.iter().map(|n| n.1).sum(),
+        files: files.iter().map(|f| f.1).sum(),
+        file_bytes: files.iter().map(|f| f.2).sum(),
+        members: by_member.into_values().collect(),
+        days: series
+            .into_values()
+            .map(|mut d| {
+                d.focus_minutes /= 60_000;
+                d
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MyOverview {
+    from: String,
+    to: String,
+    focus_minutes: i64,
+    focus_sessions: i64,
+    completed_sessions: i64,
+    interruptions: i64,
+    /// Days with a goal, and of those the ones where it was met.
+    goal_days: i64,
+    goals_met: i64,
+    messages: i64,
+    days: Vec<DayActivity>,
+}
+
+/// The caller's focus and messages per day (default: 30 days).
+#[utoipa::path(get, path = "/users/me", tag = "analytics", security(("bearer" = [])), params(DayRange),
+    responses((status = 200, body = MyOverview), (status = 422, body = convene_proto::ErrorBody)))]
+async fn my_overview(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    AppQuery(range): AppQuery<DayRange>,
+) -> ApiResult<AppJson<MyOverview>> {
+    let days = range.resolve(30)?;
+    let sessions = timer::sessions_in(&state.db, Some(&auth.user_id), None, &days).await?;
+    let goals: Vec<(String, i64)> =
+        sqlx::query_as("SELECT day, target_minutes FROM focus_goals WHERE user_id = $1 AND day >= $2 AND day <= $3")
+            .bind(&auth.user_id)
+            .bind(timer::format_day(days.first))
+            .bind(timer::format_day(days.last))
+            .fetch_all(state.db.pool())
+            .await?;
+    let facts: Vec<SessionFacts> = sessions.iter().map(SessionFacts::from).collect();
+    let stats = timer::day_stats(&facts, &goals.into_iter().collect(), &days, now_ms());
+    let mut series = day_series(&days);
+    for (d, s) in (days.first..=days.last).zip(&stats) {
+        if let Some(a) = series.get_mut(&d) {
+            a.focus_minutes = s.focus_minutes;
+            a.focus_sessions = s.sessions;
+        }
+    }
+    let mut messages = 0;
+    for c in message_counts(&state.db, Some(&auth.user_id), None, &days).await? {
+        messages += c.messages;
+        if let Some(d) = series.get_mut(&c.day) {
+            d.messages += c.messages;
+        }
+    }
+    Ok(AppJson(MyOverview {
+        from: timer::format_day(days.first),
+        to: timer::format_day(days.last),
+        focus_minutes: stats.iter().map(|s| s.focus_ms).sum::<i64>() / 60_000,
+        focus_sessions: stats.iter().map(|s| s.sessions).sum(),
+        completed_sessions: stats.iter().map(|s| s.completed_sessions).sum(),
+        interruptions: stats.iter().map(|s| s.interruptions).sum(),
+        goal_days: stats.iter().filter(|s| s.goal_minutes.is_some()).count() as i64,
+        goals_met: stats.iter().filter(|s| s.goal_met == Some(true)).count() as i64,
+        messages,
+        days: series.into_values().collect(),
+    }))
+}
