@@ -228,8 +228,9 @@ async fn upload_file(
         // squeeze under it.
         let done = sqlx::query(
             "INSERT INTO files (id, team_id, project_id, task_id, name, content_type, size, sha256, uploaded_by, \
-             created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-             WHERE (SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $2) + $7 <= $11",
+             created_at) SELECT $1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9, CAST($10 AS BIGINT) \
+             WHERE (SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $2) + CAST($7 AS BIGINT) \
+             <= CAST($11 AS BIGINT)",
         )
         .bind(&file.id)
         .bind(&file.team_id)
@@ -275,7 +276,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 async fn team_usage(db: &Db, team_id: &str) -> ApiResult<u64> {
-    let (used,): (i64,) = sqlx::query_as("SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $1")
+    let (used,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE team_id = $1")
         .bind(team_id)
         .fetch_one(db.pool())
         .await?;

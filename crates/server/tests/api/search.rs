@@ -67,11 +67,10 @@ async fn finds_only_what_the_caller_may_see_and_follows_writes() {
     assert!(found.contains(&("message".into(), msg_id.clone())), "{hits:?}");
     assert_eq!(found.len(), 2, "{hits:?}");
     let note_hit = hits.iter().find(|h| h["kind"] == "note").unwrap();
+    // Markup in the text never comes back live: SQLite escapes it, PostgreSQL's parser drops it.
+    let snippet = note_hit["snippet"].as_str().unwrap();
     assert!(
-        note_hit["snippet"]
-            .as_str()
-            .unwrap()
-            .contains("&lt;b&gt;<mark>zebra</mark>&lt;/b&gt;"),
+        snippet.contains("<mark>zebra</mark>") && !snippet.contains("<b>"),
         "{note_hit}"
     );
     assert!(hits[0]["rank"].as_f64().unwrap() >= hits[1]["rank"].as_f64().unwrap());
