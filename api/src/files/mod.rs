@@ -178,36 +178,29 @@ async fn upload_file(
     let id = new_id();
     let dir = state.config.data_dir.join("files");
     tokio::fs::create_dir_all(&dir).await.map_err(io_error)?;
-    let part = dir.join(format!("{id}.part"));
-    let mut out = tokio::fs::File::create(&part).await.map_err(io_error)?;
+    let mut pending = Unfinished(dir.join(format!("{id}.part")));
+    let mut out = tokio::fs::File::create(&pending.0).await.map_err(io_error)?;
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
     let mut size: u64 = 0;
-    let written: ApiResult<()> = async {
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            if size > room {
-                return Err(quota_exceeded());
-            }
-            if head.len() < SNIFF_BYTES {
-                let take = chunk.len().min(SNIFF_BYTES - head.len());
-                head.extend_from_slice(&chunk[..take]);
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(io_error)?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::PayloadTooLarge);
         }
-        out.flush().await.map_err(io_error)?;
-        out.sync_all().await.map_err(io_error)
+        if size > room {
+            return Err(quota_exceeded());
+        }
+        if head.len() < SNIFF_BYTES {
+            let take = chunk.len().min(SNIFF_BYTES - head.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.map_err(io_error)?;
     }
-    .await;
+    out.flush().await.map_err(io_error)?;
+    out.sync_all().await.map_err(io_error)?;
     drop(out);
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(e);
-    }
     let file = FileInfo {
         id,
         team_id: q.team_id,
@@ -220,43 +213,56 @@ async fn upload_file(
         uploaded_by: Some(auth.user_id),
         created_at: now_ms(),
     };
-    let stored = async {
-        tokio::fs::rename(&part, blob_path(&state.config.data_dir, &file.id))
-            .await
-            .map_err(io_error)?;
-        // The quota check and the insert are one statement, so concurrent uploads cannot both
-        // squeeze under it.
-        let done = sqlx::query(
-            "INSERT INTO files (id, team_id, project_id, task_id, name, content_type, size, sha256, uploaded_by, \
-             created_at) SELECT $1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9, CAST($10 AS BIGINT) \
-             WHERE (SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $2) + CAST($7 AS BIGINT) \
-             <= CAST($11 AS BIGINT)",
-        )
-        .bind(&file.id)
-        .bind(&file.team_id)
-        .bind(&file.project_id)
-        .bind(&file.task_id)
-        .bind(&file.name)
-        .bind(&file.content_type)
-        .bind(file.size)
-        .bind(&file.sha256)
-        .bind(&file.uploaded_by)
-        .bind(file.created_at)
-        .bind(i64::try_from(state.config.team_storage_quota).unwrap_or(i64::MAX))
-        .execute(state.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(quota_exceeded());
-        }
-        Ok(())
+    let blob = blob_path(&state.config.data_dir, &file.id);
+    tokio::fs::rename(&pending.0, &blob).await.map_err(io_error)?;
+    pending.0 = blob;
+    // The quota check and the insert are one statement, so concurrent uploads cannot both
+    // squeeze under it.
+    let done = sqlx::query(
+        "INSERT INTO files (id, team_id, project_id, task_id, name, content_type, size, sha256, uploaded_by, \
+         created_at) SELECT $1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9, CAST($10 AS BIGINT) \
+         WHERE (SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $2) + CAST($7 AS BIGINT) \
+         <= CAST($11 AS BIGINT)",
+    )
+    .bind(&file.id)
+    .bind(&file.team_id)
+    .bind(&file.project_id)
+    .bind(&file.task_id)
+    .bind(&file.name)
+    .bind(&file.content_type)
+    .bind(file.size)
+    .bind(&file.sha256)
+    .bind(&file.uploaded_by)
+    .bind(file.created_at)
+    .bind(i64::try_from(state.config.team_storage_quota).unwrap_or(i64::MAX))
+    .execute(state.db.pool())
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(quota_exceeded());
     }
-    .await;
-    if let Err(e) = stored {
-        let _ = tokio::fs::remove_file(&part).await;
-        let _ = tokio::fs::remove_file(blob_path(&state.config.data_dir, &file.id)).await;
-        return Err(e);
-    }
+    pending.keep();
     Ok((StatusCode::CREATED, AppJson(file)))
+}
+
+/// A file being written: removed when dropped, so a failed upload, or one whose client went
+/// away mid-stream (the handler is dropped), leaves nothing behind.
+struct Unfinished(PathBuf);
+
+impl Unfinished {
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            tracing::warn!(error = %e, "unfinished upload not removed");
+        }
+    }
 }
 
 fn quota_exceeded() -> ApiError {

@@ -87,8 +87,19 @@ async fn load_export(db: &Db, id: &str, user_id: &str) -> ApiResult<Export> {
 
 /// Start an export of everything about the caller; returns the job.
 #[utoipa::path(post, path = "/export", tag = "gdpr", security(("bearer" = [])),
-    responses((status = 202, body = Export)))]
+    responses((status = 202, body = Export), (status = 409, body = convene_proto::ErrorBody)))]
 async fn start_export(State(state): State<AppState>, auth: AuthUser) -> ApiResult<(StatusCode, AppJson<Export>)> {
+    let running: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM data_exports WHERE user_id = $1 AND status = 'pending'")
+            .bind(&auth.user_id)
+            .fetch_optional(state.db.pool())
+            .await?;
+    if running.is_some() {
+        return Err(ApiError::conflict(
+            "export_in_progress",
+            "an export is already being prepared",
+        ));
+    }
     let id = new_id();
     sqlx::query(
         "INSERT INTO data_exports (id, user_id, status, progress, created_at) VALUES ($1, $2, 'pending', 0, $3)",

@@ -132,6 +132,61 @@ pub(crate) fn day_stats(
 mod tests {
     use super::*;
 
+    const MIN: i64 = 60_000;
+
+    fn session(started_at: i64, focus_min: i64, work: bool, completed: bool) -> SessionFacts {
+        SessionFacts {
+            started_at,
+            work,
+            ended: true,
+            completed,
+            interruptions: 1,
+            clock: super::super::Clock {
+                started_at,
+                paused_at: None,
+                paused_ms: 0,
+                ended_at: Some(started_at + focus_min * MIN),
+            },
+        }
+    }
+
+    #[test]
+    fn days_sum_their_sessions() {
+        let day = parse_day("d", "2026-11-20").unwrap();
+        let midnight = day * 86_400_000;
+        let sessions = [
+            session(midnight + 60 * MIN, 25, true, true),
+            session(midnight + 90 * MIN, 35, true, false),
+            // Breaks are not focus.
+            session(midnight + 130 * MIN, 5, false, true),
+            // 23:50 UTC is the next day two hours east.
+            session(midnight + 1430 * MIN, 20, true, true),
+        ];
+        let goals = BTreeMap::from([("2026-11-20".to_owned(), 60), ("2026-11-21".to_owned(), 30)]);
+        let utc = Days {
+            first: day,
+            last: day + 1,
+            offset_ms: 0,
+        };
+        let stats = day_stats(&sessions, &goals, &utc, midnight + 2 * 86_400_000);
+        assert_eq!(stats[0].focus_ms, 80 * MIN);
+        assert_eq!(
+            (stats[0].sessions, stats[0].completed_sessions, stats[0].interruptions),
+            (3, 2, 3)
+        );
+        assert_eq!(stats[0].average_session_ms, 80 * MIN / 3);
+        assert_eq!(stats[0].goal_met, Some(true));
+        assert_eq!((stats[1].sessions, stats[1].goal_met), (0, Some(false)));
+        let east = Days {
+            first: day,
+            last: day + 1,
+            offset_ms: 120 * MIN,
+        };
+        let stats = day_stats(&sessions, &goals, &east, midnight + 2 * 86_400_000);
+        assert_eq!((stats[0].focus_minutes, stats[1].focus_minutes), (60, 20));
+        assert_eq!(stats[1].goal_met, Some(false));
+    }
+
     #[test]
     fn days_round_trip() {
         assert_eq!(parse_day("d", "1970-01-02").unwrap(), 1);

@@ -89,6 +89,12 @@ async fn upload_list_download_delete() {
         .await;
     assert_eq!(usage["used_bytes"].as_u64(), Some((PNG.len() + text.len()) as u64));
 
+    // File names are searchable at once, by team members only.
+    let (_, hits) = app.get("/api/v1/search?q=pic&types=file", &guest.access).await;
+    assert_eq!(hits["items"][0]["id"], id);
+    let (_, hits) = app.get("/api/v1/search?q=pic&types=file", &eve.access).await;
+    assert_eq!(hits["items"].as_array().unwrap().len(), 0);
+
     // Whole, ranged, suffix, open-ended, unsatisfiable.
     let url = app.url(&format!("/api/v1/files/{tid}/download"));
     let res = app.client.get(&url).bearer_auth(&guest.access).send().await.unwrap();
@@ -152,9 +158,11 @@ async fn upload_list_download_delete() {
 
 #[tokio::test]
 async fn size_limit_and_quota() {
+    let mut data_dir = None;
     let app = spawn_app_with(|c| {
         c.max_upload_size = 1000;
         c.team_storage_quota = 2500;
+        data_dir = Some(c.data_dir.clone());
     })
     .await;
     let alice = app.register("alice").await;
@@ -173,6 +181,9 @@ async fn size_limit_and_quota() {
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "quota_exceeded"));
     let (_, usage) = app.get(&format!("/api/v1/files/usage?{q}"), &alice.access).await;
     assert_eq!(usage["used_bytes"], 2000);
+    // Refused uploads leave nothing on disk; stored ones are named by id only.
+    let stored = std::fs::read_dir(data_dir.unwrap().join("files")).unwrap().count();
+    assert_eq!(stored, 2);
 
     // Bad requests are 4xx JSON.
     let res = app
