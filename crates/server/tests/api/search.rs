@@ -124,3 +124,49 @@ async fn finds_only_what_the_caller_may_see_and_follows_writes() {
     let (status, _) = app.get("/api/v1/search?q=zebra%20OR%20NEAR(x", &alice.access).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn private_channels_and_dms_are_searchable_by_their_members_only() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let team = app.team(&alice, "Core").await;
+    app.add(&alice, &team, &bob, "member").await;
+    app.add(&alice, &team, &carol, "admin").await;
+
+    let (status, dm) = app
+        .post(
+            "/api/v1/chat/channels",
+            Some(&alice.access),
+            json!({ "kind": "dm", "members": [bob.user_id] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{dm}");
+    let (status, private) = app
+        .post(
+            "/api/v1/chat/channels",
+            Some(&alice.access),
+            json!({ "team_id": team, "name": "board", "kind": "private", "topic": "walrus budget" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{private}");
+    for channel in [&dm, &private] {
+        let (status, _) = app
+            .post(
+                &format!("/api/v1/chat/channels/{}/messages", channel["id"].as_str().unwrap()),
+                Some(&alice.access),
+                json!({ "body": "walrus sighting" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Alice: both messages and the private channel; Bob: the DM only; Carol (an admin, not a
+    // member of either): nothing.
+    assert_eq!(search(&app, &alice, "q=walrus").await.len(), 3);
+    let bobs = search(&app, &bob, "q=walrus").await;
+    assert_eq!(ids(&bobs).len(), 1);
+    assert_eq!(bobs[0]["channel_id"], dm["id"]);
+    assert!(bobs[0]["team_id"].is_null());
+    assert!(search(&app, &carol, "q=walrus").await.is_empty());
+}

@@ -182,6 +182,11 @@ async fn pomodoro_defaults_and_bad_input() {
             json!({ "focus_type": "nap", "planned_minutes": 5 }),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
+        // The server's clock is the only one: a client cannot say when it started.
+        (
+            json!({ "focus_type": "custom", "planned_minutes": 5, "started_at": "2020-01-01T00:00:00Z" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             json!({ "focus_type": "custom", "planned_minutes": 5, "team_id": "nope" }),
             StatusCode::NOT_FOUND,
