@@ -50,6 +50,18 @@ pub(crate) fn blob_path(data_dir: &std::path::Path, id: &str) -> PathBuf {
     data_dir.join("files").join(id)
 }
 
+/// Ids of a team's files, to remove their contents once the team is deleted.
+pub(crate) async fn team_file_ids<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    team_id: &str,
+) -> ApiResult<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM files WHERE team_id = $1")
+        .bind(team_id)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Removes stored contents of files whose rows are gone (after a team or account deletion).
 pub(crate) async fn remove_blobs(data_dir: &std::path::Path, ids: &[String]) {
     for id in ids {

@@ -344,11 +344,7 @@ async fn delete_me(
     let mut tx = state.db.pool().begin().await?;
     let mut blobs = Vec::new();
     for (team_id, _, _) in &owned {
-        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM files WHERE team_id = $1")
-            .bind(team_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        blobs.extend(ids.into_iter().map(|(id,)| id));
+        blobs.extend(files::team_file_ids(&mut *tx, team_id).await?);
         sqlx::query("DELETE FROM teams WHERE id = $1")
             .bind(team_id)
             .execute(&mut *tx)

@@ -182,8 +182,8 @@ async fn size_limit_and_quota() {
     let (_, usage) = app.get(&format!("/api/v1/files/usage?{q}"), &alice.access).await;
     assert_eq!(usage["used_bytes"], 2000);
     // Refused uploads leave nothing on disk; stored ones are named by id only.
-    let stored = std::fs::read_dir(data_dir.unwrap().join("files")).unwrap().count();
-    assert_eq!(stored, 2);
+    let files_dir = data_dir.unwrap().join("files");
+    assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 2);
 
     // Bad requests are 4xx JSON.
     let res = app
@@ -207,4 +207,9 @@ async fn size_limit_and_quota() {
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = upload(&app, &alice.access, "", "x", vec![1]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Deleting the team deletes its files' contents too.
+    let (status, _) = app.delete(&format!("/api/v1/teams/{team}"), &alice.access).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 0);
 }
