@@ -117,6 +117,11 @@ impl From<sqlx::Error> for ApiError {
             if db.is_foreign_key_violation() {
                 return Self::NotFound("referenced resource");
             }
+            // PostgreSQL text cannot hold NUL (22021) or unmappable characters (22P05); that
+            // is the client's input, wherever it came from (path, query or body).
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return Self::BadRequest("text contains characters that cannot be stored (such as NUL)".to_owned());
+            }
         }
         Self::Internal(e.to_string())
     }

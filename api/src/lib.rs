@@ -2,6 +2,7 @@
 
 mod analytics;
 mod auth;
+mod boards;
 mod chat;
 pub mod db;
 pub mod error;
@@ -12,12 +13,16 @@ mod gdpr;
 mod notes;
 mod notifications;
 mod pagination;
+mod projects;
 pub mod rooms;
 mod search;
+mod sprints;
 mod state;
+mod tasks;
 pub mod teams;
 mod time;
 mod timer;
+mod timesheets;
 mod validate;
 
 use axum::Router;
@@ -41,6 +46,11 @@ pub use state::{ApiConfig, AppState};
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
+        (name = "projects", description = "A team's projects"),
+        (name = "boards", description = "Kanban boards, their columns and moving tasks"),
+        (name = "tasks", description = "Tasks, labels, subtasks, comments and relations"),
+        (name = "sprints", description = "Sprints and their burndown"),
+        (name = "time", description = "Time entries, timers and time reports"),
         (name = "files", description = "Team files: uploads, downloads with ranges, quotas"),
         (name = "notes", description = "Markdown notes of teams and projects, with edit history"),
         (name = "search", description = "Ranked full-text search over what the caller may see"),
@@ -77,7 +87,22 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/rooms", rooms::router())
         .nest("/api/v1/chat", chat::router())
         .nest("/api/v1/notifications", notifications::router())
-        .nest("/api/v1/timer", timer::router())
+        .nest(
+            "/api/v1/projects",
+            projects::router()
+                .merge(boards::project_router())
+                .merge(tasks::project_router())
+                .merge(sprints::project_router()),
+        )
+        .nest("/api/v1/boards", boards::router())
+        .nest("/api/v1/columns", boards::columns_router())
+        .nest("/api/v1/tasks", tasks::router())
+        .nest("/api/v1/labels", tasks::labels_router())
+        .nest("/api/v1/sprints", sprints::router())
+        .nest("/api/v1/time-entries", timesheets::router())
+        // Task time tracking (timesheets) and focus sessions (timer) share the prefix.
+        .nest("/api/v1/timer", timesheets::timer_router().merge(timer::router()))
+        .nest("/api/v1/reports", timesheets::reports_router())
         .nest("/api/v1/files", files::router())
         .nest("/api/v1/notes", notes::router())
         .nest("/api/v1/search", search::router())

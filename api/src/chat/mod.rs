@@ -397,6 +397,48 @@ async fn create_team_channel(
     Ok((StatusCode::CREATED, AppJson(channel)))
 }
 
+/// The chat channel of a room (created on first use), with `user_id` as a member: everyone who
+/// joins the meeting can read and write its chat. Returns the channel id.
+pub(crate) async fn room_channel(state: &AppState, room_id: &str, team_id: &str, user_id: &str) -> ApiResult<String> {
+    let now = now_ms();
+    // Concurrent first joins race to create it; the unique room_id index keeps one.
+    sqlx::query(
+        "INSERT INTO chat_channels (id, team_id, kind, name, room_id, created_at, updated_at) \
+         VALUES ($1, $2, 'private', $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(team_id)
+    .bind(format!("meeting-{room_id}"))
+    .bind(room_id)
+    .bind(now)
+    .execute(state.db.pool())
+    .await?;
+    let (channel_id,): (String,) = sqlx::query_as("SELECT id FROM chat_channels WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_one(state.db.pool())
+        .await?;
+    let added = sqlx::query(
+        "INSERT INTO chat_members (channel_id, user_id, joined_at, notify) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&channel_id)
+    .bind(user_id)
+    .bind(now)
+    .bind(Notify::Mentions.as_str())
+    .execute(state.db.pool())
+    .await?;
+    if added.rows_affected() == 1 {
+        publish_to_members(
+            state,
+            &channel_id,
+            "channel.member_added",
+            &json!({ "channel_id": channel_id, "user_id": user_id }),
+        )
+        .await?;
+    }
+    Ok(channel_id)
+}
+
 async fn insert_member(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     channel_id: &str,

@@ -263,6 +263,9 @@ pub(crate) struct JoinInfo {
     room_id: String,
     participant_id: String,
     expires_in: i64,
+    /// The meeting's chat channel (`/api/v1/chat/channels/{id}/messages`); joining makes the
+    /// caller a member.
+    chat_channel_id: String,
 }
 
 /// Get a join token for a room the caller may enter.
@@ -297,7 +300,9 @@ async fn join_room(
             ttl,
         )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let chat_channel_id = crate::chat::room_channel(&state, &room_id, &a.room.team_id, &auth.user_id).await?;
     Ok(AppJson(JoinInfo {
+        chat_channel_id,
         token,
         ws_url: signal_url(&state.config.public_url),
         ice_servers: state.config.ice.servers_for(&auth.user_id, now),

@@ -4,6 +4,7 @@
 
 mod analytics;
 mod auth;
+mod boards;
 mod chat;
 mod errors;
 mod events;
@@ -13,8 +14,13 @@ mod helpers;
 mod notes;
 mod notifications;
 mod ops;
+mod projects;
 mod rooms;
 mod search;
 mod signal;
+mod sprints;
+mod tasks;
 mod teams;
 mod timer;
+mod timesheets;
+mod work_access;

@@ -182,3 +182,57 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+#[tokio::test]
+async fn meeting_chat_belongs_to_those_who_joined() {
+    let app = spawn_app().await;
+    let owner = app.register("owner").await;
+    let member = app.register("member").await;
+    let team = app.team(&owner, "T").await;
+    app.add(&owner, &team, &member, "member").await;
+    let (_, room) = app
+        .post(
+            "/api/v1/rooms",
+            Some(&owner.access),
+            json!({ "name": "Standup", "team_id": team }),
+        )
+        .await;
+    let id = room["id"].as_str().unwrap();
+
+    let (_, join) = app
+        .post(&format!("/api/v1/rooms/{id}/join"), Some(&owner.access), json!({}))
+        .await;
+    let channel = join["chat_channel_id"].as_str().unwrap().to_owned();
+    let messages = format!("/api/v1/chat/channels/{channel}/messages");
+    let (status, posted) = app
+        .post(&messages, Some(&owner.access), json!({ "body": "agenda: demo" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{posted}");
+    assert_eq!(
+        app.get(&messages, &member.access).await.0,
+        StatusCode::NOT_FOUND,
+        "not in the meeting yet"
+    );
+
+    let (_, join) = app
+        .post(&format!("/api/v1/rooms/{id}/join"), Some(&member.access), json!({}))
+        .await;
+    assert_eq!(
+        join["chat_channel_id"].as_str(),
+        Some(channel.as_str()),
+        "one chat per room"
+    );
+    let (status, page) = app.get(&messages, &member.access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["body"], "agenda: demo");
+
+    assert_eq!(
+        app.delete(&format!("/api/v1/rooms/{id}"), &owner.access).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&messages, &owner.access).await.0,
+        StatusCode::NOT_FOUND,
+        "the chat goes with the room"
+    );
+}
