@@ -195,6 +195,30 @@ END $$ LANGUAGE plpgsql;
 CREATE TRIGGER chat_messages_search AFTER INSERT OR UPDATE OR DELETE ON chat_messages
     FOR EACH ROW EXECUTE FUNCTION chat_messages_search();
 
+-- projects and tasks (migration 0020)
+CREATE FUNCTION projects_search() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM search_documents WHERE kind = 'project' AND item_id = OLD.id;
+        RETURN OLD;
+    END IF;
+    PERFORM search_put('project', NEW.id, NEW.team_id, NULL, NEW.name, COALESCE(NEW.description, ''));
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER projects_search AFTER INSERT OR UPDATE OR DELETE ON projects FOR EACH ROW EXECUTE FUNCTION projects_search();
+
+CREATE FUNCTION tasks_search() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM search_documents WHERE kind = 'task' AND item_id = OLD.id;
+        RETURN OLD;
+    END IF;
+    PERFORM search_put('task', NEW.id, p.team_id, NULL, NEW.title, COALESCE(NEW.description, ''))
+    FROM projects p WHERE p.id = NEW.project_id;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER tasks_search AFTER INSERT OR UPDATE OR DELETE ON tasks FOR EACH ROW EXECUTE FUNCTION tasks_search();
+
 -- What existed before this migration.
 INSERT INTO search_documents (kind, item_id, team_id, title, body)
     SELECT 'team', id, id, name, COALESCE(description, '') FROM teams;
@@ -205,3 +229,7 @@ INSERT INTO search_documents (kind, item_id, team_id, channel_id, title, body)
 INSERT INTO search_documents (kind, item_id, team_id, channel_id, title, body)
     SELECT 'message', m.id, c.team_id, m.channel_id, '', m.body
     FROM chat_messages m JOIN chat_channels c ON c.id = m.channel_id WHERE m.deleted_at IS NULL;
+INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    SELECT 'project', id, team_id, name, COALESCE(description, '') FROM projects;
+INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    SELECT 'task', t.id, p.team_id, t.title, COALESCE(t.description, '') FROM tasks t JOIN projects p ON p.id = t.project_id;

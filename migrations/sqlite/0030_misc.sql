@@ -194,6 +194,30 @@ CREATE TRIGGER chat_messages_search_ad AFTER DELETE ON chat_messages BEGIN
     DELETE FROM search_documents WHERE kind = 'message' AND item_id = old.id;
 END;
 
+-- projects and tasks (migration 0020)
+CREATE TRIGGER projects_search_ai AFTER INSERT ON projects BEGIN
+    INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    VALUES ('project', new.id, new.team_id, new.name, COALESCE(new.description, ''));
+END;
+CREATE TRIGGER projects_search_au AFTER UPDATE OF name, description ON projects BEGIN
+    UPDATE search_documents SET title = new.name, body = COALESCE(new.description, '')
+    WHERE kind = 'project' AND item_id = new.id;
+END;
+CREATE TRIGGER projects_search_ad AFTER DELETE ON projects BEGIN
+    DELETE FROM search_documents WHERE kind = 'project' AND item_id = old.id;
+END;
+CREATE TRIGGER tasks_search_ai AFTER INSERT ON tasks BEGIN
+    INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    SELECT 'task', new.id, p.team_id, new.title, COALESCE(new.description, '') FROM projects p WHERE p.id = new.project_id;
+END;
+CREATE TRIGGER tasks_search_au AFTER UPDATE OF title, description ON tasks BEGIN
+    UPDATE search_documents SET title = new.title, body = COALESCE(new.description, '')
+    WHERE kind = 'task' AND item_id = new.id;
+END;
+CREATE TRIGGER tasks_search_ad AFTER DELETE ON tasks BEGIN
+    DELETE FROM search_documents WHERE kind = 'task' AND item_id = old.id;
+END;
+
 -- What existed before this migration.
 INSERT INTO search_documents (kind, item_id, team_id, title, body)
     SELECT 'team', id, id, name, COALESCE(description, '') FROM teams;
@@ -204,3 +228,7 @@ INSERT INTO search_documents (kind, item_id, team_id, channel_id, title, body)
 INSERT INTO search_documents (kind, item_id, team_id, channel_id, title, body)
     SELECT 'message', m.id, c.team_id, m.channel_id, '', m.body
     FROM chat_messages m JOIN chat_channels c ON c.id = m.channel_id WHERE m.deleted_at IS NULL;
+INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    SELECT 'project', id, team_id, name, COALESCE(description, '') FROM projects;
+INSERT INTO search_documents (kind, item_id, team_id, title, body)
+    SELECT 'task', t.id, p.team_id, t.title, COALESCE(t.description, '') FROM tasks t JOIN projects p ON p.id = t.project_id;

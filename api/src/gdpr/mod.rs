@@ -1,7 +1,8 @@
 //! `/api/v1/me`: the caller's data under the GDPR.
 //!
 //! **Export** (`POST /me/export`) starts a job that writes a zip archive: `data.json` (profile,
-//! sessions, team memberships, chat messages and reactions the user wrote, notifications, focus
+//! sessions, team memberships, chat messages and reactions the user wrote, notifications, tasks
+//! the user created or is assigned to, task comments the user wrote, time entries, focus
 //! sessions, interruptions and goals, notes and note versions the user wrote, metadata of files
 //! the user uploaded; times in unix milliseconds) and `files/<id>-<name>` with those files'
 //! content. Nothing authored by others is included. `GET /me/exports/{id}` shows progress, an
@@ -11,9 +12,11 @@
 //! name, profile, password hash), sessions and refresh tokens (every token dies at once), team
 //! and channel memberships, reactions, mentions, notifications of the user, notifications of
 //! others that quote the user's name (about the user's messages), invitations addressed to the
-//! user's e-mail, focus sessions and goals, export archives, and teams where the user was the
-//! only member (with their files). Anonymized (kept, author set to null): messages, notes and
-//! note versions, files uploaded to teams that live on, channels, rooms and invites created. A
+//! user's e-mail, task assignments, time entries, focus sessions and goals, export archives,
+//! and teams where the user was the only member (with their files and projects). Anonymized
+//! (kept, author set to null): messages, task comments, tasks and projects created, activity
+//! entries, notes and note versions, files uploaded to teams that live on, channels, rooms and
+//! invites created. A
 //! sole owner of a team that has other members must transfer ownership first (409).
 
 use std::path::{Path, PathBuf};
@@ -211,6 +214,13 @@ async fn run_export(state: &AppState, id: &str, user_id: &str) -> ApiResult<i64>
                     WHERE created_by = $1 ORDER BY id").await?,
         "note_versions": q("SELECT note_id, version, title, body, edited_at FROM note_versions WHERE edited_by = $1 \
                             ORDER BY note_id, version").await?,
+        "tasks_created": q("SELECT id, project_id, number, title, description, priority, due_date, created_at, \
+                            updated_at FROM tasks WHERE created_by = $1 ORDER BY id").await?,
+        "task_assignments": q("SELECT task_id FROM task_assignees WHERE user_id = $1 ORDER BY task_id").await?,
+        "task_comments": q("SELECT id, task_id, body, created_at, edited_at FROM task_comments \
+                            WHERE author_id = $1 ORDER BY id").await?,
+        "time_entries": q("SELECT id, task_id, started_at, ended_at, note, created_at FROM time_entries \
+                           WHERE user_id = $1 ORDER BY id").await?,
         "files": q("SELECT id, team_id, project_id, task_id, name, content_type, size, sha256, created_at FROM files \
                     WHERE uploaded_by = $1 ORDER BY id").await?,
     });

@@ -5,7 +5,7 @@
 //! and snippets are per dialect: SQLite FTS5 (`bm25`, `snippet`), PostgreSQL `tsvector`
 //! (`ts_rank`, `ts_headline`), both without stemming so they agree.
 //!
-//! Adding a kind (tasks, projects): triggers on its table that put `(kind, item_id, team_id,
+//! Adding a kind: triggers on its table that put `(kind, item_id, team_id,
 //! channel_id, title, body)` into `search_documents`, a [`Kind`] variant, and its visibility rule
 //! in [`visible`].
 
@@ -35,10 +35,14 @@ pub(crate) enum Kind {
     Channel,
     Team,
     Room,
+    Project,
+    Task,
 }
 
 impl Kind {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 8] = [
+        Self::Task,
+        Self::Project,
         Self::Note,
         Self::File,
         Self::Message,
@@ -55,6 +59,8 @@ impl Kind {
             Self::Channel => "channel",
             Self::Team => "team",
             Self::Room => "room",
+            Self::Project => "project",
+            Self::Task => "task",
         }
     }
 
@@ -67,7 +73,7 @@ impl Kind {
 /// channels and messages follow chat's rules (public channels: the team's non-guest members;
 /// private channels and DMs: their members).
 fn visible() -> &'static str {
-    "((d.kind IN ('note', 'file', 'team', 'room') \
+    "((d.kind IN ('note', 'file', 'team', 'room', 'project', 'task') \
         AND d.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = $1)) \
       OR (d.kind IN ('message', 'channel') AND ( \
         d.channel_id IN (SELECT cm.channel_id FROM chat_members cm WHERE cm.user_id = $1) \
@@ -80,7 +86,7 @@ fn visible() -> &'static str {
 pub(crate) struct SearchQuery {
     /// Words to find (every word must match; the last may be a prefix).
     q: String,
-    /// Comma-separated kinds: note, file, message, channel, team, room (default: all).
+    /// Comma-separated kinds: task, project, note, file, message, channel, team, room (default: all).
     types: Option<String>,
     /// Only results of this team.
     team: Option<String>,

@@ -63,6 +63,41 @@ async fn history(app: &TestApp, alice: &Session, bob: &Session) -> (String, Stri
         json!({ "team_id": team, "title": "bob note", "body": "b" }),
     )
     .await;
+    let (status, project) = app
+        .post(
+            "/api/v1/projects",
+            Some(&alice.access),
+            json!({ "team_id": team, "name": "Web", "key": "WEB" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    for (who, title) in [(alice, "alice task"), (bob, "bob task")] {
+        let (status, task) = app
+            .post(
+                &format!("/api/v1/projects/{}/tasks", project["id"].as_str().unwrap()),
+                Some(&who.access),
+                json!({ "title": title, "assignee_ids": [who.user_id] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let task = task["id"].as_str().unwrap();
+        let (status, _) = app
+            .post(
+                &format!("/api/v1/tasks/{task}/comments"),
+                Some(&who.access),
+                json!({ "body": format!("{title} comment") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/tasks/{task}/time-entries"),
+                Some(&who.access),
+                json!({ "duration_minutes": 30, "note": format!("{title} time") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     upload(app, alice, &team, "alice.txt", b"alice file content").await;
     upload(app, bob, &team, "bob.txt", b"bob file content").await;
     let (_, s) = app
@@ -133,8 +168,18 @@ async fn export_holds_the_users_data_and_nothing_of_others() {
     assert_eq!(data["notes"][0]["title"], "alice note");
     assert_eq!(data["focus_sessions"].as_array().unwrap().len(), 1);
     assert_eq!(data["files"].as_array().unwrap().len(), 1);
+    assert_eq!(data["tasks_created"][0]["title"], "alice task");
+    assert_eq!(data["task_assignments"].as_array().unwrap().len(), 1);
+    assert_eq!(data["task_comments"][0]["body"], "alice task comment");
+    assert_eq!(data["time_entries"][0]["note"], "alice task time");
     let text = data.to_string();
-    for other in ["bob private thoughts", "bob note", "bob.txt", "bob@example.com"] {
+    for other in [
+        "bob private thoughts",
+        "bob note",
+        "bob.txt",
+        "bob@example.com",
+        "bob task",
+    ] {
         assert!(!text.contains(other), "{other} leaked into the export");
     }
     let file_id = data["files"][0]["id"].as_str().unwrap();

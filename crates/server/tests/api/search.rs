@@ -170,3 +170,59 @@ async fn private_channels_and_dms_are_searchable_by_their_members_only() {
     assert!(bobs[0]["team_id"].is_null());
     assert!(search(&app, &carol, "q=walrus").await.is_empty());
 }
+
+#[tokio::test]
+async fn tasks_and_projects_are_indexed_as_they_change() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let guest = app.register("guest").await;
+    let eve = app.register("eve").await;
+    let team = app.team(&alice, "Core").await;
+    app.add(&alice, &team, &guest, "guest").await;
+    let (status, project) = app
+        .post(
+            "/api/v1/projects",
+            Some(&alice.access),
+            json!({ "team_id": team, "name": "Osprey launch", "key": "OSP" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let (status, task) = app
+        .post(
+            &format!("/api/v1/projects/{project_id}/tasks"),
+            Some(&alice.access),
+            json!({ "title": "Calibrate the osprey sensor", "description": "needs a ladder" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let task_id = task["id"].as_str().unwrap().to_owned();
+
+    let found = ids(&search(&app, &guest, "q=osprey").await);
+    assert!(found.contains(&("task".to_owned(), task_id.clone())), "{found:?}");
+    assert!(found.contains(&("project".to_owned(), project_id.clone())), "{found:?}");
+    assert_eq!(
+        ids(&search(&app, &alice, "q=ladder&types=task").await),
+        vec![("task".to_owned(), task_id.clone())]
+    );
+    assert!(search(&app, &eve, "q=osprey").await.is_empty());
+
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/tasks/{task_id}"),
+            &alice.access,
+            json!({ "title": "Calibrate the heron sensor" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(search(&app, &alice, "q=osprey&types=task").await.is_empty());
+    assert_eq!(search(&app, &alice, "q=heron").await.len(), 1);
+
+    // Deleting the project takes its tasks out of the index too.
+    let (status, _) = app
+        .delete(&format!("/api/v1/projects/{project_id}"), &alice.access)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(search(&app, &alice, "q=heron").await.is_empty());
+    assert!(search(&app, &alice, "q=osprey").await.is_empty());
+}
