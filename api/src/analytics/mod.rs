@@ -1,8 +1,9 @@
 //! `/api/v1/analytics`: dashboards computed on request from the source data (focus sessions,
 //! chat messages, notes, files), never from counters kept on the side.
 //!
-//! Team overviews are for the team's members, admins and owners (guests get 403, outsiders
-//! 404). Meeting minutes are not reported: rooms keep no history of who attended yet.
+//! Team and project overviews are for the team's members, admins and owners (guests get 403,
+//! outsiders 404). Meeting minutes are not reported: rooms keep no history of who attended yet.
+//! Sprint burndown lives with sprints (`/api/v1/sprints/{id}/burndown`).
 
 use std::collections::BTreeMap;
 
@@ -16,12 +17,14 @@ use utoipa_axum::routes;
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
+use crate::projects;
 use crate::state::AppState;
 use crate::teams::{self, Role};
 use crate::timer::{self, DayRange, Days, SessionFacts};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(project_overview))
         .routes(routes!(team_overview))
         .routes(routes!(my_overview))
 }
@@ -297,5 +300,144 @@ async fn my_overview(
         goals_met: stats.iter().filter(|s| s.goal_met == Some(true)).count() as i64,
         messages,
         days: series.into_values().collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema, FromRow)]
+pub(crate) struct ColumnCount {
+    column_id: String,
+    name: String,
+    /// `backlog`, `todo`, `in_progress` or `done`.
+    category: String,
+    tasks: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema, FromRow)]
+pub(crate) struct PriorityCount {
+    priority: String,
+    tasks: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WeekCount {
+    /// Monday of the week, `YYYY-MM-DD` (UTC).
+    week: String,
+    completed: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProjectOverview {
+    project_id: String,
+    /// Open (not archived) tasks.
+    tasks: i64,
+    by_column: Vec<ColumnCount>,
+    by_priority: Vec<PriorityCount>,
+    /// Tasks past their due date and not in a done column.
+    overdue: i64,
+    /// Tasks moved into a done column, per week, the last `weeks` weeks.
+    completed_per_week: Vec<WeekCount>,
+    /// Mean time from creation to the last move into a done column, of the tasks done now.
+    average_cycle_hours: Option<f64>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeeksQuery {
+    /// Weeks of completions to report, 1-52 (default 8).
+    weeks: Option<i64>,
+}
+
+/// Tasks of a project by column and priority, overdue, completed per week and cycle time.
+#[utoipa::path(get, path = "/projects/{id}/overview", tag = "analytics", security(("bearer" = [])),
+    params(WeeksQuery),
+    responses((status = 200, body = ProjectOverview), (status = 403, body = convene_proto::ErrorBody),
+              (status = 404, body = convene_proto::ErrorBody), (status = 422, body = convene_proto::ErrorBody)))]
+async fn project_overview(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    AppPath(project_id): AppPath<String>,
+    AppQuery(q): AppQuery<WeeksQuery>,
+) -> ApiResult<AppJson<ProjectOverview>> {
+    if projects::access(&state.db, &project_id, &auth.user_id).await?.role == Role::Guest {
+        return Err(ApiError::Forbidden("guests do not see project analytics"));
+    }
+    let weeks = q.weeks.unwrap_or(8);
+    if !(1..=52).contains(&weeks) {
+        return Err(ApiError::field("weeks", "must be between 1 and 52"));
+    }
+    let db = state.db.pool();
+    let by_column: Vec<ColumnCount> = sqlx::query_as(
+        "SELECT c.id AS column_id, c.name, c.category, \
+         (SELECT COUNT(*) FROM tasks t WHERE t.column_id = c.id AND t.archived_at IS NULL) AS tasks \
+         FROM board_columns c JOIN boards b ON b.id = c.board_id WHERE b.project_id = $1 ORDER BY b.id, c.rank",
+    )
+    .bind(&project_id)
+    .fetch_all(db)
+    .await?;
+    let by_priority: Vec<PriorityCount> = sqlx::query_as(
+        "SELECT priority, COUNT(*) AS tasks FROM tasks WHERE project_id = $1 AND archived_at IS NULL \
+         GROUP BY priority ORDER BY priority",
+    )
+    .bind(&project_id)
+    .fetch_all(db)
+    .await?;
+    let now = now_ms();
+    let today = timer::format_day(timer::day_of(now, 0));
+    let (overdue,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM tasks t JOIN board_columns c ON c.id = t.column_id \
+         WHERE t.project_id = $1 AND t.archived_at IS NULL AND t.due_date < $2 AND c.category <> 'done'",
+    )
+    .bind(&project_id)
+    .bind(&today)
+    .fetch_one(db)
+    .await?;
+    // Moves into a done column, from the activity feed.
+    let done_moves: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT a.task_id, a.created_at FROM activity a JOIN board_columns c ON c.id = a.new_value \
+         WHERE a.project_id = $1 AND a.verb = 'moved' AND a.field = 'column_id' AND c.category = 'done' \
+         AND a.task_id IS NOT NULL ORDER BY a.created_at",
+    )
+    .bind(&project_id)
+    .fetch_all(db)
+    .await?;
+    let done_now: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT t.id, t.created_at FROM tasks t JOIN board_columns c ON c.id = t.column_id \
+         WHERE t.project_id = $1 AND c.category = 'done'",
+    )
+    .bind(&project_id)
+    .fetch_all(db)
+    .await?;
+    const WEEK: i64 = 7 * 86_400_000;
+    // 1970-01-01 was a Thursday: weeks start on Mondays, 3 days later.
+    let monday = |at: i64| (at - 4 * 86_400_000).div_euclid(WEEK) * WEEK + 4 * 86_400_000;
+    let this_week = monday(now);
+    let mut per_week: BTreeMap<i64, i64> = (0..weeks).map(|w| (this_week - w * WEEK, 0)).collect();
+    let mut last_done: BTreeMap<&str, i64> = BTreeMap::new();
+    for (task, at) in &done_moves {
+        if let Some(n) = per_week.get_mut(&monday(*at)) {
+            *n += 1;
+        }
+        last_done.insert(task.as_str(), *at);
+    }
+    let cycles: Vec<i64> = done_now
+        .iter()
+        .filter_map(|(task, created)| last_done.get(task.as_str()).map(|done| done - created))
+        .collect();
+    let average_cycle_hours =
+        (!cycles.is_empty()).then(|| cycles.iter().sum::<i64>() as f64 / cycles.len() as f64 / 3_600_000.0);
+    Ok(AppJson(ProjectOverview {
+        project_id,
+        tasks: by_column.iter().map(|c| c.tasks).sum(),
+        by_column,
+        by_priority,
+        overdue,
+        completed_per_week: per_week
+            .into_iter()
+            .map(|(week, completed)| WeekCount {
+                week: timer::format_day(week.div_euclid(86_400_000)),
+                completed,
+            })
+            .collect(),
+        average_cycle_hours,
     }))
 }

@@ -117,3 +117,72 @@ async fn overviews_are_computed_from_the_source_data() {
         (Some(0), Some(0))
     );
 }
+
+#[tokio::test]
+async fn project_overview_counts_tasks_completions_and_overdue_work() {
+    use crate::projects::{create_task, crew, put};
+    let app = crate::helpers::spawn_app().await;
+    let c = crew(&app).await;
+    let late = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "late", "priority": "high", "due_date": "2020-01-01" }),
+    )
+    .await;
+    let done = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "done", "priority": "low", "due_date": "2020-01-01" }),
+    )
+    .await;
+    create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "fresh", "priority": "high" }),
+    )
+    .await;
+    let (status, moved) = put(
+        &app,
+        &format!("/api/v1/boards/{}/tasks/{}/move", c.board, done["id"].as_str().unwrap()),
+        &c.member.access,
+        json!({ "column_id": c.columns[3], "expected_version": done["version"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+
+    let path = format!("/api/v1/analytics/projects/{}/overview", c.project);
+    let (status, o) = app.get(&path, &c.member.access).await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!(o["tasks"], 3);
+    let counts: Vec<i64> = o["by_column"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tasks"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [2, 0, 0, 1]);
+    assert_eq!(
+        o["by_priority"],
+        json!([{ "priority": "high", "tasks": 2 }, { "priority": "low", "tasks": 1 }])
+    );
+    // The done task is not overdue however late it was.
+    assert_eq!(o["overdue"], 1);
+    let weeks = o["completed_per_week"].as_array().unwrap();
+    assert_eq!(weeks.len(), 8);
+    assert_eq!(weeks.last().unwrap()["completed"], 1);
+    assert!(o["average_cycle_hours"].as_f64().unwrap() >= 0.0);
+    assert!(late["id"].is_string());
+
+    let (status, _) = app.get(&path, &c.guest.access).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.get(&path, &c.outsider.access).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.get(&format!("{path}?weeks=0"), &c.member.access).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+}
