@@ -29,12 +29,14 @@ function renderMe(me) {
 function renderTeam(o) {
   const rows = o.members.map((m) => `<tr><td>${esc(m.display_name)} <small>${esc(m.role)}</small></td>
     <td class="n">${esc(m.focus_minutes)}</td><td class="n">${esc(m.messages)}</td>
-    <td class="n">${esc(m.notes_written)}</td><td class="n">${esc(m.files_uploaded)}</td></tr>`);
+    <td class="n">${esc(m.tasks_completed)}</td><td class="n">${esc(m.notes_written)}</td>
+    <td class="n">${esc(m.files_uploaded)}</td></tr>`);
   $('team-overview').innerHTML = `<div class="cards">${card('Focus hours', (o.focus_minutes / 60).toFixed(1))}
-    ${card('Messages', o.messages)}${card('Notes', o.notes)}${card('Files', o.files)}</div>
+    ${card('Messages', o.messages)}${card('Tasks done', o.tasks_completed)}${card('Notes', o.notes)}
+    ${card('Files', o.files)}</div>
     ${barChart(days(o.days, 'focus_minutes'), 'Team focus minutes per day')}
     ${lineChart(days(o.days, 'messages'), 'Team messages per day')}
-    <table><tr><th>Member</th><th class="n">Focus min</th><th class="n">Messages</th><th class="n">Notes</th>
+    <table><tr><th>Member</th><th class="n">Focus min</th><th class="n">Messages</th><th class="n">Tasks done</th><th class="n">Notes</th>
     <th class="n">Files</th></tr>${rows.join('')}</table>`;
 }
 

@@ -101,6 +101,9 @@ pub(crate) struct MemberActivity {
     messages: i64,
     notes_written: i64,
     files_uploaded: i64,
+    tasks_created: i64,
+    /// Tasks the member moved into a done column.
+    tasks_completed: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,11 +119,13 @@ pub(crate) struct TeamOverview {
     notes: i64,
     files: i64,
     file_bytes: i64,
+    tasks_created: i64,
+    tasks_completed: i64,
     members: Vec<MemberActivity>,
     days: Vec<DayActivity>,
 }
 
-/// Focus, messages, notes and files of a team per member and per day (default: 30 days).
+/// Focus, messages, tasks, notes and files of a team per member and per day (default: 30 days).
 #[utoipa::path(get, path = "/teams/{id}/overview", tag = "analytics", security(("bearer" = [])), params(DayRange),
     responses((status = 200, body = TeamOverview), (status = 403, body = convene_proto::ErrorBody),
               (status = 404, body = convene_proto::ErrorBody), (status = 422, body = convene_proto::ErrorBody)))]
@@ -210,6 +215,36 @@ async fn team_overview(
     .bind(end)
     .fetch_all(state.db.pool())
     .await?;
+    let tasks_created: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT t.created_by, COUNT(*) FROM tasks t JOIN projects p ON p.id = t.project_id WHERE p.team_id = $1 \
+         AND t.created_at >= $2 AND t.created_at < $3 GROUP BY t.created_by",
+    )
+    .bind(&team_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(state.db.pool())
+    .await?;
+    let tasks_completed: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT a.actor_id, COUNT(*) FROM activity a JOIN projects p ON p.id = a.project_id \
+         JOIN board_columns c ON c.id = a.new_value WHERE p.team_id = $1 AND a.verb = 'moved' \
+         AND a.field = 'column_id' AND c.category = 'done' AND a.created_at >= $2 AND a.created_at < $3 \
+         GROUP BY a.actor_id",
+    )
+    .bind(&team_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(state.db.pool())
+    .await?;
+    for (user, n) in &tasks_created {
+        if let Some(m) = user.as_ref().and_then(|u| by_member.get_mut(u)) {
+            m.tasks_created = *n;
+        }
+    }
+    for (user, n) in &tasks_completed {
+        if let Some(m) = user.as_ref().and_then(|u| by_member.get_mut(u)) {
+            m.tasks_completed = *n;
+        }
+    }
     for (user, n) in &notes {
         if let Some(m) = user.as_ref().and_then(|u| by_member.get_mut(u)) {
             m.notes_written = *n;
@@ -230,6 +265,8 @@ async fn team_overview(
         notes: notes.iter().map(|n| n.1).sum(),
         files: files.iter().map(|f| f.1).sum(),
         file_bytes: files.iter().map(|f| f.2).sum(),
+        tasks_created: tasks_created.iter().map(|t| t.1).sum(),
+        tasks_completed: tasks_completed.iter().map(|t| t.1).sum(),
         members: by_member.into_values().collect(),
         days: series
             .into_values()

@@ -176,6 +176,25 @@ async fn project_overview_counts_tasks_completions_and_overdue_work() {
     assert!(o["average_cycle_hours"].as_f64().unwrap() >= 0.0);
     assert!(late["id"].is_string());
 
+    // The team overview counts the same tasks per member.
+    let (_, team) = app
+        .get(&format!("/api/v1/analytics/teams/{}/overview", c.team), &c.owner.access)
+        .await;
+    assert_eq!(
+        (team["tasks_created"].as_i64(), team["tasks_completed"].as_i64()),
+        (Some(3), Some(1))
+    );
+    let member = team["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["username"] == "member")
+        .unwrap();
+    assert_eq!(
+        (member["tasks_created"].as_i64(), member["tasks_completed"].as_i64()),
+        (Some(3), Some(1))
+    );
+
     let (status, _) = app.get(&path, &c.guest.access).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.get(&path, &c.outsider.access).await;
