@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing: ${need[*]}"
@@ -23,6 +27,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests (SQLite)"
 cargo test --workspace --locked
+
+echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
+(cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
+cargo test --locked -p convene-turn --test browser_relay -- --ignored
+
+echo "== browser: the web client end to end (three Chromium pages)"
+cargo build --locked -p convene
+web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 
 echo "== API tests (PostgreSQL)"
 pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,13 +15,14 @@ use convene_api::{ApiConfig, ApiError, AppState, Db, Mailer};
 use convene_auth::IceConfig;
 use convene_sfu::{Sfu, SfuConfig};
 use convene_signaling::{Signaling, SignalingConfig};
+use convene_turn::{LocalAddrs, TurnConfig, TurnServer};
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::{Config, load_or_create_secret};
+use crate::config::{Config, TurnSettings, load_or_create_secret};
 use crate::telemetry::{Metrics, metrics_handler, track};
 
 /// Default limit for request bodies (JSON); uploads get their own limits.
@@ -31,6 +33,7 @@ pub struct App {
     router: Router,
     state: AppState,
     media: Option<Arc<Signaling>>,
+    turn: Option<Arc<TurnServer>>,
     digests: tokio::task::JoinHandle<()>,
 }
 
@@ -55,12 +58,20 @@ impl App {
         };
         let listener = TcpListener::bind(config.http_addr).await?;
         let local = listener.local_addr()?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
+        let (turn, ice) = match &config.turn {
+            Some(settings) => {
+                let (server, ice) = start_turn(settings, &config.data_dir, &public_url).await?;
+                (Some(server), ice)
+            }
+            None => (None, IceConfig::default()),
+        };
         let api_config = ApiConfig {
-            public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{local}")),
+            public_url,
             access_token_ttl_secs: secs(config.access_token_ttl),
             refresh_token_ttl: config.refresh_token_ttl,
             join_token_ttl_secs: secs(config.join_token_ttl),
-            ice: IceConfig::default(),
+            ice,
             invite_ttl: config.invite_ttl,
             login_failures_per_account: config.login_failures_per_account,
             login_failures_per_ip: config.login_failures_per_ip,
@@ -92,7 +103,7 @@ impl App {
             }
             None => None,
         };
-        let metrics = Metrics::new(media.as_ref().map(|m| m.sfu().clone()));
+        let metrics = Metrics::new(media.as_ref().map(|m| m.sfu().clone()), turn.clone());
         let mut router = routes(state.clone(), Arc::new(metrics));
         if let Some(signaling) = &media {
             router = router.merge(signaling.router());
@@ -107,6 +118,7 @@ impl App {
             router,
             state,
             media,
+            turn,
             digests,
         })
     }
@@ -114,6 +126,11 @@ impl App {
     /// The event bus, for publishing to users' real-time streams from outside a request.
     pub fn events(&self) -> Arc<convene_api::events::EventBus> {
         self.state.events.clone()
+    }
+
+    /// The relay's addresses, when it runs.
+    pub fn turn_addrs(&self) -> Option<LocalAddrs> {
+        self.turn.as_ref().map(|t| t.local_addrs())
     }
 
     /// The media workers' UDP addresses (empty when media is off).
@@ -171,7 +188,7 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .merge(ops)
         .merge(api)
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(crate::web::serve)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(metrics, track))
         .layer(
@@ -195,6 +212,60 @@ fn routes(state: AppState, metrics: Arc<Metrics>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
+/// Starts the embedded relay and describes it for clients: STUN and TURN (UDP, TCP, and TLS
+/// when configured) URLs on the host clients reach this server at, with REST credentials.
+async fn start_turn(
+    settings: &TurnSettings,
+    data_dir: &Path,
+    public_url: &str,
+) -> anyhow::Result<(Arc<TurnServer>, IceConfig)> {
+    let secret = match &settings.secret {
+        Some(s) => s.clone(),
+        None => load_or_create_secret(data_dir, "turn_secret")?,
+    };
+    let mut turn = TurnConfig::new(secret.clone());
+    turn.listen = settings.addr;
+    if let Some((addr, cert, key)) = &settings.tls {
+        turn.tls_listen = Some(*addr);
+        turn.tls_cert = Some(cert.clone());
+        turn.tls_key = Some(key.clone());
+    }
+    turn.relay_ip = settings.relay_ip;
+    turn.relay_public_ip = settings.public_ip;
+    turn.relay_ports = settings.relay_ports.clone();
+    turn.allow_peers = settings.allow_peers.clone();
+    let server = TurnServer::start(turn).await?;
+    let addrs = server.local_addrs();
+    let host = settings.host.clone().unwrap_or_else(|| url_host(public_url));
+    let port = addrs.udp.port();
+    let mut turn_urls = vec![
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{}?transport=tcp", addrs.tcp.port()),
+    ];
+    if let Some(tls) = addrs.tls {
+        turn_urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+    }
+    tracing::info!(udp = %addrs.udp, tcp = %addrs.tcp, "TURN relay started");
+    let ice = IceConfig {
+        stun_urls: vec![format!("stun:{host}:{port}")],
+        turn_urls,
+        turn_secret: Some(secret),
+        credential_ttl_secs: secs(settings.credential_ttl),
+    };
+    Ok((Arc::new(server), ice))
+}
+
+/// The host part of `scheme://host[:port][/...]` (IPv6 hosts keep their brackets).
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match authority.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or(v6)),
+        None => authority.split(':').next().unwrap_or(authority).to_owned(),
+    }
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -209,5 +280,17 @@ async fn readyz(State(db): State<Db>) -> (StatusCode, Json<serde_json::Value>) {
                 Json(serde_json::json!({ "status": "database unavailable" })),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn hosts_of_public_urls() {
+        assert_eq!(url_host("https://meet.example.com"), "meet.example.com");
+        assert_eq!(url_host("http://127.0.0.1:8080/x"), "127.0.0.1");
+        assert_eq!(url_host("http://[::1]:8080"), "[::1]");
     }
 }

@@ -2,11 +2,13 @@
 //! file (`--config`), over defaults. Command line and environment win over the file.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use convene_auth::Secret;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
@@ -92,6 +94,42 @@ pub struct ServeArgs {
     /// Seconds a participant whose connection dropped is kept for `resume`.
     #[arg(long, env = "CONVENE_RESUME_GRACE", global = true)]
     pub resume_grace: Option<u64>,
+    /// Run the embedded STUN/TURN relay; `--turn=false` turns it off.
+    #[arg(long, env = "CONVENE_TURN", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub turn: Option<bool>,
+    /// UDP and TCP address of the relay.
+    #[arg(long, env = "CONVENE_TURN_ADDR", global = true)]
+    pub turn_addr: Option<SocketAddr>,
+    /// TURN over TLS (`turns:`) address; served when a certificate and key are given.
+    #[arg(long, env = "CONVENE_TURN_TLS_ADDR", global = true)]
+    pub turn_tls_addr: Option<SocketAddr>,
+    #[arg(long, env = "CONVENE_TURN_TLS_CERT", global = true)]
+    pub turn_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "CONVENE_TURN_TLS_KEY", global = true)]
+    pub turn_tls_key: Option<PathBuf>,
+    /// Shared secret of the REST credentials; generated into the data directory when not given.
+    #[arg(long, env = "CONVENE_TURN_SECRET", global = true, hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Address relay sockets bind to (default: the relay's listen address).
+    #[arg(long, env = "CONVENE_TURN_RELAY_IP", global = true)]
+    pub turn_relay_ip: Option<IpAddr>,
+    /// Relay address announced to clients, behind NAT.
+    #[arg(long, env = "CONVENE_TURN_PUBLIC_IP", global = true)]
+    pub turn_public_ip: Option<IpAddr>,
+    /// Host name or address put in the `turn:`/`stun:` URLs handed to clients (default: the
+    /// host of `--public-url`).
+    #[arg(long, env = "CONVENE_TURN_HOST", global = true)]
+    pub turn_host: Option<String>,
+    /// Relay port range, `FIRST-LAST`.
+    #[arg(long, env = "CONVENE_TURN_RELAY_PORTS", global = true)]
+    pub turn_relay_ports: Option<String>,
+    /// Peer networks the relay may reach although they are loopback/private (comma-separated
+    /// CIDRs); by default such peers are refused.
+    #[arg(long, env = "CONVENE_TURN_ALLOW_PEERS", global = true, value_delimiter = ',')]
+    pub turn_allow_peers: Option<Vec<String>>,
+    /// Seconds TURN credentials handed to clients stay valid.
+    #[arg(long, env = "CONVENE_TURN_CREDENTIAL_TTL", global = true)]
+    pub turn_credential_ttl: Option<u64>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONVENE_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -131,6 +169,8 @@ pub enum ConfigError {
     },
     #[error("--access-token-ttl must be between 1 and 900 seconds")]
     AccessTtl,
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot use the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
 }
@@ -153,12 +193,45 @@ pub struct Config {
     pub login_failures_per_ip: u32,
     pub log_format: LogFormat,
     pub media: Option<MediaConfig>,
+    pub turn: Option<TurnSettings>,
     /// `None`: digests are logged, not mailed. The URL may carry credentials.
     pub smtp_url: Option<Secret>,
     pub smtp_from: String,
     pub email_digest_interval: Duration,
     pub max_upload_size: u64,
     pub team_storage_quota: u64,
+}
+
+/// The embedded relay's settings; `None` in [`Config`] when it is off.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub addr: SocketAddr,
+    /// TLS address, certificate and key, when `turns:` is served.
+    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
+    /// `None`: read from, or generated into, the data directory.
+    pub secret: Option<Secret>,
+    pub relay_ip: Option<IpAddr>,
+    pub public_ip: Option<IpAddr>,
+    pub host: Option<String>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub allow_peers: Vec<IpNet>,
+    pub credential_ttl: Duration,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 3478)),
+            tls: None,
+            secret: None,
+            relay_ip: None,
+            public_ip: None,
+            host: None,
+            relay_ports: 49152..=65535,
+            allow_peers: Vec::new(),
+            credential_ttl: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 /// The media plane's settings; `None` in [`Config`] when media is off.
@@ -199,6 +272,7 @@ impl Default for Config {
             login_failures_per_ip: 20,
             log_format: LogFormat::Text,
             media: Some(MediaConfig::default()),
+            turn: Some(TurnSettings::default()),
             smtp_url: None,
             smtp_from: "Convene <convene@localhost>".to_owned(),
             email_digest_interval: Duration::from_secs(300),
@@ -232,6 +306,18 @@ impl ServeArgs {
             advertise_ip: self.advertise_ip.or(lower.advertise_ip),
             media_workers: self.media_workers.or(lower.media_workers),
             resume_grace: self.resume_grace.or(lower.resume_grace),
+            turn: self.turn.or(lower.turn),
+            turn_addr: self.turn_addr.or(lower.turn_addr),
+            turn_tls_addr: self.turn_tls_addr.or(lower.turn_tls_addr),
+            turn_tls_cert: self.turn_tls_cert.or(lower.turn_tls_cert),
+            turn_tls_key: self.turn_tls_key.or(lower.turn_tls_key),
+            turn_secret: self.turn_secret.or(lower.turn_secret),
+            turn_relay_ip: self.turn_relay_ip.or(lower.turn_relay_ip),
+            turn_public_ip: self.turn_public_ip.or(lower.turn_public_ip),
+            turn_host: self.turn_host.or(lower.turn_host),
+            turn_relay_ports: self.turn_relay_ports.or(lower.turn_relay_ports),
+            turn_allow_peers: self.turn_allow_peers.or(lower.turn_allow_peers),
+            turn_credential_ttl: self.turn_credential_ttl.or(lower.turn_credential_ttl),
             log_format: self.log_format.or(lower.log_format),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
@@ -258,6 +344,10 @@ impl ServeArgs {
             None => self,
         };
         let d = Config::default();
+        let turn = match merged.turn.unwrap_or(true) {
+            true => Some(turn_settings(&merged)?),
+            false => None,
+        };
         let access_token_ttl = merged.access_token_ttl.map_or(d.access_token_ttl, Duration::from_secs);
         if access_token_ttl.is_zero() || access_token_ttl > Duration::from_secs(900) {
             return Err(ConfigError::AccessTtl);
@@ -279,6 +369,7 @@ impl ServeArgs {
                 .unwrap_or(d.login_failures_per_account),
             login_failures_per_ip: merged.login_failures_per_ip.unwrap_or(d.login_failures_per_ip),
             log_format: merged.log_format.unwrap_or(d.log_format),
+            turn,
             media: merged.media.unwrap_or(true).then(|| {
                 let m = MediaConfig::default();
                 MediaConfig {
@@ -307,6 +398,58 @@ impl ServeArgs {
             team_storage_quota: merged.team_storage_quota.unwrap_or(d.team_storage_quota),
         })
     }
+}
+
+fn turn_settings(args: &ServeArgs) -> Result<TurnSettings, ConfigError> {
+    let d = TurnSettings::default();
+    let addr = args.turn_addr.unwrap_or(d.addr);
+    let tls = match (&args.turn_tls_cert, &args.turn_tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls_addr = args.turn_tls_addr.unwrap_or(SocketAddr::new(addr.ip(), 5349));
+            Some((tls_addr, cert.clone(), key.clone()))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(
+                "--turn-tls-cert and --turn-tls-key go together".into(),
+            ));
+        }
+    };
+    let relay_ports = match &args.turn_relay_ports {
+        None => d.relay_ports,
+        Some(range) => {
+            let parsed = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+                .filter(|(a, b)| a <= b && *a > 0);
+            let (first, last) = parsed.ok_or_else(|| {
+                ConfigError::Invalid(format!("--turn-relay-ports: expected FIRST-LAST, got {range:?}"))
+            })?;
+            first..=last
+        }
+    };
+    let allow_peers = args
+        .turn_allow_peers
+        .iter()
+        .flatten()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            c.trim()
+                .parse::<IpNet>()
+                .map_err(|_| ConfigError::Invalid(format!("--turn-allow-peers: bad CIDR {c:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TurnSettings {
+        addr,
+        tls,
+        secret: args.turn_secret.clone().filter(|s| !s.is_empty()).map(Secret::new),
+        relay_ip: args.turn_relay_ip,
+        public_ip: args.turn_public_ip,
+        host: args.turn_host.clone(),
+        relay_ports,
+        allow_peers,
+        credential_ttl: args.turn_credential_ttl.map_or(d.credential_ttl, Duration::from_secs),
+    })
 }
 
 /// Reads the secret named `name` from the data directory, or generates and stores it

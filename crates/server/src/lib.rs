@@ -3,9 +3,10 @@
 mod app;
 pub mod config;
 mod telemetry;
+mod web;
 
 pub use app::{App, open_database};
-pub use config::{Cli, Command, Config, MediaConfig};
+pub use config::{Cli, Command, Config, MediaConfig, TurnSettings};
 pub use telemetry::init_tracing;
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use convene_sfu::{Sfu, SfuStats};
+use convene_turn::TurnServer;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -48,8 +49,79 @@ pub(crate) struct Metrics {
     media: Option<(Sfu, Arc<Mutex<SfuStats>>)>,
 }
 
+impl std::fmt::Debug for TurnCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnCollector")
+    }
+}
+
+/// Publishes the relay's counters, read on every scrape.
+struct TurnCollector(Arc<TurnServer>);
+
+impl Collector for TurnCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let m = self.0.metrics();
+        let gauges = [
+            ("turn_allocations", "Allocations now", m.allocations),
+            ("turn_permissions", "Permissions now", m.permissions),
+            ("turn_channels", "Channel bindings now", m.channels),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "turn_allocations_created",
+                "Allocations ever created",
+                m.allocations_total,
+            ),
+            (
+                "turn_relayed_packets_to_peers",
+                "Packets relayed from clients to peers",
+                m.relayed_packets_to_peers,
+            ),
+            (
+                "turn_relayed_bytes_to_peers",
+                "Bytes relayed from clients to peers",
+                m.relayed_bytes_to_peers,
+            ),
+            (
+                "turn_relayed_packets_to_clients",
+                "Packets relayed from peers to clients",
+                m.relayed_packets_to_clients,
+            ),
+            (
+                "turn_relayed_bytes_to_clients",
+                "Bytes relayed from peers to clients",
+                m.relayed_bytes_to_clients,
+            ),
+            (
+                "turn_auth_failures",
+                "Requests with wrong or expired credentials",
+                m.auth_failures,
+            ),
+            (
+                "turn_peers_denied",
+                "Permissions refused by the peer policy",
+                m.peers_denied,
+            ),
+            (
+                "turn_quota_rejections",
+                "Allocations refused by quotas",
+                m.quota_rejections,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
-    pub(crate) fn new(sfu: Option<Sfu>) -> Self {
+    pub(crate) fn new(sfu: Option<Sfu>, turn: Option<Arc<TurnServer>>) -> Self {
         let mut registry = Registry::with_prefix("convene");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -62,6 +134,9 @@ impl Metrics {
             registry.register_collector(Box::new(MediaCollector(stats.clone())));
             (sfu, stats)
         });
+        if let Some(turn) = turn {
+            registry.register_collector(Box::new(TurnCollector(turn)));
+        }
         Self {
             registry,
             requests,

@@ -29,6 +29,7 @@ fn convene(dir: &std::path::Path, db: Option<&str>) -> Command {
         .env("CONVENE_LOG_FORMAT", "json")
         .env("CONVENE_MEDIA_UDP_PORT", "0")
         .env("CONVENE_MEDIA_TCP_PORT", "0")
+        .env("CONVENE_TURN_ADDR", "127.0.0.1:0")
         .env("CONVENE_MEDIA_BIND_IP", "127.0.0.1");
     if let Some(url) = db {
         cmd.env("CONVENE_DATABASE_URL", url);

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use convene::{App, Config, MediaConfig};
+use convene::{App, Config, MediaConfig, TurnSettings};
 use convene_auth::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,6 +12,7 @@ use sqlx::{Connection, Executor};
 use tokio::sync::oneshot;
 
 pub(crate) const TEST_SECRET: &str = "test-secret-not-for-production";
+pub(crate) const TEST_TURN_SECRET: &str = "test-turn-secret";
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
@@ -64,6 +65,11 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
             advertise_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
             workers: 1,
             resume_grace: std::time::Duration::from_secs(2),
+        }),
+        turn: Some(TurnSettings {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            secret: Some(Secret::new(TEST_TURN_SECRET)),
+            ..TurnSettings::default()
         }),
         ..Config::default()
     };

@@ -23,4 +23,5 @@ mod tasks;
 mod teams;
 mod timer;
 mod timesheets;
+mod web;
 mod work_access;

@@ -236,3 +236,57 @@ async fn meeting_chat_belongs_to_those_who_joined() {
         "the chat goes with the room"
     );
 }
+
+#[tokio::test]
+async fn join_hands_out_the_embedded_relay() {
+    let app = spawn_app().await;
+    let owner = app.register("owner").await;
+    let team = app.team(&owner, "T").await;
+    let (_, room) = app
+        .post(
+            "/api/v1/rooms",
+            Some(&owner.access),
+            json!({ "name": "R", "team_id": team }),
+        )
+        .await;
+    let (_, join) = app
+        .post(
+            &format!("/api/v1/rooms/{}/join", room["id"].as_str().unwrap()),
+            Some(&owner.access),
+            json!({}),
+        )
+        .await;
+    let servers = join["ice_servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{join}");
+    let stun = servers[0]["urls"][0].as_str().unwrap();
+    assert!(stun.starts_with("stun:127.0.0.1:"), "{stun}");
+    let turn_urls: Vec<&str> = servers[1]["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        turn_urls[0].starts_with("turn:127.0.0.1:") && turn_urls[0].ends_with("?transport=udp"),
+        "{turn_urls:?}"
+    );
+    assert!(turn_urls[1].ends_with("?transport=tcp"), "{turn_urls:?}");
+    let username = servers[1]["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, owner.user_id);
+    assert!(expiry.parse::<i64>().unwrap() > chrono_now());
+    assert_eq!(
+        servers[1]["credential"].as_str().unwrap(),
+        convene_auth::turn_password(&Secret::new(crate::helpers::TEST_TURN_SECRET), username)
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("convene_turn_allocations 0"), "{metrics}");
+}
