@@ -205,3 +205,17 @@ async fn project_overview_counts_tasks_completions_and_overdue_work() {
         (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_page_is_served_with_the_web_client() {
+    let app = crate::helpers::spawn_app().await;
+    for (path, needle) in [
+        ("/dashboard/index.html", "dashboard.js"),
+        ("/dashboard/dashboard.js", "/analytics/users/me"),
+        ("/dashboard/charts.js", "export function barChart"),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(res.text().await.unwrap().contains(needle), "{path}");
+    }
+}
