@@ -9,17 +9,22 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod files;
+mod gdpr;
 mod jobs;
 mod meetings;
+mod notes;
 mod notifications;
 mod pagination;
 mod projects;
 pub mod rooms;
+mod search;
 mod sprints;
 mod state;
 mod tasks;
 pub mod teams;
 mod time;
+mod timer;
 mod timesheets;
 mod validate;
 pub mod webhooks;
@@ -51,10 +56,15 @@ pub use state::{ApiConfig, AppState};
         (name = "tasks", description = "Tasks, labels, subtasks, comments and relations"),
         (name = "sprints", description = "Sprints and their burndown"),
         (name = "time", description = "Time entries, timers and time reports"),
-        (name = "analytics", description = "Meeting sessions, attendance, minutes and peak concurrency"),
+        (name = "analytics", description = "Team, project, personal and meeting dashboards computed from the source data"),
         (name = "meetings", description = "Scheduled meetings: a calendar event with its room"),
         (name = "webhooks", description = "Team webhooks for room activity, signed, retried, with a delivery log"),
         (name = "calendar", description = "Calendar events, recurrence, RSVPs, reminders and the iCalendar feed"),
+        (name = "files", description = "Team files: uploads, downloads with ranges, quotas"),
+        (name = "notes", description = "Markdown notes of teams and projects, with edit history"),
+        (name = "search", description = "Ranked full-text search over what the caller may see"),
+        (name = "gdpr", description = "Export of all the caller's data, and account deletion"),
+        (name = "timer", description = "Focus sessions, pomodoro cycles, daily goals and focus stats"),
     )
 )]
 struct ApiDoc;
@@ -98,13 +108,18 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/labels", tasks::labels_router())
         .nest("/api/v1/sprints", sprints::router())
         .nest("/api/v1/time-entries", timesheets::router())
-        .nest("/api/v1/timer", timesheets::timer_router())
+        // Task time tracking (timesheets) and focus sessions (timer) share the prefix.
+        .nest("/api/v1/timer", timesheets::timer_router().merge(timer::router()))
         .nest("/api/v1/reports", timesheets::reports_router())
         .nest("/api/v1/events", calendar::router())
         .nest("/api/v1/calendar", calendar::feed_router())
         .nest("/api/v1/webhooks", webhooks::router())
         .nest("/api/v1/meetings", meetings::router())
         .nest("/api/v1/analytics", analytics::router())
+        .nest("/api/v1/files", files::router())
+        .nest("/api/v1/notes", notes::router())
+        .nest("/api/v1/search", search::router())
+        .nest("/api/v1/me", gdpr::router())
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

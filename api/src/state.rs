@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,12 @@ pub struct ApiConfig {
     pub login_window: Duration,
     /// Addresses webhooks may reach although they are loopback or private (tests, intranets).
     pub webhook_allowed_ips: Vec<std::net::IpAddr>,
+    /// Where uploaded files and export archives are stored (by id, never by a user's name).
+    pub data_dir: PathBuf,
+    /// Largest upload in bytes.
+    pub max_upload_size: u64,
+    /// Bytes of files one team may store.
+    pub team_storage_quota: u64,
 }
 
 #[derive(Clone)]

@@ -239,10 +239,12 @@ async fn delete_team(
     if member_role(&state.db, &team_id, &auth.user_id).await? != Role::Owner {
         return Err(ApiError::Forbidden("only team owners may delete a team"));
     }
+    let files = crate::files::team_file_ids(state.db.pool(), &team_id).await?;
     sqlx::query("DELETE FROM teams WHERE id = $1")
         .bind(&team_id)
         .execute(state.db.pool())
         .await?;
+    crate::files::remove_blobs(&state.config.data_dir, &files).await;
     tracing::info!(team_id = %team_id, "team deleted");
     Ok(StatusCode::NO_CONTENT)
 }

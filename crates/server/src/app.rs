@@ -78,6 +78,9 @@ impl App {
             login_failures_per_ip: config.login_failures_per_ip,
             login_window: Duration::from_secs(15 * 60),
             webhook_allowed_ips: config.webhook_allowed_ips.clone(),
+            data_dir: config.data_dir.clone(),
+            max_upload_size: config.max_upload_size,
+            team_storage_quota: config.team_storage_quota,
         };
         let mut state = AppState::new(db.clone(), &secret, api_config);
         let media = match &config.media {

@@ -146,6 +146,12 @@ pub struct ServeArgs {
     /// Loopback or private addresses webhooks may nevertheless reach (comma-separated IPs).
     #[arg(long, env = "CONVENE_WEBHOOK_ALLOW_IPS", global = true, value_delimiter = ',')]
     pub webhook_allow_ips: Option<Vec<IpAddr>>,
+    /// Largest file upload in bytes; larger uploads get 413.
+    #[arg(long, env = "CONVENE_MAX_UPLOAD_SIZE", global = true)]
+    pub max_upload_size: Option<u64>,
+    /// Bytes of files one team may store.
+    #[arg(long, env = "CONVENE_TEAM_STORAGE_QUOTA", global = true)]
+    pub team_storage_quota: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -196,6 +202,8 @@ pub struct Config {
     pub smtp_from: String,
     pub email_digest_interval: Duration,
     pub webhook_allowed_ips: Vec<IpAddr>,
+    pub max_upload_size: u64,
+    pub team_storage_quota: u64,
 }
 
 /// The embedded relay's settings; `None` in [`Config`] when it is off.
@@ -273,6 +281,8 @@ impl Default for Config {
             smtp_from: "Convene <convene@localhost>".to_owned(),
             email_digest_interval: Duration::from_secs(300),
             webhook_allowed_ips: Vec::new(),
+            max_upload_size: 100 * 1024 * 1024,
+            team_storage_quota: 10 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -318,6 +328,8 @@ impl ServeArgs {
             smtp_from: self.smtp_from.or(lower.smtp_from),
             email_digest_interval: self.email_digest_interval.or(lower.email_digest_interval),
             webhook_allow_ips: self.webhook_allow_ips.or(lower.webhook_allow_ips),
+            max_upload_size: self.max_upload_size.or(lower.max_upload_size),
+            team_storage_quota: self.team_storage_quota.or(lower.team_storage_quota),
         }
     }
 
@@ -389,6 +401,8 @@ impl ServeArgs {
                 .filter(|s| *s > 0)
                 .map_or(d.email_digest_interval, Duration::from_secs),
             webhook_allowed_ips: merged.webhook_allow_ips.unwrap_or_default(),
+            max_upload_size: merged.max_upload_size.unwrap_or(d.max_upload_size),
+            team_storage_quota: merged.team_storage_quota.unwrap_or(d.team_storage_quota),
         })
     }
 }

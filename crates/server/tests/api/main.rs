@@ -2,22 +2,28 @@
 //! and on PostgreSQL (`CONVENE_TEST_POSTGRES_URL`; see scripts/test.sh).
 #![allow(clippy::unwrap_used)]
 
+mod analytics;
 mod auth;
 mod boards;
 mod calendar;
 mod chat;
 mod errors;
 mod events;
+mod files;
+mod gdpr;
 mod helpers;
 mod meetings;
+mod notes;
 mod notifications;
 mod ops;
 mod projects;
 mod rooms;
+mod search;
 mod signal;
 mod sprints;
 mod tasks;
 mod teams;
+mod timer;
 mod timesheets;
 mod web;
 mod webhooks;

@@ -1,0 +1,215 @@
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
+
+async fn upload(app: &TestApp, token: &str, query: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let form = Form::new().part(
+        "file",
+        Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("text/html")
+            .unwrap(),
+    );
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/files/upload?{query}")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
+
+#[tokio::test]
+async fn upload_list_download_delete() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let guest = app.register("guest").await;
+    let eve = app.register("eve").await;
+    let team = app.team(&alice, "Core").await;
+    app.add(&alice, &team, &bob, "member").await;
+    app.add(&alice, &team, &guest, "guest").await;
+
+    // The client's name loses its path; the claimed content type is ignored for the bytes'.
+    let (status, f) = upload(
+        &app,
+        &alice.access,
+        &format!("team_id={team}&project_id=p1"),
+        "../../etc/pic.png",
+        PNG.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{f}");
+    assert_eq!(f["name"], "pic.png");
+    assert_eq!(f["content_type"], "image/png");
+    assert_eq!(f["size"].as_u64(), Some(PNG.len() as u64));
+    assert_eq!(f["sha256"].as_str().unwrap().len(), 64);
+    let id = f["id"].as_str().unwrap();
+
+    let text = "0123456789abcdefghij".repeat(5);
+    let (status, t) = upload(
+        &app,
+        &bob.access,
+        &format!("team_id={team}&task_id=t9"),
+        "notes \"q\".txt",
+        text.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    assert_eq!(t["content_type"], "text/plain; charset=utf-8");
+    let tid = t["id"].as_str().unwrap();
+
+    let (status, body) = upload(&app, &guest.access, &format!("team_id={team}"), "x.txt", b"x".to_vec()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (status, _) = upload(&app, &eve.access, &format!("team_id={team}"), "x.txt", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, list) = app.get(&format!("/api/v1/files?team_id={team}"), &guest.access).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let (_, list) = app
+        .get(&format!("/api/v1/files?team_id={team}&project_id=p1"), &guest.access)
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, list) = app
+        .get(&format!("/api/v1/files?team_id={team}&task_id=t9"), &guest.access)
+        .await;
+    assert_eq!(list["items"][0]["id"], tid);
+    let (status, _) = app.get(&format!("/api/v1/files?team_id={team}"), &eve.access).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, usage) = app
+        .get(&format!("/api/v1/files/usage?team_id={team}"), &bob.access)
+        .await;
+    assert_eq!(usage["used_bytes"].as_u64(), Some((PNG.len() + text.len()) as u64));
+
+    // File names are searchable at once, by team members only.
+    let (_, hits) = app.get("/api/v1/search?q=pic&types=file", &guest.access).await;
+    assert_eq!(hits["items"][0]["id"], id);
+    let (_, hits) = app.get("/api/v1/search?q=pic&types=file", &eve.access).await;
+    assert_eq!(hits["items"].as_array().unwrap().len(), 0);
+
+    // Whole, ranged, suffix, open-ended, unsatisfiable.
+    let url = app.url(&format!("/api/v1/files/{tid}/download"));
+    let res = app.client.get(&url).bearer_auth(&guest.access).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(
+        res.headers()[CONTENT_DISPOSITION],
+        "attachment; filename=\"notes _q_.txt\"; filename*=UTF-8''notes%20%22q%22.txt"
+    );
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.text().await.unwrap(), text);
+    for (range, status, expect, content_range) in [
+        (
+            "bytes=10-19",
+            StatusCode::PARTIAL_CONTENT,
+            &text[10..20],
+            "bytes 10-19/100",
+        ),
+        ("bytes=-5", StatusCode::PARTIAL_CONTENT, &text[95..], "bytes 95-99/100"),
+        ("bytes=98-", StatusCode::PARTIAL_CONTENT, &text[98..], "bytes 98-99/100"),
+    ] {
+        let res = app
+            .client
+            .get(&url)
+            .bearer_auth(&bob.access)
+            .header(RANGE, range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{range}");
+        assert_eq!(res.headers()[CONTENT_RANGE], content_range);
+        assert_eq!(res.text().await.unwrap(), expect);
+    }
+    let res = app
+        .client
+        .get(&url)
+        .bearer_auth(&bob.access)
+        .header(RANGE, "bytes=100-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(res.headers()[CONTENT_RANGE], "bytes */100");
+    let res = app.client.get(&url).bearer_auth(&eve.access).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Bob may not delete Alice's file; Alice (owner) may delete Bob's.
+    let (status, _) = app.delete(&format!("/api/v1/files/{id}"), &bob.access).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.delete(&format!("/api/v1/files/{id}"), &eve.access).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.delete(&format!("/api/v1/files/{tid}"), &alice.access).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.get(&format!("/api/v1/files/{tid}"), &alice.access).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, meta) = app.get(&format!("/api/v1/files/{id}"), &guest.access).await;
+    assert_eq!((status, meta["name"].as_str()), (StatusCode::OK, Some("pic.png")));
+}
+
+#[tokio::test]
+async fn size_limit_and_quota() {
+    let mut data_dir = None;
+    let app = spawn_app_with(|c| {
+        c.max_upload_size = 1000;
+        c.team_storage_quota = 2500;
+        data_dir = Some(c.data_dir.clone());
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let team = app.team(&alice, "Core").await;
+    let q = format!("team_id={team}");
+    let (status, _) = upload(&app, &alice.access, &q, "a.bin", vec![7; 1000]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = upload(&app, &alice.access, &q, "b.bin", vec![7; 1001]).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let (status, _) = upload(&app, &alice.access, &q, "c.bin", vec![7; 1000]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = upload(&app, &alice.access, &q, "d.bin", vec![7; 501]).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "quota_exceeded"));
+    let (_, usage) = app.get(&format!("/api/v1/files/usage?{q}"), &alice.access).await;
+    assert_eq!(usage["used_bytes"], 2000);
+    // Refused uploads leave nothing on disk; stored ones are named by id only.
+    let files_dir = data_dir.unwrap().join("files");
+    assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 2);
+
+    // Bad requests are 4xx JSON.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/files/upload?{q}")))
+        .bearer_auth(&alice.access)
+        .body("not multipart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let form = Form::new().text("other", "x");
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/files/upload?{q}")))
+        .bearer_auth(&alice.access)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = upload(&app, &alice.access, "", "x", vec![1]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Deleting the team deletes its files' contents too.
+    let (status, _) = app.delete(&format!("/api/v1/teams/{team}"), &alice.access).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 0);
+}
