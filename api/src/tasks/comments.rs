@@ -171,6 +171,7 @@ async fn create_comment(
     let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
     access.require_write()?;
     let text = body(&req.body)?;
+    let excerpt: String = text.chars().take(200).collect();
     let id = new_id();
     let mentioned = mentions(&state.db, &access.team_id, &text).await?;
     sqlx::query(
@@ -194,6 +195,22 @@ async fn create_comment(
     )
     .await?;
     projects::publish(&state, &access.team_id, "task.comment.created", json!(comment)).await?;
+    let mentioned_users: Vec<String> = mentioned
+        .split(',')
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let title = format!("You were mentioned on {}", task.title);
+    super::notify(
+        &state,
+        &access.team_id,
+        &mentioned_users,
+        &auth.user_id,
+        "mention",
+        title,
+        excerpt,
+    )
+    .await?;
     Ok((StatusCode::CREATED, AppJson(comment)))
 }
 

@@ -31,6 +31,7 @@ use crate::boards::{self, PLACEMENT_ATTEMPTS, is_key_collision, placement_failed
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
+use crate::notifications::{self, NewNotification};
 use crate::pagination::Page;
 use crate::projects::activity::{self, Change, diff, record};
 use crate::projects::{self, Access, date_text, parse_date, text_enum};
@@ -41,6 +42,38 @@ use crate::timesheets;
 use crate::validate;
 
 pub(crate) use details::TaskDetail;
+
+/// Tells `users` (never the actor) about a task through the notification system: an in-app
+/// notification, pushed in real time.
+pub(crate) async fn notify(
+    state: &AppState,
+    team_id: &str,
+    users: &[String],
+    actor: &str,
+    reason: &'static str,
+    title: String,
+    message: String,
+) -> ApiResult<()> {
+    let mut conn = state.db.pool().acquire().await?;
+    for user in users.iter().filter(|u| *u != actor) {
+        let n = notifications::insert(
+            &mut conn,
+            NewNotification {
+                user_id: user,
+                team_id: Some(team_id),
+                kind: notifications::Kind::Info,
+                reason,
+                title: title.clone(),
+                message: message.clone(),
+                channel_id: None,
+                message_id: None,
+            },
+        )
+        .await?;
+        notifications::publish_created(state, &n);
+    }
+    Ok(())
+}
 
 /// Routes under `/api/v1/projects`.
 pub(crate) fn project_router() -> OpenApiRouter<AppState> {
@@ -473,6 +506,17 @@ async fn create_task(
         sprints::record_snapshot(&state.db, s).await?;
     }
     projects::publish(&state, &access.team_id, "task.created", json!(task)).await?;
+    let (title, key) = (format!("Assigned to you: {}", task.title), task.key.clone());
+    notify(
+        &state,
+        &access.team_id,
+        &task.assignee_ids,
+        &new.creator,
+        "assigned",
+        title,
+        key,
+    )
+    .await?;
     Ok((StatusCode::CREATED, AppJson(task)))
 }
 
@@ -822,6 +866,14 @@ async fn update_task(
         sprints::record_snapshot(&state.db, sprint).await?;
     }
     projects::publish(&state, &access.team_id, "task.updated", json!(task)).await?;
+    let added: Vec<String> = task
+        .assignee_ids
+        .iter()
+        .filter(|u| !current.assignee_ids.contains(u))
+        .cloned()
+        .collect();
+    let (title, key) = (format!("Assigned to you: {}", task.title), task.key.clone());
+    notify(&state, &access.team_id, &added, &auth.user_id, "assigned", title, key).await?;
     Ok(AppJson(task))
 }
 

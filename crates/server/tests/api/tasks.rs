@@ -447,3 +447,65 @@ async fn the_activity_feed_records_every_change() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn assignment_and_mentions_notify_the_people_concerned() {
+    let app = spawn_app().await;
+    let c = crew(&app).await;
+    let reasons = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["reason"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let task = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "Ship it", "assignee_ids": [c.admin.user_id, c.member.user_id] }),
+    )
+    .await;
+    let (_, admin_inbox) = app.get("/api/v1/notifications?unread=true", &c.admin.access).await;
+    assert_eq!(reasons(&admin_inbox), ["assigned"], "{admin_inbox}");
+    assert!(admin_inbox["items"][0]["title"].as_str().unwrap().contains("Ship it"));
+    let (_, own) = app.get("/api/v1/notifications", &c.member.access).await;
+    assert!(reasons(&own).is_empty(), "assigning yourself notifies nobody: {own}");
+
+    // Adding an assignee later notifies only the newcomer.
+    let id = task["id"].as_str().unwrap();
+    let assignees = json!([c.admin.user_id, c.member.user_id, c.owner.user_id]);
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/tasks/{id}"),
+            &c.member.access,
+            json!({ "assignee_ids": assignees }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, owner_inbox) = app.get("/api/v1/notifications", &c.owner.access).await;
+    assert_eq!(reasons(&owner_inbox), ["assigned"]);
+    let (_, admin_inbox) = app.get("/api/v1/notifications", &c.admin.access).await;
+    assert_eq!(
+        reasons(&admin_inbox),
+        ["assigned"],
+        "no second notice for an existing assignee"
+    );
+
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/tasks/{id}/comments"),
+            Some(&c.admin.access),
+            json!({ "body": "@owner can you review?" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, owner_inbox) = app.get("/api/v1/notifications", &c.owner.access).await;
+    assert_eq!(
+        reasons(&owner_inbox),
+        ["mention", "assigned"],
+        "newest first: {owner_inbox}"
+    );
+    assert_eq!(owner_inbox["items"][0]["message"], "@owner can you review?");
+}
