@@ -69,9 +69,22 @@ pub(crate) struct Message {
     /// Ids of the mentioned users.
     mentions: Vec<String>,
     reactions: Vec<Reaction>,
+    /// Uploaded files attached to the message (`/api/v1/files/{id}/download`).
+    attachments: Vec<Attachment>,
     created_at: DateTime<Utc>,
     edited_at: Option<DateTime<Utc>>,
 }
+
+#[derive(Debug, Clone, Serialize, ToSchema, FromRow)]
+pub(crate) struct Attachment {
+    file_id: String,
+    name: String,
+    content_type: String,
+    size: i64,
+}
+
+/// Most files one message may carry.
+const MAX_ATTACHMENTS: usize = 10;
 
 #[derive(FromRow)]
 struct MessageRow {
@@ -139,11 +152,29 @@ async fn complete(db: &Db, rows: Vec<MessageRow>) -> ApiResult<Vec<Message>> {
     for (message_id, user_id) in q.fetch_all(db.pool()).await? {
         mentions.entry(message_id).or_default().push(user_id);
     }
+    let sql = format!(
+        "SELECT a.message_id, f.id, f.name, f.content_type, f.size FROM chat_attachments a \
+         JOIN files f ON f.id = a.file_id WHERE a.message_id IN ({ids}) ORDER BY a.position"
+    );
+    let mut q = sqlx::query_as::<_, (String, String, String, String, i64)>(&sql);
+    for r in &rows {
+        q = q.bind(&r.id);
+    }
+    let mut attachments: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
+    for (message_id, file_id, name, content_type, size) in q.fetch_all(db.pool()).await? {
+        attachments.entry(message_id).or_default().push(Attachment {
+            file_id,
+            name,
+            content_type,
+            size,
+        });
+    }
     Ok(rows
         .into_iter()
         .map(|r| Message {
             reactions: reactions.remove(&r.id).unwrap_or_default(),
             mentions: mentions.remove(&r.id).unwrap_or_default(),
+            attachments: attachments.remove(&r.id).unwrap_or_default(),
             id: r.id,
             channel_id: r.channel_id,
             author_id: r.author_id,
@@ -376,6 +407,44 @@ pub(crate) struct PostMessage {
     /// A key unique per author and channel (1-64 printable characters): repeating a POST
     /// with the same key returns the first message (200) instead of posting it twice.
     client_msg_id: Option<String>,
+    /// Ids of uploaded files (at most 10): files of the channel's team, or, in direct messages,
+    /// files the author uploaded.
+    #[serde(default)]
+    attachments: Vec<String>,
+}
+
+/// Checks that the author may attach each file here; returns them deduplicated, in order.
+async fn attachable(db: &Db, access: &Access, author: &str, files: &[String]) -> ApiResult<Vec<String>> {
+    if files.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::field(
+            "attachments",
+            format!("at most {MAX_ATTACHMENTS} files"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for file in files {
+        if out.contains(file) {
+            continue;
+        }
+        let found: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT team_id, uploaded_by FROM files WHERE id = $1")
+                .bind(file)
+                .fetch_optional(db.pool())
+                .await?;
+        let allowed = match (found, &access.team_id) {
+            (Some((team, _)), Some(channel_team)) => &team == channel_team,
+            (Some((_, uploader)), None) => uploader.as_deref() == Some(author),
+            (None, _) => false,
+        };
+        if !allowed {
+            return Err(ApiError::field(
+                "attachments",
+                format!("no file {file} that can be attached here"),
+            ));
+        }
+        out.push(file.clone());
+    }
+    Ok(out)
 }
 
 /// Post a message (channel members). Answered only once the message is committed: 201, or
@@ -409,6 +478,7 @@ async fn post_message(
         Some(parent) => Some(thread_root(&state.db, &channel_id, parent).await?),
         None => None,
     };
+    let attachments = attachable(&state.db, &access, &auth.user_id, &req.attachments).await?;
     state
         .chat
         .take_message(&auth.user_id, Instant::now())
@@ -442,6 +512,14 @@ async fn post_message(
             }
             (other, _) => Err(other),
         };
+    }
+    for (position, file) in attachments.iter().enumerate() {
+        sqlx::query("INSERT INTO chat_attachments (message_id, file_id, position) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(file)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
     }
     let mentioned = resolve_mentions(&mut tx, &channel_id, &auth.user_id, &mentioned_usernames(&body)).await?;
     for user in &mentioned {

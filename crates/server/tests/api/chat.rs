@@ -1134,3 +1134,78 @@ async fn acknowledged_messages_survive_sigkill() {
     }
     server.kill();
 }
+
+#[tokio::test]
+async fn messages_carry_attachments_of_the_channels_team() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let team = app.team(&alice, "Core").await;
+    let other_team = app.team(&bob, "Elsewhere").await;
+    app.add(&alice, &team, &bob, "member").await;
+    let general = channel(&app, &alice, &team, "general", "public").await;
+    let (status, file) = crate::files::upload(
+        &app,
+        &alice.access,
+        &format!("team_id={team}"),
+        "plan.txt",
+        b"the plan".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    let file_id = file["id"].as_str().unwrap();
+    let messages = format!("/api/v1/chat/channels/{general}/messages");
+
+    let (status, posted) = app
+        .post(
+            &messages,
+            Some(&alice.access),
+            json!({ "body": "see attached", "attachments": [file_id] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{posted}");
+    assert_eq!(posted["attachments"][0]["file_id"], file_id);
+    assert_eq!(posted["attachments"][0]["name"], "plan.txt");
+    assert_eq!(posted["attachments"][0]["size"], 8);
+    let (_, page) = app.get(&messages, &bob.access).await;
+    assert_eq!(page["items"][0]["attachments"][0]["file_id"], file_id, "{page}");
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/files/{file_id}/download")))
+        .bearer_auth(&bob.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.text().await.unwrap(),
+        "the plan",
+        "members download what is attached"
+    );
+
+    // Another team's file, an unknown id and too many files are refused, and nothing is posted.
+    let (_, foreign) = crate::files::upload(
+        &app,
+        &bob.access,
+        &format!("team_id={other_team}"),
+        "x.txt",
+        b"x".to_vec(),
+    )
+    .await;
+    for attachments in [
+        json!([foreign["id"]]),
+        json!(["no-such-file"]),
+        json!(vec![file_id; 11]),
+    ] {
+        let (status, body) = app
+            .post(
+                &messages,
+                Some(&alice.access),
+                json!({ "body": "nope", "attachments": attachments }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body["error"]["fields"]["attachments"].is_string());
+    }
+    let (_, page) = app.get(&messages, &bob.access).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
 
-async fn upload(app: &TestApp, token: &str, query: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+pub(crate) async fn upload(app: &TestApp, token: &str, query: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let form = Form::new().part(
         "file",
         Part::bytes(bytes)
