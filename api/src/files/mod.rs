@@ -173,6 +173,33 @@ async fn upload_file(
     }
     let project_id = validate::text("project_id", q.project_id.as_deref(), 64)?;
     let task_id = validate::text("task_id", q.task_id.as_deref(), 64)?;
+    // A file attached to a project or task must belong to that team's work; the task, if given,
+    // decides the project.
+    let project_id = match &task_id {
+        Some(task) => {
+            let found: Option<(String,)> = sqlx::query_as(
+                "SELECT t.project_id FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.id = $1 AND p.team_id = $2",
+            )
+            .bind(task)
+            .bind(&q.team_id)
+            .fetch_optional(state.db.pool())
+            .await?;
+            let (task_project,) = found.ok_or_else(|| ApiError::field("task_id", "no such task in this team"))?;
+            if project_id.as_ref().is_some_and(|p| p != &task_project) {
+                return Err(ApiError::field("project_id", "the task belongs to another project"));
+            }
+            Some(task_project)
+        }
+        None => project_id,
+    };
+    if let Some(project) = &project_id {
+        let found: Option<(String,)> = sqlx::query_as("SELECT id FROM projects WHERE id = $1 AND team_id = $2")
+            .bind(project)
+            .bind(&q.team_id)
+            .fetch_optional(state.db.pool())
+            .await?;
+        found.ok_or_else(|| ApiError::field("project_id", "no such project in this team"))?;
+    }
     let mut multipart = multipart
         .map_err(|_| ApiError::UnsupportedMediaType("expected `Content-Type: multipart/form-data`".to_owned()))?;
     let mut field = loop {

@@ -37,12 +37,36 @@ async fn upload_list_download_delete() {
     let team = app.team(&alice, "Core").await;
     app.add(&alice, &team, &bob, "member").await;
     app.add(&alice, &team, &guest, "guest").await;
+    let p1 = crate::projects::create_project(&app, &alice, &team, "DOC").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ops = crate::projects::create_project(&app, &alice, &team, "OPS").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = crate::projects::create_task(&app, &alice, &ops, serde_json::json!({ "title": "Report" })).await;
+    let t9 = task["id"].as_str().unwrap().to_owned();
+
+    // Attaching to a project or task of another team, or to none, is refused.
+    for (query, field) in [("project_id=nope", "project_id"), ("task_id=nope", "task_id")] {
+        let (status, body) = upload(
+            &app,
+            &alice.access,
+            &format!("team_id={team}&{query}"),
+            "a.txt",
+            b"a".to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body["error"]["fields"][field].is_string(), "{body}");
+    }
 
     // The client's name loses its path; the claimed content type is ignored for the bytes'.
     let (status, f) = upload(
         &app,
         &alice.access,
-        &format!("team_id={team}&project_id=p1"),
+        &format!("team_id={team}&project_id={p1}"),
         "../../etc/pic.png",
         PNG.to_vec(),
     )
@@ -58,7 +82,7 @@ async fn upload_list_download_delete() {
     let (status, t) = upload(
         &app,
         &bob.access,
-        &format!("team_id={team}&task_id=t9"),
+        &format!("team_id={team}&task_id={t9}"),
         "notes \"q\".txt",
         text.clone().into_bytes(),
     )
@@ -75,11 +99,11 @@ async fn upload_list_download_delete() {
     let (_, list) = app.get(&format!("/api/v1/files?team_id={team}"), &guest.access).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     let (_, list) = app
-        .get(&format!("/api/v1/files?team_id={team}&project_id=p1"), &guest.access)
+        .get(&format!("/api/v1/files?team_id={team}&project_id={p1}"), &guest.access)
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (_, list) = app
-        .get(&format!("/api/v1/files?team_id={team}&task_id=t9"), &guest.access)
+        .get(&format!("/api/v1/files?team_id={team}&task_id={t9}"), &guest.access)
         .await;
     assert_eq!(list["items"][0]["id"], tid);
     let (status, _) = app.get(&format!("/api/v1/files?team_id={team}"), &eve.access).await;
