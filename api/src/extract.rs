@@ -98,6 +98,25 @@ where
     }
 }
 
+impl AuthUser {
+    /// Authenticates a WebSocket upgrade. Browsers cannot set headers on WebSockets, so the
+    /// access token may also come as `?access_token=`; spans carry the route only, so the query
+    /// string never reaches the logs.
+    pub(crate) async fn for_websocket(
+        state: &AppState,
+        request: axum::extract::Request,
+        access_token: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let (mut parts, _) = request.into_parts();
+        if let Some(token) = access_token {
+            let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ApiError::Unauthorized("invalid_token"))?;
+            parts.headers.insert(AUTHORIZATION, value);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await
+    }
+}
+
 /// The peer address of the connection; used for rate limiting only, never logged.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);

@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
@@ -42,13 +41,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let (mut parts, _) = request.into_parts();
-    if let Some(token) = &params.access_token {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::Unauthorized("invalid_token"))?;
-        parts.headers.insert(axum::http::header::AUTHORIZATION, value);
-    }
-    let user = <AuthUser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
+    let user = AuthUser::for_websocket(&state, request, params.access_token.as_deref()).await?;
     let access = access(&state.db, &channel_id, &user.user_id).await?;
     let public = access.kind == ChannelKind::Public;
     Ok(ws

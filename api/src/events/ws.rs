@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
@@ -41,13 +40,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let (mut parts, _) = request.into_parts();
-    if let Some(token) = &params.access_token {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::Unauthorized("invalid_token"))?;
-        parts.headers.insert(axum::http::header::AUTHORIZATION, value);
-    }
-    let user = <AuthUser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await?;
+    let user = AuthUser::for_websocket(&state, request, params.access_token.as_deref()).await?;
     let resume = match (params.last_seq, params.epoch) {
         (Some(seq), Some(epoch)) => Some((seq, epoch)),
         (Some(seq), None) => Some((seq, String::new())),
