@@ -185,7 +185,7 @@ async function meetingPage(roomId) {
   // `?ice=relay` (or `relay-tcp`) sends media only through the TURN relay.
   const ice = new URLSearchParams(location.search).get('ice') ?? 'all';
   const room = await Room.join({ url, token: join.token, ice });
-  current = new Meeting(room, info.name);
+  current = new Meeting(room, info.name, join.chat_channel_id);
   window.convene = { room }; // for debugging and the end-to-end tests
   // Whatever devices there are: both, else either, else join to watch and listen.
   const attempts = [{ audio: true, video: true }, { audio: true, video: false }, { audio: false, video: true }];
@@ -203,17 +203,22 @@ async function meetingPage(roomId) {
 }
 
 class Meeting {
-  constructor(room, name) {
+  constructor(room, name, chatChannel) {
     this.room = room;
+    this.chatChannel = chatChannel;
+    this.shown = new Set(); // ids of the chat messages on screen
     this.grid = h('div.grid', { id: 'grid' });
     this.people = h('ul.people', { id: 'people' });
     this.audio = h('div', { hidden: true });
     this.status = h('p.notice', { role: 'status' });
     this.chat = h('ul.chat', { id: 'chat', 'aria-live': 'polite' });
     const say = form('say', [h('input', { name: 'text', required: true, autocomplete: 'off', 'aria-label': 'Message' })], 'Send',
-      (v, el) => {
-        room.sendData(JSON.stringify({ type: 'chat', text: v.text }));
-        this.said(`${room.me.name} (you)`, v.text);
+      async (v, el) => {
+        // The meeting chat is kept with the room: posted over REST (idempotent), seen by all
+        // participants through the channel's stream, there for whoever joins later.
+        const message = await api('POST', `/chat/channels/${chatChannel}/messages`,
+          { body: v.text, client_msg_id: crypto.randomUUID() });
+        this.said(message);
         el.reset();
       });
     this.buttons = {
@@ -231,7 +236,6 @@ class Meeting {
     for (const type of ['participant_joined', 'participant_left', 'track', 'track_updated', 'track_removed', 'local']) {
       room.addEventListener(type, () => this.render());
     }
-    room.addEventListener('data', e => this.heard(e.detail));
     room.addEventListener('reconnecting', () => this.notice('Connection lost, reconnecting…'));
     room.addEventListener('reconnected', () => this.notice(''));
     const interrupted = 'Media connection interrupted…';
@@ -240,8 +244,32 @@ class Meeting {
       else if (this.status.textContent === interrupted) this.notice('');
     });
     room.addEventListener('error', e => this.notice(e.detail.message));
-    room.addEventListener('closed', e => this.closed(e.detail.reason));
+    room.addEventListener('closed', e => {
+      this.chatSocket?.close();
+      this.chatSocket = null;
+      this.closed(e.detail.reason);
+    });
     this.render();
+    this.openChat();
+  }
+
+  /** Loads the meeting chat's recent messages and follows the channel's stream. */
+  async openChat() {
+    const page = await api('GET', `/chat/channels/${this.chatChannel}/messages?limit=50`);
+    for (const m of page.items) this.said(m);
+    if (this.room.closed) return;
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const socket = new WebSocket(
+      `${scheme}://${location.host}/ws/chat/${this.chatChannel}?access_token=${encodeURIComponent(auth.access_token)}`);
+    this.chatSocket = socket;
+    socket.onmessage = e => {
+      const event = JSON.parse(e.data);
+      if (event.type === 'message.created') this.said(event.data.message);
+    };
+    // Dropped: catch up over REST and follow again (messages are shown once, by id).
+    socket.onclose = () => {
+      if (this.chatSocket === socket) setTimeout(() => this.chatSocket === socket && this.openChat(), 1000);
+    };
   }
 
   cameraOn() {
@@ -249,17 +277,11 @@ class Meeting {
     return !!camera && !camera.muted;
   }
 
-  heard({ participant, payload }) {
-    try {
-      const message = JSON.parse(new TextDecoder().decode(payload));
-      if (message.type === 'chat' && typeof message.text === 'string') this.said(participant?.name ?? 'Someone', message.text);
-    } catch {
-      // Not a chat message.
-    }
-  }
-
-  said(name, text) {
-    this.chat.append(h('li', {}, h('b', {}, name), ' ', text));
+  said(message) {
+    if (this.shown.has(message.id)) return;
+    this.shown.add(message.id);
+    const name = message.author_id === this.room.me.id ? `${this.room.me.name} (you)` : message.author_name ?? 'Someone';
+    this.chat.append(h('li', {}, h('b', {}, name), ' ', message.body));
     this.chat.lastChild.scrollIntoView({ block: 'nearest' });
   }
 

@@ -138,12 +138,17 @@ test("each decodes the others' video and receives their audio", async () => {
   }
 });
 
-test('a chat message reaches everyone over the data channel', async () => {
+test("a chat message reaches everyone through the room's meeting chat, and stays", async () => {
   const chat = ada.page.locator('form.say');
   await chat.getByLabel('Message').fill('Hello from Ada');
   await chat.getByRole('button', { name: 'Send' }).click();
   await ada.page.locator('#chat li', { hasText: 'Ada (you) Hello from Ada' }).waitFor();
   for (const me of [bob, cyd]) await me.page.locator('#chat li', { hasText: 'Ada Hello from Ada' }).waitFor();
+  // Kept with the room: a reload shows it again, once.
+  await cyd.page.reload();
+  await cyd.page.locator('#grid .tile.self').waitFor();
+  await cyd.page.locator('#chat li', { hasText: 'Ada Hello from Ada' }).waitFor();
+  check(await cyd.page.locator('#chat li').count() === 1, 'the message is shown once after a reload');
 });
 
 test('muting the microphone and stopping the camera show on the others\' tiles', async () => {

@@ -1,5 +1,5 @@
 //! E-mail digests: every interval, each user who is offline (no open `/ws/events` stream)
-//! and has unread, not yet mailed mention or DM notifications gets one e-mail listing them.
+//! and has unread, not yet mailed mention, DM or reminder notifications gets one e-mail listing them.
 //! Without SMTP settings the mailer only logs that a digest would go out (user id and count;
 //! never addresses or message text).
 
@@ -84,7 +84,7 @@ async fn send_digests(state: &AppState, mailer: &Mailer) -> Result<(), sqlx::Err
     let pending: Vec<Pending> = sqlx::query_as(
         "SELECT n.id, n.user_id, u.email, u.display_name, n.title, n.message FROM notifications n \
          JOIN users u ON u.id = n.user_id \
-         WHERE n.emailed_at IS NULL AND n.read_at IS NULL AND n.reason IN ('mention', 'dm') \
+         WHERE n.emailed_at IS NULL AND n.read_at IS NULL AND n.reason IN ('mention', 'dm', 'reminder') \
          ORDER BY n.user_id, n.id LIMIT 5000",
     )
     .fetch_all(state.db.pool())
