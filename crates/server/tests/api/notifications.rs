@@ -373,3 +373,31 @@ async fn without_smtp_digests_are_logged_without_addresses_or_text() {
     }
     server.kill();
 }
+
+#[tokio::test]
+async fn reminders_reach_offline_users_by_email() {
+    let (smtp, mut inbox) = smtp_sink().await;
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.smtp_url = Some(convene_auth::Secret::new(format!("smtp://{smtp}")));
+        c.email_digest_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let team = app.team(&alice, "T").await;
+    // A one-minute reminder for an event a minute and two seconds away: due in two seconds.
+    let starts = chrono::Utc::now() + chrono::Duration::seconds(62);
+    let (status, body) = app
+        .post(
+            "/api/v1/events",
+            Some(&alice.access),
+            json!({
+                "title": "Quarterly review", "team_id": team, "reminders": [1],
+                "starts_at": starts.to_rfc3339(), "ends_at": (starts + chrono::Duration::minutes(30)).to_rfc3339()
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mail = receive(&mut inbox).await;
+    assert!(mail.contains("To: alice <alice@example.com>"), "{mail}");
+    assert!(mail.contains("Quarterly review"), "{mail}");
+}
