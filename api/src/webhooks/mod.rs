@@ -107,12 +107,38 @@ pub fn room_event_sink(state: AppState) -> RoomEventSink {
                 tracing::warn!(error = %e, "recording room activity failed");
             }
             let data = json!({ "room_id": event.room_id, "participant_id": event.participant });
+            if let Err(e) = publish_live(&state, &team_id, &event, &data).await {
+                tracing::warn!(error = %e, "publishing room activity failed");
+            }
             if let Err(e) = emit(&state, &team_id, event.kind, data).await {
                 tracing::warn!(error = %e, "queueing webhook deliveries failed");
             }
         }
     });
     RoomEventSink(tx)
+}
+
+/// Tells everyone who may join the room (team members; guests only when invited) on their
+/// `/ws/events` stream, so room lists can show who is in a meeting.
+async fn publish_live(state: &AppState, team_id: &str, event: &RoomEvent, data: &Value) -> ApiResult<()> {
+    let kind = match event.kind {
+        EventType::RoomStarted => "room.started",
+        EventType::RoomFinished => "room.finished",
+        EventType::ParticipantJoined => "room.participant_joined",
+        EventType::ParticipantLeft => "room.participant_left",
+        EventType::RecordingStarted => "room.recording_started",
+        EventType::RecordingFinished => "room.recording_finished",
+    };
+    let audience: Vec<(String,)> = sqlx::query_as(
+        "SELECT m.user_id FROM team_members m WHERE m.team_id = $1 AND (m.role <> 'guest' \
+         OR EXISTS (SELECT 1 FROM room_guests g WHERE g.room_id = $2 AND g.user_id = m.user_id))",
+    )
+    .bind(team_id)
+    .bind(&event.room_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    state.events.publish(audience.iter().map(|(u,)| u.as_str()), kind, data);
+    Ok(())
 }
 
 /// Queues a delivery of `kind` to every webhook of `team_id` subscribed to it.

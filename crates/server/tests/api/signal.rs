@@ -327,3 +327,42 @@ fn now() -> i64 {
     )
     .unwrap()
 }
+
+/// The next `/ws/events` event whose type starts with `prefix`.
+async fn next_event(ws: &mut Ws, prefix: &str) -> Value {
+    loop {
+        let v = next(ws).await;
+        if v["type"].as_str().is_some_and(|t| t.starts_with(prefix)) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test]
+async fn room_activity_reaches_who_may_join_on_the_event_stream() {
+    let app = spawn_app().await;
+    let (room, users) = room(&app, &["ada", "bob"]).await;
+    let guest = app.register("guest").await;
+    let (_, teams) = app.get("/api/v1/teams", &users[0].access).await;
+    let team = teams["items"][0]["id"].as_str().unwrap().to_owned();
+    app.add(&users[0], &team, &guest, "guest").await;
+    let stream = |s: &Session| format!("ws://{}/ws/events?access_token={}", app.addr, s.access);
+    let mut bob_events = tokio_tungstenite::connect_async(stream(&users[1])).await.unwrap().0;
+    let mut guest_events = tokio_tungstenite::connect_async(stream(&guest)).await.unwrap().0;
+    assert_eq!(next(&mut bob_events).await["type"], "hello");
+    assert_eq!(next(&mut guest_events).await["type"], "hello");
+
+    let (_ada, _) = joined(&app, &room, &users[0]).await;
+    let started = next_event(&mut bob_events, "room.").await;
+    assert_eq!(
+        (started["type"].as_str(), started["data"]["room_id"].as_str()),
+        (Some("room.started"), Some(room.as_str()))
+    );
+    let joined_event = next_event(&mut bob_events, "room.").await;
+    assert_eq!(joined_event["type"], "room.participant_joined");
+    assert_eq!(joined_event["data"]["participant_id"], users[0].user_id.as_str());
+
+    // The uninvited guest heard nothing of it: the next thing on its stream is this marker.
+    app.events.publish([guest.user_id.as_str()], "test.marker", &json!({}));
+    assert_eq!(next(&mut guest_events).await["type"], "test.marker");
+}
