@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ChannelKind, access};
 use crate::error::ApiError;
+use crate::events::{CLOSE_SLOW_CONSUMER, close};
 use crate::extract::AuthUser;
 use crate::state::AppState;
 
@@ -32,7 +33,6 @@ struct Params {
 }
 
 const CLOSE_GONE: u16 = 4004;
-const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
 async fn upgrade(
     State(state): State<AppState>,
@@ -65,14 +65,6 @@ fn revokes(event: &str, user_id: &str, public: bool) -> bool {
         "channel.member_removed" => !public && frame.data["user_id"] == user_id,
         _ => false,
     }
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, user_id: String, channel_id: String, public: bool) {

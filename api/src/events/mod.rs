@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-pub(crate) use ws::router;
+pub(crate) use ws::{CLOSE_SLOW_CONSUMER, close, router};
 
 /// Events kept per user for resuming clients.
 const BACKLOG: usize = 1024;

@@ -32,7 +32,16 @@ struct Params {
 }
 
 /// Close code for a client that fell too far behind (RFC 6455 §7.4.2: 4000-4999 private use).
-const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// Sends a close frame; the socket may already be gone.
+pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
 
 async fn upgrade(
     State(state): State<AppState>,
@@ -100,8 +109,7 @@ async fn stream(mut socket: WebSocket, state: &AppState, user: &AuthUser, resume
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let frame = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("slow consumer; resume with last_seq") };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    close(&mut socket, CLOSE_SLOW_CONSUMER, "slow consumer; resume with last_seq").await;
                     return;
                 }
                 Err(RecvError::Closed) => return,
@@ -111,8 +119,7 @@ async fn stream(mut socket: WebSocket, state: &AppState, user: &AuthUser, resume
                 Some(Ok(_)) => {}
             },
             () = state.shutdown.cancelled() => {
-                let frame = CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: Utf8Bytes::from_static("server shutting down") };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                close(&mut socket, axum::extract::ws::close_code::AWAY, "server shutting down").await;
                 return;
             }
             _ = ping.tick() => {
