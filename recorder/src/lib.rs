@@ -19,6 +19,8 @@ pub mod thread;
 pub mod vp8;
 pub mod webm;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One RTP packet of a recorded track, as far as the files need it.
@@ -30,8 +32,8 @@ pub struct RtpIn {
     pub timestamp: u32,
     /// RTP marker bit: the last packet of a video frame.
     pub marker: bool,
-    /// The RTP payload.
-    pub payload: Vec<u8>,
+    /// The RTP payload (shared with the SFU's packet, not copied).
+    pub payload: Arc<[u8]>,
 }
 
 /// Audio or video.

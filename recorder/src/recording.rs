@@ -307,7 +307,7 @@ mod tests {
                 seq: u64::from(i),
                 timestamp: 5000 + i * 960,
                 marker: false,
-                payload: vec![31 << 3, 1, 2],
+                payload: vec![31 << 3, 1, 2].into(),
             };
             rec.packet(&audio, &pkt, at);
             rec.packet(&vp9, &pkt, at);
@@ -352,7 +352,7 @@ mod tests {
             seq: 0,
             timestamp: 0,
             marker: false,
-            payload: vec![31 << 3],
+            payload: vec![31 << 3].into(),
         };
         rec.packet(&evil, &pkt, Instant::now());
         assert!(rec.manifest().tracks.is_empty());

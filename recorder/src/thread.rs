@@ -237,7 +237,7 @@ mod tests {
                     seq: u64::from(i),
                     timestamp: i * 960,
                     marker: false,
-                    payload: vec![31 << 3, 0],
+                    payload: vec![31 << 3, 0].into(),
                 },
                 at: t0,
             });

@@ -132,7 +132,7 @@ pub(crate) mod tests {
                     seq: *seq,
                     timestamp: ts,
                     marker: i + 1 == n,
-                    payload,
+                    payload: payload.into(),
                 };
                 *seq += 1;
                 p

@@ -24,6 +24,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::demux::Demux;
 use crate::error::SfuError;
+use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
@@ -74,6 +75,8 @@ pub enum EngineOutput {
         /// What to tell it.
         event: ParticipantEvent,
     },
+    /// Something for the recorder thread (recorded rooms only).
+    Record(RecordOutput),
 }
 
 /// Static settings of one engine.
@@ -218,6 +221,8 @@ pub struct Engine {
     counters: Counters,
     /// When connected peers are next checked for silence.
     next_sweep: Instant,
+    /// Recorded rooms (`record.rs`).
+    recording: RecordTap,
 }
 
 impl Engine {
@@ -237,6 +242,7 @@ impl Engine {
             out: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
+            recording: RecordTap::default(),
         }
     }
 
@@ -655,6 +661,7 @@ impl Engine {
         }
         if empty {
             self.rooms.remove(&room_id);
+            self.recording.room_ended(&room_id, &mut self.out);
         }
         // Events of the departed peers are dropped with them.
         self.pending
@@ -728,6 +735,54 @@ impl Engine {
             forwarded_bytes: self.counters.forwarded_bytes,
             dropped_packets: self.counters.dropped_packets,
             keyframe_requests: self.counters.keyframe_requests,
+            ..SfuStats::default()
+        }
+    }
+
+    /// Starts handing `room`'s media to the recorder (`EngineOutput::Record`); everyone in the
+    /// room (and each later joiner) gets `ParticipantEvent::Recording`. Video tracks are asked
+    /// for a keyframe so their files can start.
+    pub fn start_recording(&mut self, room: &RoomId, recording_id: &str, now: Instant) -> Result<(), SfuError> {
+        self.advance(now);
+        let r = self.rooms.get(room).ok_or(SfuError::UnknownRoom)?;
+        if !self.recording.start(room, recording_id) {
+            return Err(SfuError::AlreadyRecording);
+        }
+        let video: Vec<TrackId> = r
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.info.kind == TrackKind::Video)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.tell_recording(room, true, recording_id);
+        for tid in video {
+            self.request_keyframe(room, &tid, KeyframeRequestKind::Pli);
+        }
+        self.process_events();
+        Ok(())
+    }
+
+    /// Stops recording `room`; returns the recording's id (`None`: it was not recorded). The
+    /// driver finalizes the files.
+    pub fn stop_recording(&mut self, room: &RoomId) -> Option<String> {
+        let id = self.recording.stop(room)?;
+        self.tell_recording(room, false, &id);
+        Some(id)
+    }
+
+    fn tell_recording(&mut self, room: &RoomId, active: bool, recording_id: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for key in r.members.values() {
+            emit(
+                &mut self.out,
+                *key,
+                ParticipantEvent::Recording {
+                    active,
+                    recording_id: recording_id.to_owned(),
+                },
+            );
         }
     }
 
@@ -780,12 +835,24 @@ impl Engine {
                 sub: SubscriberSide::default(),
             },
         );
+        // A joiner of a recorded room is told at once, before anything else about the room.
+        let recording = self.recording.active(&room).map(str::to_owned);
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: HashMap::new(),
             tracks: HashMap::new(),
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
+        if let Some(recording_id) = recording {
+            emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::Recording {
+                    active: true,
+                    recording_id,
+                },
+            );
+        }
         if !hidden {
             for other in others {
                 emit(
@@ -1139,6 +1206,7 @@ impl Engine {
         let Some(track) = room.tracks.remove(tid) else {
             return;
         };
+        self.recording.track_ended(room_id, tid, &mut self.out);
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for k in &members {
             emit(
@@ -1354,6 +1422,7 @@ impl Engine {
             out,
             pending,
             counters,
+            recording,
             ..
         } = self;
         let Some(peer) = peers.get_mut(&pk) else {
@@ -1389,7 +1458,15 @@ impl Engine {
         if track.info.muted {
             return;
         }
-        let mut needs_keyframe = false;
+        let tapped = Tapped {
+            room: &part.room,
+            publisher_name: &part.info.name,
+            track: &track.info,
+            rid,
+            params: &params,
+            pkt,
+        };
+        let mut needs_keyframe = recording.packet(&tapped, out);
         match track.layer {
             Some(layer) if layer != rid => return,
             Some(_) => {}

@@ -11,6 +11,7 @@ mod demux;
 mod driver;
 mod engine;
 mod error;
+mod record;
 mod rewrite;
 mod throttle;
 mod types;
@@ -18,6 +19,7 @@ mod types;
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
+pub use record::RecordOutput;
 pub use types::{
     Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
     SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,

@@ -301,6 +301,13 @@ pub enum ParticipantEvent {
         /// Human-readable detail.
         message: String,
     },
+    /// The room's recording started (also sent on joining a recorded room) or stopped.
+    Recording {
+        /// Whether it is recording now.
+        active: bool,
+        /// The recording (`RE_…`), as the REST API knows it.
+        recording_id: String,
+    },
     /// The participant was removed by the SFU (room closed); no more events follow.
     Removed {
         /// Why (`room_closed`, `event_queue_full`).
@@ -325,6 +332,8 @@ pub struct SfuStats {
     pub dropped_packets: u64,
     /// Keyframe requests (PLI/FIR) sent upstream to publishers.
     pub keyframe_requests: u64,
+    /// Packets of recorded rooms dropped because the recorder's queue was full.
+    pub recorder_dropped_packets: u64,
 }
 
 impl SfuStats {

@@ -228,6 +228,11 @@ impl Collector for MediaCollector {
                 "Keyframe requests sent to publishers",
                 s.keyframe_requests,
             ),
+            (
+                "media_recorder_dropped_packets",
+                "Packets of recorded rooms dropped because the recorder fell behind",
+                s.recorder_dropped_packets,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
