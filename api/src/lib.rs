@@ -17,6 +17,7 @@ mod notes;
 mod notifications;
 mod pagination;
 mod projects;
+pub mod recordings;
 pub mod rooms;
 mod search;
 mod sprints;
@@ -49,6 +50,7 @@ pub use state::{ApiConfig, AppState};
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
+        (name = "recordings", description = "Room recordings: start, stop, files per track with a manifest, downloads with ranges"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
         (name = "projects", description = "A team's projects"),
@@ -93,6 +95,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/teams", teams::router())
         .nest("/api/v1/invites", teams::invites_router())
         .nest("/api/v1/rooms", rooms::router())
+        .nest("/api/v1", recordings::router())
         .nest("/api/v1/chat", chat::router())
         .nest("/api/v1/notifications", notifications::router())
         .nest(

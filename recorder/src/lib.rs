@@ -36,15 +36,7 @@ pub struct RtpIn {
     pub payload: Arc<[u8]>,
 }
 
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MediaKind {
-    /// Audio.
-    Audio,
-    /// Video.
-    Video,
-}
+pub use convene_proto::recording::MediaKind;
 
 /// What a recorded track is; the manifest repeats it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,60 +11,25 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::opus::{OggOpus, SAMPLE_RATE};
 use crate::vp8::Vp8Frames;
 use crate::webm::WebmVp8;
 use crate::{MediaKind, RtpIn, TrackMeta, TsUnwrap};
 
-/// Name of the manifest inside a recording's directory.
-pub const MANIFEST: &str = "manifest.json";
+pub use convene_proto::recording::{MANIFEST, Manifest, ManifestTrack};
 
-/// What `manifest.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub recording_id: String,
-    pub room_id: String,
-    /// Unix time (ms) the recording started; offsets count from here.
-    pub started_at_ms: i64,
-    /// Set when the recording was finalized (absent after a crash).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    pub tracks: Vec<ManifestTrack>,
+/// Reads a recording directory's manifest.
+pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
+    let bytes = std::fs::read(dir.join(MANIFEST))?;
+    serde_json::from_slice(&bytes).map_err(io::Error::other)
 }
 
-/// One track's file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestTrack {
-    pub participant_id: String,
-    pub participant_name: String,
-    pub track_id: String,
-    pub kind: MediaKind,
-    pub source: String,
-    pub codec: String,
-    /// File name inside the recording's directory.
-    pub file: String,
-    /// When the file's first sample plays, from the recording's start.
-    pub start_offset_ms: u64,
-    /// When the file's last sample plays (absent while the track is recorded, or after a crash).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_offset_ms: Option<u64>,
-}
-
-impl Manifest {
-    /// Reads a recording directory's manifest.
-    pub fn read(dir: &Path) -> io::Result<Manifest> {
-        let bytes = std::fs::read(dir.join(MANIFEST))?;
-        serde_json::from_slice(&bytes).map_err(io::Error::other)
-    }
-
-    fn write(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!("{MANIFEST}.tmp"));
-        let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(tmp, dir.join(MANIFEST))
-    }
+/// Replaces the manifest atomically: a reader sees the old or the new one, never a torn file.
+fn write_manifest(manifest: &Manifest, dir: &Path) -> io::Result<()> {
+    let tmp = dir.join(format!("{MANIFEST}.tmp"));
+    let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(tmp, dir.join(MANIFEST))
 }
 
 enum Writer {
@@ -106,7 +71,7 @@ impl Recording {
             duration_ms: None,
             tracks: Vec::new(),
         };
-        manifest.write(dir)?;
+        write_manifest(&manifest, dir)?;
         Ok(Recording {
             dir: dir.to_owned(),
             started: now,
@@ -218,7 +183,7 @@ impl Recording {
                 start_offset_ms: offset,
                 end_offset_ms: None,
             });
-            self.manifest.write(&self.dir)?;
+            write_manifest(&self.manifest, &self.dir)?;
         }
         Ok(())
     }
@@ -246,7 +211,7 @@ impl Recording {
         };
         if let Some(entry) = track.entry.and_then(|i| self.manifest.tracks.get_mut(i)) {
             entry.end_offset_ms = Some(entry.start_offset_ms + duration);
-            if let Err(e) = self.manifest.write(&self.dir) {
+            if let Err(e) = write_manifest(&self.manifest, &self.dir) {
                 tracing::warn!(error = %e, "writing the manifest failed");
             }
         }
@@ -260,7 +225,7 @@ impl Recording {
         }
         let duration = self.offset(now);
         self.manifest.duration_ms = Some(duration);
-        self.manifest.write(&self.dir)?;
+        write_manifest(&self.manifest, &self.dir)?;
         Ok(duration)
     }
 }
@@ -320,7 +285,7 @@ mod tests {
         for (i, p) in frames.iter().enumerate() {
             rec.packet(&video, p, t0 + Duration::from_millis(400 + 50 * i as u64));
         }
-        let m = Manifest::read(dir.path()).expect("manifest");
+        let m = read_manifest(dir.path()).expect("manifest");
         assert_eq!(m.tracks.len(), 2);
         assert_eq!(m.tracks[0].file, "TR_1.ogg");
         assert_eq!(m.tracks[0].start_offset_ms, 200);
@@ -328,11 +293,11 @@ mod tests {
         assert_eq!(m.tracks[1].start_offset_ms, 400 + 50 * 3);
         assert_eq!(m.tracks[0].end_offset_ms, None);
         rec.end_track("TR_1");
-        let m = Manifest::read(dir.path()).expect("manifest");
+        let m = read_manifest(dir.path()).expect("manifest");
         assert_eq!(m.tracks[0].end_offset_ms, Some(200 + 1000));
         let duration = rec.finish(t0 + Duration::from_secs(2)).expect("finish");
         assert_eq!(duration, 2000);
-        let m = Manifest::read(dir.path()).expect("manifest");
+        let m = read_manifest(dir.path()).expect("manifest");
         assert_eq!(m.duration_ms, Some(2000));
         assert_eq!(m.tracks[1].end_offset_ms, Some(550 + 100));
         let mut names: Vec<String> = std::fs::read_dir(dir.path())

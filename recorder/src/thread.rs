@@ -50,6 +50,8 @@ pub enum Input {
         at: Instant,
         reply: Option<oneshot::Sender<Finished>>,
     },
+    /// Answered once everything queued before it is done (shutdown waits on it).
+    Sync { reply: oneshot::Sender<()> },
 }
 
 /// A recording that ended.
@@ -171,6 +173,9 @@ fn run(rx: &mpsc::Receiver<Input>, queued: &AtomicUsize, finished: &tokio_mpsc::
                     close(o, room, at, reply, finished);
                 }
             }
+            Input::Sync { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
     let now = Instant::now();
@@ -206,7 +211,7 @@ fn close(
 mod tests {
     use super::*;
     use crate::MediaKind;
-    use crate::recording::Manifest;
+    use crate::recording::read_manifest;
 
     #[test]
     fn packets_beyond_the_bound_are_dropped_and_stop_finalizes() {
@@ -254,7 +259,7 @@ mod tests {
         assert_eq!(done_rx.blocking_recv(), Some(finished));
         // A bound of 2 against a burst of 1000: most were dropped, some were written.
         assert!(tx.dropped() > 0 && tx.dropped() < 1000, "{}", tx.dropped());
-        let m = Manifest::read(&dir.path().join("RE_1")).expect("manifest");
+        let m = read_manifest(&dir.path().join("RE_1")).expect("manifest");
         assert_eq!(m.tracks.len(), 1);
         drop(tx);
         handle.join().expect("thread ends when senders are gone");

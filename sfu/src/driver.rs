@@ -646,17 +646,31 @@ impl Sfu {
     }
 
     /// Ends every room (participants get `Removed { reason: "room_closed" }`, clients get DTLS
-    /// close_notify) and stops the workers; outstanding handles then fail with `WorkerGone`.
+    /// close_notify), finalizes running recordings and stops the workers; outstanding handles
+    /// then fail with `WorkerGone`.
     pub async fn shutdown(&self) {
         for w in &self.inner.workers {
             let _ = call(&w.requests, |w, now| {
                 for room in w.engine.rooms() {
+                    // Stopped here rather than by the room's end, whose output would only be
+                    // flushed after this request returns.
+                    if w.engine.stop_recording(&room).is_some() {
+                        w.recorder.control(RecorderInput::Stop {
+                            room: room.to_string(),
+                            at: now,
+                            reply: None,
+                        });
+                    }
                     let _ = w.engine.close_room(&room, now);
                 }
                 w.stop = true;
             })
             .await;
         }
+        // Every recording is finalized before this returns (the process may exit next).
+        let (tx, rx) = oneshot::channel();
+        self.inner.recorder.control(RecorderInput::Sync { reply: tx });
+        let _ = rx.await;
         self.inner
             .placement
             .lock()

@@ -7,7 +7,7 @@
 //! Rules: team members see, list and download a team's files (others get 404); members,
 //! admins and owners upload (guests only read); the uploader or an admin deletes.
 
-mod range;
+pub(crate) mod range;
 
 use std::path::PathBuf;
 
