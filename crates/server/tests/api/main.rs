@@ -17,6 +17,7 @@ mod notes;
 mod notifications;
 mod ops;
 mod projects;
+mod recordings;
 mod rooms;
 mod search;
 mod signal;
