@@ -135,7 +135,8 @@ impl Recording {
             },
             (_, codec) => return Err(io::Error::other(format!("codec {codec} is not recorded"))),
         };
-        self.tracks.insert(track.track_id.clone(), Track { writer, entry: None });
+        self.tracks
+            .insert(track.track_id.clone(), Track { writer, entry: None });
         Ok(())
     }
 
@@ -253,7 +254,12 @@ mod tests {
             participant_id: "PA_alice".into(),
             participant_name: "Alice".into(),
             kind,
-            source: if kind == MediaKind::Audio { "microphone" } else { "camera" }.into(),
+            source: if kind == MediaKind::Audio {
+                "microphone"
+            } else {
+                "camera"
+            }
+            .into(),
             codec: codec.into(),
         }
     }

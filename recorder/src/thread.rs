@@ -143,7 +143,13 @@ fn run(rx: &mpsc::Receiver<Input>, queued: &AtomicUsize, finished: &tokio_mpsc::
                 at,
             } => match Recording::create(&dir, &recording_id, &room, started_at_ms, at) {
                 Ok(recording) => {
-                    if let Some(old) = open.insert(room.clone(), Open { recording_id, recording }) {
+                    if let Some(old) = open.insert(
+                        room.clone(),
+                        Open {
+                            recording_id,
+                            recording,
+                        },
+                    ) {
                         close(old, room.clone(), at, None, finished);
                     }
                 }

@@ -210,7 +210,10 @@ mod tests {
         assert!(!w.write_frame(33, false, &bitstream(false, 500, 1)).expect("write"));
         for i in 0..90u64 {
             let key = i % 30 == 0;
-            assert!(w.write_frame(100 + i * 33, key, &bitstream(key, 800 + i as usize, i as u8)).expect("write"));
+            assert!(
+                w.write_frame(100 + i * 33, key, &bitstream(key, 800 + i as usize, i as u8))
+                    .expect("write")
+            );
         }
         assert_eq!(w.frames(), 90);
         if finish {

@@ -16,10 +16,10 @@ mod rewrite;
 mod throttle;
 mod types;
 
+pub use convene_recorder::thread::Finished as RecordingFinished;
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
-pub use convene_recorder::thread::Finished as RecordingFinished;
 pub use record::RecordOutput;
 pub use types::{
     Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,

@@ -134,8 +134,7 @@ impl RecordTap {
             awaiting_keyframe: video,
             rewriter: SeqTsRewriter::new(t.params.spec().clock_rate.get(), 0, 0),
         });
-        let keyframe = video
-            && Vp8Descriptor::parse(&t.pkt.payload).is_ok_and(|d| d.starts_keyframe(&t.pkt.payload));
+        let keyframe = video && Vp8Descriptor::parse(&t.pkt.payload).is_ok_and(|d| d.starts_keyframe(&t.pkt.payload));
         match tap.layer {
             Some(layer) if layer == t.rid => {}
             // A higher layer takes over at its keyframe (audio has no layers).

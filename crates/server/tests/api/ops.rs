@@ -71,9 +71,19 @@ async fn openapi_describes_every_operation() {
                 "{method} {path} security"
             );
             if (method == "post" || method == "patch")
-                && !["/logout", "/accept", "/join", "/feed", "/end", "/resume", "/export", "/recordings", "/stop"]
-                    .iter()
-                    .any(|s| path.ends_with(s))
+                && ![
+                    "/logout",
+                    "/accept",
+                    "/join",
+                    "/feed",
+                    "/end",
+                    "/resume",
+                    "/export",
+                    "/recordings",
+                    "/stop",
+                ]
+                .iter()
+                .any(|s| path.ends_with(s))
             {
                 assert!(
                     op.get("requestBody").is_some(),

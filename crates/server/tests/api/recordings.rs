@@ -133,7 +133,11 @@ async fn downloads_honour_ranges_and_serve_only_listed_names() {
     let eve = app.register("eve").await;
     let (_ws, _) = joined(&app, &room, ada).await;
     let (_, rec) = app
-        .post(&format!("/api/v1/rooms/{room}/recordings"), Some(&ada.access), json!({}))
+        .post(
+            &format!("/api/v1/rooms/{room}/recordings"),
+            Some(&ada.access),
+            json!({}),
+        )
         .await;
     let id = rec["id"].as_str().unwrap().to_owned();
     let (status, _) = app
@@ -169,11 +173,29 @@ async fn downloads_honour_ranges_and_serve_only_listed_names() {
     );
 
     // Strangers, unknown recordings, and names the recording does not list.
-    assert_eq!(download(&app, &path, &eve.access, None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&app, &path, &eve.access, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let other = "/api/v1/recordings/0190b8a2-0000-7000-8000-000000000000/files/manifest.json";
-    assert_eq!(download(&app, other, &bob.access, None).await.status(), StatusCode::NOT_FOUND);
-    for name in ["TR_1.webm", "..%2F..%2Fconvene.db", "..%2Fjwt_secret", "manifest.json.tmp", "%2Fetc%2Fpasswd"] {
-        let res = download(&app, &format!("/api/v1/recordings/{id}/files/{name}"), &bob.access, None).await;
+    assert_eq!(
+        download(&app, other, &bob.access, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    for name in [
+        "TR_1.webm",
+        "..%2F..%2Fconvene.db",
+        "..%2Fjwt_secret",
+        "manifest.json.tmp",
+        "%2Fetc%2Fpasswd",
+    ] {
+        let res = download(
+            &app,
+            &format!("/api/v1/recordings/{id}/files/{name}"),
+            &bob.access,
+            None,
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{name}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(error_code(&body), "not_found");
@@ -184,7 +206,10 @@ async fn downloads_honour_ranges_and_serve_only_listed_names() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.delete(&format!("/api/v1/recordings/{id}"), &ada.access).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(download(&app, &path, &ada.access, None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&app, &path, &ada.access, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let (status, _) = app.get(&format!("/api/v1/recordings/{id}"), &ada.access).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -196,7 +221,11 @@ async fn the_room_emptying_finishes_the_recording() {
     let ada = &users[0];
     let (mut ws, _) = joined(&app, &room, ada).await;
     let (_, rec) = app
-        .post(&format!("/api/v1/rooms/{room}/recordings"), Some(&ada.access), json!({}))
+        .post(
+            &format!("/api/v1/rooms/{room}/recordings"),
+            Some(&ada.access),
+            json!({}),
+        )
         .await;
     let id = rec["id"].as_str().unwrap().to_owned();
     assert_eq!(recording_message(&mut ws).await["active"], true);
