@@ -292,6 +292,26 @@ async fn stop(state: &AppState, row: &Row) -> ApiResult<()> {
     finished(state, ended).await
 }
 
+/// Stops the room's running recording and removes the files of all its recordings (the room is
+/// being deleted; its rows go with it).
+pub(crate) async fn delete_for_room(state: &AppState, room_id: &str) -> ApiResult<()> {
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM recordings WHERE room_id = $1"))
+        .bind(room_id)
+        .fetch_all(state.db.pool())
+        .await?;
+    for row in rows {
+        if row.status == "recording" {
+            stop(state, &row).await?;
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(dir_of(state, &row.id)).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "removing a recording's files failed");
+        }
+    }
+    Ok(())
+}
+
 /// Marks recordings cut short by a crash as `interrupted`; their duration is taken from the
 /// files' last write. Run at startup, before the media plane.
 pub async fn mark_interrupted(state: &AppState) -> ApiResult<()> {

@@ -410,6 +410,8 @@ pub(crate) async fn insert_meeting_room(
 
 /// Deletes a room and ends its live session.
 pub(crate) async fn delete(state: &AppState, room_id: &str) -> ApiResult<()> {
+    // Recordings go with the room: a running one is stopped first, then the files are removed.
+    crate::recordings::delete_for_room(state, room_id).await?;
     sqlx::query("DELETE FROM rooms WHERE id = $1")
         .bind(room_id)
         .execute(state.db.pool())

@@ -242,4 +242,9 @@ async fn the_room_emptying_finishes_the_recording() {
         assert!(tokio::time::Instant::now() < deadline, "still {got}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Deleting the room deletes its recordings.
+    let (status, _) = app.delete(&format!("/api/v1/rooms/{room}"), &ada.access).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.get(&format!("/api/v1/recordings/{id}"), &ada.access).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
