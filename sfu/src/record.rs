@@ -2,15 +2,17 @@
 //! layer per track to the driver ([`RecordOutput`]), which queues it for the recorder thread
 //! (`convene_recorder::thread`) without waiting. Nothing here touches a file.
 //!
-//! Per track the tap records one simulcast layer, the highest seen so far (`q` < `l` < `m` <
-//! `h` < `f`, the names browsers use), switching up only at a keyframe of the higher layer, and
-//! rewrites sequence numbers and timestamps across switches ([`SeqTsRewriter`]) so the
-//! recorder sees one continuous stream. A video track asks for a keyframe until its recorded
-//! layer delivers one: when recording starts, when a track appears mid-way, after a switch.
+//! Per track the tap records one simulcast layer: the highest seen (`q` < `l` < `m` < `h` <
+//! `f`, the names browsers use). Another layer takes over only at one of its keyframes: a higher
+//! one, any one while no keyframe was recorded yet, or any one once the recorded layer has been
+//! silent for [`STALE`] (the publisher paused it). Sequence numbers and timestamps are rewritten
+//! across switches ([`SeqTsRewriter`]) so the recorder sees one continuous stream. A video track
+//! asks for a keyframe (throttled with the subscribers' requests) until one is recorded: when
+//! recording starts, when a track appears mid-way, when its layer went quiet.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use convene_recorder::{MediaKind, RtpIn, TrackMeta};
 use str0m::format::{Codec, PayloadParams};
@@ -20,6 +22,9 @@ use str0m::rtp::{RtpPacket, Vp8Descriptor};
 use crate::engine::EngineOutput;
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::types::{RoomId, TrackId, TrackInfo, TrackKind};
+
+/// A recorded layer silent this long (the publisher paused it) gives way to another.
+const STALE: Duration = Duration::from_secs(1);
 
 /// What the engine hands the driver for the recorder thread.
 #[derive(Debug)]
@@ -53,6 +58,8 @@ struct TrackTap {
     layer: Option<Option<Rid>>,
     awaiting_keyframe: bool,
     rewriter: SeqTsRewriter,
+    /// When the recorded layer last delivered.
+    last: Instant,
 }
 
 struct RoomTap {
@@ -82,6 +89,36 @@ fn codec_name(codec: Codec) -> Option<&'static str> {
         Codec::Opus => Some("opus"),
         Codec::Vp8 => Some("vp8"),
         _ => None,
+    }
+}
+
+impl TrackTap {
+    /// Whether a packet of layer `rid` (starting a keyframe or not, received at `now`) is
+    /// recorded; switches the recorded layer when it should.
+    fn admit(&mut self, rid: Option<Rid>, keyframe: bool, now: Instant) -> bool {
+        match self.layer {
+            Some(layer) if layer == rid => {}
+            // Another layer takes over at its keyframe when it is higher, when the recorded one
+            // has not delivered a keyframe yet (the keyframe request goes to the forwarded
+            // layer, which may be this one), or when the recorded one went quiet. Audio has no
+            // layers. Keyframes are only asked for when nothing usable comes otherwise.
+            Some(layer) => {
+                let stale = now.saturating_duration_since(self.last) >= STALE;
+                let wanted = stale || self.awaiting_keyframe || rank(rid) > rank(layer);
+                if !(wanted && keyframe) {
+                    self.awaiting_keyframe |= stale;
+                    return false;
+                }
+                self.layer = Some(rid);
+                self.rewriter.switch_source();
+            }
+            None => self.layer = Some(rid),
+        }
+        self.last = now;
+        if keyframe {
+            self.awaiting_keyframe = false;
+        }
+        true
     }
 }
 
@@ -133,25 +170,11 @@ impl RecordTap {
             layer: None,
             awaiting_keyframe: video,
             rewriter: SeqTsRewriter::new(t.params.spec().clock_rate.get(), 0, 0),
+            last: t.pkt.timestamp,
         });
         let keyframe = video && Vp8Descriptor::parse(&t.pkt.payload).is_ok_and(|d| d.starts_keyframe(&t.pkt.payload));
-        match tap.layer {
-            Some(layer) if layer == t.rid => {}
-            // A higher layer takes over at its keyframe (audio has no layers).
-            Some(layer) if rank(t.rid) > rank(layer) && keyframe => {
-                tap.layer = Some(t.rid);
-                tap.rewriter.switch_source();
-            }
-            Some(layer) => {
-                if rank(t.rid) > rank(layer) {
-                    tap.awaiting_keyframe = true;
-                }
-                return tap.awaiting_keyframe;
-            }
-            None => tap.layer = Some(t.rid),
-        }
-        if keyframe {
-            tap.awaiting_keyframe = false;
+        if !tap.admit(t.rid, keyframe, t.pkt.timestamp) {
+            return tap.awaiting_keyframe;
         }
         let Some((seq, timestamp)) = tap.rewriter.rewrite(InPacket {
             ssrc: *t.pkt.header.ssrc,
@@ -197,8 +220,7 @@ impl RecordTap {
 
 #[cfg(test)]
 mod tests {
-    use super::rank;
-    use str0m::media::Rid;
+    use super::*;
 
     #[test]
     fn layers_rank_by_browser_rid_names() {
@@ -208,5 +230,45 @@ mod tests {
         assert!(rank(r("h")) > rank(r("m")) && rank(r("m")) > rank(r("l")));
         assert!(rank(r("x")) < rank(r("q")));
         assert_eq!(rank(None), 0);
+    }
+
+    #[test]
+    fn the_recorded_layer_moves_up_at_keyframes_and_off_a_paused_layer() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (q, h, f) = (Some(Rid::from("q")), Some(Rid::from("h")), Some(Rid::from("f")));
+        let mut tap = TrackTap {
+            meta: Arc::new(TrackMeta {
+                track_id: "TR_1".into(),
+                participant_id: "PA_1".into(),
+                participant_name: "Ada".into(),
+                kind: MediaKind::Video,
+                source: "camera".into(),
+                codec: "vp8".into(),
+            }),
+            layer: None,
+            awaiting_keyframe: true,
+            rewriter: SeqTsRewriter::new(90_000, 0, 0),
+            last: t0,
+        };
+        // The first layer seen is recorded; a keyframe on another layer is taken while none came yet.
+        assert!(tap.admit(h, false, at(0)));
+        assert!(!tap.admit(q, false, at(10)));
+        assert!(tap.admit(q, true, at(20)), "the requested keyframe came on q");
+        assert!(!tap.awaiting_keyframe);
+        // Higher layers take over at their keyframes only; lower ones never while q delivers.
+        assert!(!tap.admit(h, false, at(30)));
+        assert!(tap.admit(q, false, at(40)));
+        assert!(tap.admit(h, true, at(50)));
+        assert!(!tap.admit(q, true, at(60)));
+        assert!(tap.admit(f, true, at(70)));
+        assert!(!tap.admit(h, false, at(80)));
+        // f goes quiet: after a second, the next keyframe on any layer takes over; until then a
+        // keyframe is wanted.
+        assert!(!tap.admit(h, false, at(1100)));
+        assert!(tap.awaiting_keyframe);
+        assert!(tap.admit(q, true, at(1150)));
+        assert!(!tap.awaiting_keyframe);
+        assert_eq!(tap.layer, Some(q));
     }
 }
