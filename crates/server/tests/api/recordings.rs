@@ -7,8 +7,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, spawn_app};
+use crate::boards::{events, next_event};
+use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
 use crate::signal::{Ws, joined, next, room, send};
+use crate::webhooks::{SECRET, receiver, verify};
 
 /// Messages until one of type `recording` (the order against other room news is not fixed).
 async fn recording_message(ws: &mut Ws) -> Value {
@@ -247,4 +249,70 @@ async fn the_room_emptying_finishes_the_recording() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = app.get(&format!("/api/v1/recordings/{id}"), &ada.access).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn recording_news_reaches_event_streams_and_signed_webhooks() {
+    let app = spawn_app_with(|c| c.webhook_allowed_ips = vec!["127.0.0.1".parse().unwrap()]).await;
+    let (room, users) = room(&app, &["ada", "bob"]).await;
+    let (ada, bob) = (&users[0], &users[1]);
+    let (_, r) = app.get(&format!("/api/v1/rooms/{room}"), &ada.access).await;
+    let team = r["team_id"].as_str().unwrap().to_owned();
+    let (url, mut inbox) = receiver().await;
+    let (status, hook) = app
+        .post(
+            "/api/v1/webhooks",
+            Some(&ada.access),
+            json!({ "team_id": team, "url": url, "secret": SECRET,
+                    "event_types": ["recording_started", "recording_finished"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    // Bob is not in the room but may join it: his event stream hears of the recording.
+    let mut bob_events = events(&app, &bob.access).await;
+    let (_ws, _) = joined(&app, &room, ada).await;
+    let (_, rec) = app
+        .post(
+            &format!("/api/v1/rooms/{room}/recordings"),
+            Some(&ada.access),
+            json!({}),
+        )
+        .await;
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .post(&format!("/api/v1/recordings/{id}/stop"), Some(&ada.access), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), next_event(&mut bob_events))
+            .await
+            .expect("an event in time");
+        let kind = e["type"].as_str().unwrap_or_default().to_owned();
+        if kind.starts_with("room.recording_") {
+            assert_eq!(e["data"]["recording_id"], id.as_str(), "{e}");
+            assert_eq!(e["data"]["room_id"], room.as_str(), "{e}");
+            seen.push(kind);
+        }
+    }
+    assert_eq!(seen, ["room.recording_started", "room.recording_finished"]);
+
+    // The receiver answers 500 once, so the first delivery is retried: collect until both
+    // types arrived, each correctly signed.
+    let mut types = std::collections::BTreeSet::new();
+    while types.len() < 2 {
+        let got = tokio::time::timeout(Duration::from_secs(20), inbox.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("receiver open");
+        assert!(verify(SECRET, &got.timestamp, &got.body, &got.signature));
+        let body: Value = serde_json::from_str(&got.body).unwrap();
+        assert_eq!(body["data"]["recording_id"], id.as_str(), "{body}");
+        types.insert(body["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        ["recording_finished", "recording_started"]
+    );
 }
