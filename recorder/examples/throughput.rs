@@ -23,7 +23,12 @@ fn main() {
         participant_id: format!("PA_{p}"),
         participant_name: format!("P{p}"),
         kind,
-        source: if kind == MediaKind::Audio { "microphone" } else { "camera" }.into(),
+        source: if kind == MediaKind::Audio {
+            "microphone"
+        } else {
+            "camera"
+        }
+        .into(),
         codec: if kind == MediaKind::Audio { "opus" } else { "vp8" }.into(),
     };
     let tracks: Vec<(TrackMeta, TrackMeta)> = (0..participants)
@@ -39,7 +44,16 @@ fn main() {
             if ms % 20 == 0 {
                 let payload: Vec<u8> = std::iter::once(31u8 << 3).chain(std::iter::repeat_n(7, 80)).collect();
                 bytes += payload.len() as u64;
-                rec.packet(audio, &RtpIn { seq, timestamp: ms * 48, marker: false, payload: payload.into() }, at);
+                rec.packet(
+                    audio,
+                    &RtpIn {
+                        seq,
+                        timestamp: ms * 48,
+                        marker: false,
+                        payload: payload.into(),
+                    },
+                    at,
+                );
                 packets += 1;
             }
             if ms % 30 == 0 {
@@ -55,7 +69,12 @@ fn main() {
                     payload.extend_from_slice(chunk);
                     bytes += payload.len() as u64;
                     seq += 1;
-                    let pkt = RtpIn { seq, timestamp: ms * 90, marker: i + 1 == chunks.len(), payload: payload.into() };
+                    let pkt = RtpIn {
+                        seq,
+                        timestamp: ms * 90,
+                        marker: i + 1 == chunks.len(),
+                        payload: payload.into(),
+                    };
                     rec.packet(video, &pkt, at);
                     packets += 1;
                 }
