@@ -117,7 +117,7 @@ const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
 const s = {}; // state shared by the steps
 
-test('a host records camera and microphone from the meeting page; everyone sees the badge', async () => {
+test('a host records camera and microphone from the meeting page, which shows a Recording badge', async () => {
   s.server = await startServer();
   const base = s.server.base;
   s.auth = await rest(base, 'POST', '/auth/register', undefined,
