@@ -751,8 +751,10 @@ async fn move_task(
     if let Some(sprint_id) = &current.sprint_id {
         sprints::record_snapshot(&state.db, sprint_id).await?;
     }
+    let what = format!("moved {} to {}", current.key(), target.name);
     let data = json!({ "task": current, "from_column_id": task.column_id });
-    projects::publish(&state, &access.team_id, "task.moved", data).await?;
+    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.moved", data, &what)
+        .await?;
     Ok(AppJson(current))
 }
 

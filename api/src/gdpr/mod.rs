@@ -16,7 +16,7 @@
 //! and teams where the user was the only member (with their files and projects). Anonymized
 //! (kept, author set to null): messages, task comments, tasks and projects created, activity
 //! entries, notes and note versions, files uploaded to teams that live on, channels, rooms and
-//! invites created. A
+//! invites created, and security audit entries (which also lose their IP and user agent). A
 //! sole owner of a team that has other members must transfer ownership first (409).
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
@@ -373,6 +374,11 @@ async fn delete_me(
         .bind(&email)
         .execute(&mut *tx)
         .await?;
+    // The deletion is on record without anyone's name on it: the foreign key nulls the actor,
+    // and the account's events lose their IP and user agent.
+    audit::anonymize(&mut *tx, &user).await?;
+    let event = Event::new("account.deleted", Some(&user), "user", &user);
+    audit::record(&mut *tx, &Origin::default(), event).await?;
     // Cascades erase what is the user's; authored content keeps its row with the author nulled.
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(&user)
