@@ -419,12 +419,13 @@ async fn change_password(
         .bind(&auth.user_id)
         .execute(&mut *tx)
         .await?;
-    let others = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(&auth.user_id)
-        .bind(&auth.session_id)
-        .execute(&mut *tx)
-        .await?;
+    let others =
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&auth.user_id)
+            .bind(&auth.session_id)
+            .execute(&mut *tx)
+            .await?;
     let event = Event::new("auth.password_changed", Some(&auth.user_id), "user", &auth.user_id)
         .metadata(serde_json::json!({ "sessions_revoked": others.rows_affected() }));
     audit::record(&mut *tx, &origin, event).await?;

@@ -753,8 +753,16 @@ async fn move_task(
     }
     let what = format!("moved {} to {}", current.key(), target.name);
     let data = json!({ "task": current, "from_column_id": task.column_id });
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.moved", data, &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.moved",
+        data,
+        &what,
+    )
+    .await?;
     Ok(AppJson(current))
 }
 

@@ -40,7 +40,10 @@ async fn focusing(db: &Db, users: &[String]) -> ApiResult<Vec<String>> {
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    let list = (1..=users.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let list = (1..=users.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
         "SELECT user_id FROM focus_sessions WHERE status = 'running' AND phase = 'work' AND user_id IN ({list})"
     );

@@ -195,8 +195,16 @@ async fn create_comment(
     )
     .await?;
     let what = format!("commented on {}", task.key);
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.comment.created", json!(comment), &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.created",
+        json!(comment),
+        &what,
+    )
+    .await?;
     let mentioned_users: Vec<String> = mentioned
         .split(',')
         .filter(|u| !u.is_empty())
@@ -256,8 +264,16 @@ async fn update_comment(
     )
     .await?;
     let what = format!("edited a comment on {}", task.key);
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.comment.updated", json!(comment), &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.updated",
+        json!(comment),
+        &what,
+    )
+    .await?;
     Ok(AppJson(comment))
 }
 
@@ -292,8 +308,16 @@ async fn delete_comment(
     )
     .await?;
     let what = format!("deleted a comment on {}", task.key);
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.comment.deleted", data, &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.deleted",
+        data,
+        &what,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -514,8 +514,16 @@ async fn create_task(
         sprints::record_snapshot(&state.db, s).await?;
     }
     let what = format!("created {} \u{201c}{}\u{201d}", task.key, task.title);
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &new.creator, "task.created", json!(task), &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &new.creator,
+        "task.created",
+        json!(task),
+        &what,
+    )
+    .await?;
     let (title, key) = (format!("Assigned to you: {}", task.title), task.key.clone());
     notify(
         &state,
@@ -877,8 +885,16 @@ async fn update_task(
     }
     let fields: Vec<&str> = changes.iter().filter_map(|c| c.field).collect();
     let what = format!("updated {} ({})", task.key, fields.join(", "));
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.updated", json!(task), &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.updated",
+        json!(task),
+        &what,
+    )
+    .await?;
     let added: Vec<String> = task
         .assignee_ids
         .iter()
@@ -919,8 +935,16 @@ async fn delete_task(
     }
     let data = json!({ "id": task.id, "project_id": task.project_id, "column_id": task.column_id });
     let what = format!("deleted {} \u{201c}{}\u{201d}", task.key, task.title);
-    projects::publish_task_change(&state, &access.team_id, &task.project_id, &auth.user_id, "task.deleted", data, &what)
-        .await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.deleted",
+        data,
+        &what,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -933,5 +957,14 @@ async fn touched(state: &AppState, access: &Access, actor: &str, task_id: &str, 
         record(&mut conn, &task.project_id, actor, changes).await?;
     }
     let what = format!("updated {}", task.key);
-    projects::publish_task_change(state, &access.team_id, &task.project_id, actor, "task.updated", json!(task), &what).await
+    projects::publish_task_change(
+        state,
+        &access.team_id,
+        &task.project_id,
+        actor,
+        "task.updated",
+        json!(task),
+        &what,
+    )
+    .await
 }

@@ -478,7 +478,11 @@ async fn remove_member(
         None,
     )
     .await?;
-    let action = if user_id == auth.user_id { "member.left" } else { "member.removed" };
+    let action = if user_id == auth.user_id {
+        "member.left"
+    } else {
+        "member.removed"
+    };
     let event = Event::new(action, Some(&auth.user_id), "member", &user_id)
         .team(&team_id)
         .metadata(json!({ "role": current }));
@@ -523,9 +527,14 @@ async fn transfer_ownership(
         .bind(&auth.user_id)
         .execute(&mut *tx)
         .await?;
-    let event = Event::new("team.ownership_transferred", Some(&auth.user_id), "member", &req.user_id)
-        .team(&team_id)
-        .metadata(json!({ "from_user_id": auth.user_id, "previous_role": previous }));
+    let event = Event::new(
+        "team.ownership_transferred",
+        Some(&auth.user_id),
+        "member",
+        &req.user_id,
+    )
+    .team(&team_id)
+    .metadata(json!({ "from_user_id": auth.user_id, "previous_role": previous }));
     audit::record(&mut *tx, &origin, event).await?;
     tx.commit().await?;
     Ok(AppJson(load_member(&state.db, &team_id, &req.user_id).await?))

@@ -288,7 +288,10 @@ async fn team_overview_counts_meeting_minutes_from_real_attendance() {
 
     // The meeting's own report counts the same attendance.
     let (status, report) = app
-        .get(&format!("/api/v1/analytics/meetings/{}", meeting["id"].as_str().unwrap()), &host.access)
+        .get(
+            &format!("/api/v1/analytics/meetings/{}", meeting["id"].as_str().unwrap()),
+            &host.access,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let reported = report["participant_minutes"].as_f64().unwrap();

@@ -70,21 +70,37 @@ async fn account_events_are_recorded_and_shown_to_their_user() {
     let (status, body) = login(&app, "alice", PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let second = session_from(&body, "alice");
-    assert_eq!(login(&app, "alice@example.com", "wrong password").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(login(&app, "nobody@example.com", "wrong password").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&app, "alice@example.com", "wrong password").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&app, "nobody@example.com", "wrong password").await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // A refresh token presented twice revokes its session.
     let refresh = json!({ "refresh_token": second.refresh });
-    assert_eq!(app.post("/api/v1/auth/token/refresh", None, refresh.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post("/api/v1/auth/token/refresh", None, refresh.clone()).await.0,
+        StatusCode::OK
+    );
     let (status, body) = app.post("/api/v1/auth/token/refresh", None, refresh).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "refresh_token_reused"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "refresh_token_reused")
+    );
 
     // A password change needs the current password and signs out the other sessions.
     let (_, third) = login(&app, "alice", PASSWORD).await;
     let third = session_from(&third, "alice");
     let change = |current: &str, new: &str| json!({ "current_password": current, "new_password": new });
     let (status, body) = app
-        .post("/api/v1/auth/password", Some(&alice.access), change("nope nope", "a new passphrase"))
+        .post(
+            "/api/v1/auth/password",
+            Some(&alice.access),
+            change("nope nope", "a new passphrase"),
+        )
         .await;
     assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
     let (status, body) = app
@@ -92,10 +108,17 @@ async fn account_events_are_recorded_and_shown_to_their_user() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, body) = app
-        .post("/api/v1/auth/password", Some(&alice.access), change(PASSWORD, "a new passphrase"))
+        .post(
+            "/api/v1/auth/password",
+            Some(&alice.access),
+            change(PASSWORD, "a new passphrase"),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    assert_eq!(app.get("/api/v1/auth/me", &third.access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/auth/me", &third.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get("/api/v1/auth/me", &alice.access).await.0, StatusCode::OK);
     assert_eq!(login(&app, "alice", PASSWORD).await.0, StatusCode::UNAUTHORIZED);
 
@@ -134,7 +157,10 @@ async fn account_events_are_recorded_and_shown_to_their_user() {
     assert_eq!(revoked["target_id"], first_login["target_id"]);
     assert_eq!(entry(&log, "auth.password_changed")["metadata"]["sessions_revoked"], 1);
     let failed = &log["items"][6];
-    assert_eq!((failed["target_type"].as_str(), failed["target_id"].as_str()), (Some("user"), Some(alice.user_id.as_str())));
+    assert_eq!(
+        (failed["target_type"].as_str(), failed["target_id"].as_str()),
+        (Some("user"), Some(alice.user_id.as_str()))
+    );
     assert!(actions(&security_log(&app, &bob, "").await).is_empty());
 
     // Pages and the action filter; an actor filter cannot reach others' events.
@@ -145,9 +171,15 @@ async fn account_events_are_recorded_and_shown_to_their_user() {
     paged.extend(actions(&rest));
     assert_eq!(paged, actions(&log));
     assert!(rest["next_cursor"].is_null());
-    assert_eq!(actions(&security_log(&app, &alice, "?action=auth.login").await).len(), 3);
+    assert_eq!(
+        actions(&security_log(&app, &alice, "?action=auth.login").await).len(),
+        3
+    );
     let (status, _) = app
-        .get(&format!("/api/v1/me/security-log?actor_id={}", alice.user_id), &bob.access)
+        .get(
+            &format!("/api/v1/me/security-log?actor_id={}", alice.user_id),
+            &bob.access,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(actions(&security_log(&app, &bob, &format!("?actor_id={}", alice.user_id)).await).is_empty());
@@ -157,18 +189,26 @@ async fn account_events_are_recorded_and_shown_to_their_user() {
     let db = db.unwrap();
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&db).await.unwrap();
-    let anonymous: Vec<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT actor_id, target_id FROM audit_log WHERE action = 'auth.login_failed' AND actor_id IS NULL")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let anonymous: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT actor_id, target_id FROM audit_log WHERE action = 'auth.login_failed' AND actor_id IS NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(anonymous, [(None, None)]);
-    for secret in [PASSWORD, "a new passphrase", "wrong password", "nobody@example.com", "alice@example.com"] {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE metadata LIKE $1 OR user_agent LIKE $1")
-            .bind(format!("%{secret}%"))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    for secret in [
+        PASSWORD,
+        "a new passphrase",
+        "wrong password",
+        "nobody@example.com",
+        "alice@example.com",
+    ] {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE metadata LIKE $1 OR user_agent LIKE $1")
+                .bind(format!("%{secret}%"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(n, 0, "{secret}");
     }
 }
@@ -224,7 +264,12 @@ async fn team_events_are_recorded_for_owners_and_admins() {
         assert_eq!(status, expected, "{}: {body}", who.username);
     }
     let (status, body) = app
-        .call(reqwest::Method::GET, &format!("/api/v1/teams/{team}/audit-log"), None, None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/teams/{team}/audit-log"),
+            None,
+            None,
+        )
         .await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "missing_token"));
 
@@ -242,18 +287,45 @@ async fn team_events_are_recorded_for_owners_and_admins() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{invite}");
     let (status, body) = app
-        .post(&format!("/api/v1/invites/{}/accept", invite["token"].as_str().unwrap()), Some(&outsider.access), json!({}))
+        .post(
+            &format!("/api/v1/invites/{}/accept", invite["token"].as_str().unwrap()),
+            Some(&outsider.access),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    deleted(&app, &admin, &format!("/api/v1/teams/{team}/members/{}", outsider.user_id)).await;
+    deleted(
+        &app,
+        &admin,
+        &format!("/api/v1/teams/{team}/members/{}", outsider.user_id),
+    )
+    .await;
     deleted(&app, &guest, &format!("/api/v1/teams/{team}/members/{}", guest.user_id)).await;
 
     // Deletions of a project, a task, a room, a file and a channel.
-    let project = create(&app, &member, "/api/v1/projects", json!({ "team_id": team, "name": "Web", "key": "WEB" })).await;
-    let task = create(&app, &member, &format!("/api/v1/projects/{project}/tasks"), json!({ "title": "Fix it" })).await;
+    let project = create(
+        &app,
+        &member,
+        "/api/v1/projects",
+        json!({ "team_id": team, "name": "Web", "key": "WEB" }),
+    )
+    .await;
+    let task = create(
+        &app,
+        &member,
+        &format!("/api/v1/projects/{project}/tasks"),
+        json!({ "title": "Fix it" }),
+    )
+    .await;
     deleted(&app, &member, &format!("/api/v1/tasks/{task}")).await;
     deleted(&app, &admin, &format!("/api/v1/projects/{project}")).await;
-    let room = create(&app, &member, "/api/v1/rooms", json!({ "team_id": team, "name": "Standup" })).await;
+    let room = create(
+        &app,
+        &member,
+        "/api/v1/rooms",
+        json!({ "team_id": team, "name": "Standup" }),
+    )
+    .await;
     deleted(&app, &member, &format!("/api/v1/rooms/{room}")).await;
     let file = upload(&app, &member, &team).await;
     deleted(&app, &admin, &format!("/api/v1/files/{file}")).await;
@@ -268,7 +340,9 @@ async fn team_events_are_recorded_for_owners_and_admins() {
 
     let log = audit_log(&app, &team, &owner, "").await;
     assert_eq!(audit_log(&app, &team, &admin, "").await["items"], log["items"]);
-    let (status, body) = app.get(&format!("/api/v1/teams/{team}/audit-log"), &member.access).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/teams/{team}/audit-log"), &member.access)
+        .await;
     assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
     // Having left, the guest is an outsider.
     let (status, body) = app.get(&format!("/api/v1/teams/{team}/audit-log"), &guest.access).await;
@@ -308,9 +382,15 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     assert_eq!(created["metadata"], json!({ "role": "member", "email_bound": true }));
     assert_eq!(created["actor_id"], admin.user_id.as_str());
     let accepted = by_action("invite.accepted");
-    assert_eq!((&accepted["actor_id"], &accepted["target_id"]), (&json!(outsider.user_id), &created["target_id"]));
+    assert_eq!(
+        (&accepted["actor_id"], &accepted["target_id"]),
+        (&json!(outsider.user_id), &created["target_id"])
+    );
     let removed = by_action("member.removed");
-    assert_eq!((&removed["actor_id"], &removed["target_id"]), (&json!(admin.user_id), &json!(outsider.user_id)));
+    assert_eq!(
+        (&removed["actor_id"], &removed["target_id"]),
+        (&json!(admin.user_id), &json!(outsider.user_id))
+    );
     assert_eq!(by_action("member.left")["actor_id"], guest.user_id.as_str());
     let task_gone = by_action("task.deleted");
     assert_eq!(task_gone["target_id"], task.as_str());
@@ -344,17 +424,26 @@ async fn team_events_are_recorded_for_owners_and_admins() {
             json!({ "user_id": admin.user_id }),
         )
         .await;
-    assert_eq!((status, new_owner["role"].as_str()), (StatusCode::OK, Some("owner")), "{new_owner}");
+    assert_eq!(
+        (status, new_owner["role"].as_str()),
+        (StatusCode::OK, Some("owner")),
+        "{new_owner}"
+    );
     let (_, me) = app.get(&format!("/api/v1/teams/{team}"), &owner.access).await;
     assert_eq!(me["role"], "admin");
     let log = audit_log(&app, &team, &owner, "?action=team.ownership_transferred").await;
     let transfer = entry(&log, "team.ownership_transferred");
     assert_eq!(transfer["actor_id"], owner.user_id.as_str());
     assert_eq!(transfer["target_id"], admin.user_id.as_str());
-    assert_eq!(transfer["metadata"], json!({ "from_user_id": owner.user_id, "previous_role": "admin" }));
+    assert_eq!(
+        transfer["metadata"],
+        json!({ "from_user_id": owner.user_id, "previous_role": "admin" })
+    );
     deleted(&app, &admin, &format!("/api/v1/teams/{team}")).await;
     assert_eq!(
-        app.get(&format!("/api/v1/teams/{team}/audit-log"), &admin.access).await.0,
+        app.get(&format!("/api/v1/teams/{team}/audit-log"), &admin.access)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 }

@@ -32,7 +32,9 @@ async fn change_and_message(ws: &mut Ws, kind: &str) -> (Value, String) {
 }
 
 async fn project_channel(app: &TestApp, c: &Crew) -> String {
-    let (status, project) = app.get(&format!("/api/v1/projects/{}", c.project), &c.member.access).await;
+    let (status, project) = app
+        .get(&format!("/api/v1/projects/{}", c.project), &c.member.access)
+        .await;
     assert_eq!(status, StatusCode::OK, "{project}");
     project["chat_channel_id"].as_str().expect("a channel").to_owned()
 }
@@ -59,13 +61,22 @@ async fn task_changes_reach_the_project_channel_live_and_as_messages() {
     let mut live = channel_stream(&app, &channel, &c.guest).await;
     let mut team_events = events(&app, &c.admin, "").await;
 
-    let task = create_task(&app, &c.member, &c.project, json!({ "title": "Ship it", "estimate": 3 })).await;
+    let task = create_task(
+        &app,
+        &c.member,
+        &c.project,
+        json!({ "title": "Ship it", "estimate": 3 }),
+    )
+    .await;
     let id = task["id"].as_str().unwrap();
     let (change, text) = change_and_message(&mut live, "task.created").await;
     assert_eq!(change["data"]["id"], id);
     assert_eq!(text, "member created WEB-1 \u{201c}Ship it\u{201d}");
     // The /ws/events push is still there.
-    assert_eq!(crate::chat::next_of(&mut team_events, "task.created").await["data"]["id"], id);
+    assert_eq!(
+        crate::chat::next_of(&mut team_events, "task.created").await["data"]["id"],
+        id
+    );
 
     let (status, updated) = app
         .patch(
@@ -91,23 +102,39 @@ async fn task_changes_reach_the_project_channel_live_and_as_messages() {
     assert_eq!(text, "member moved WEB-1 to Done");
 
     let (status, comment) = app
-        .post(&format!("/api/v1/tasks/{id}/comments"), Some(&c.owner.access), json!({ "body": "nice" }))
+        .post(
+            &format!("/api/v1/tasks/{id}/comments"),
+            Some(&c.owner.access),
+            json!({ "body": "nice" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{comment}");
     let (_, text) = change_and_message(&mut live, "task.comment.created").await;
     assert_eq!(text, "owner commented on WEB-1");
     let comment_path = format!("/api/v1/tasks/{id}/comments/{}", comment["id"].as_str().unwrap());
     assert_eq!(
-        app.patch(&comment_path, &c.owner.access, json!({ "body": "very nice" })).await.0,
+        app.patch(&comment_path, &c.owner.access, json!({ "body": "very nice" }))
+            .await
+            .0,
         StatusCode::OK
     );
     let (_, text) = change_and_message(&mut live, "task.comment.updated").await;
     assert_eq!(text, "owner edited a comment on WEB-1");
-    assert_eq!(app.delete(&comment_path, &c.owner.access).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&comment_path, &c.owner.access).await.0,
+        StatusCode::NO_CONTENT
+    );
     let (_, text) = change_and_message(&mut live, "task.comment.deleted").await;
     assert_eq!(text, "owner deleted a comment on WEB-1");
 
-    let (status, _) = app.call(Method::DELETE, &format!("/api/v1/tasks/{id}"), Some(&c.member.access), None).await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tasks/{id}"),
+            Some(&c.member.access),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (change, text) = change_and_message(&mut live, "task.deleted").await;
     assert_eq!(change["data"]["id"], id);
@@ -141,7 +168,10 @@ async fn task_changes_reach_the_project_channel_live_and_as_messages() {
     let other_channel = other["chat_channel_id"].as_str().unwrap();
     assert_ne!(other_channel, channel);
     let (_, quiet) = app
-        .get(&format!("/api/v1/chat/channels/{other_channel}/messages"), &c.member.access)
+        .get(
+            &format!("/api/v1/chat/channels/{other_channel}/messages"),
+            &c.member.access,
+        )
         .await;
     assert_eq!(quiet["items"], json!([]));
 }

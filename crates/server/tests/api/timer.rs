@@ -406,7 +406,12 @@ async fn team_presence_shows_focusing_while_a_work_session_runs() {
         }
     };
 
-    let (status, s) = start(&app, &alice.access, json!({ "focus_type": "deep_work", "planned_minutes": 50 })).await;
+    let (status, s) = start(
+        &app,
+        &alice.access,
+        json!({ "focus_type": "deep_work", "planned_minutes": 50 }),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
     assert_eq!(presence(&alice.user_id).await, "focusing");
@@ -414,31 +419,72 @@ async fn team_presence_shows_focusing_while_a_work_session_runs() {
 
     // Idle does not hide focus; a pause does, a resume brings it back, a stop ends it.
     let (status, _) = app
-        .call(Method::PUT, "/api/v1/chat/presence", Some(&alice.access), Some(json!({ "status": "idle" })))
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&alice.access),
+            Some(json!({ "status": "idle" })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
     let (status, _) = app
-        .call(Method::PUT, "/api/v1/chat/presence", Some(&alice.access), Some(json!({ "status": "online" })))
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&alice.access),
+            Some(json!({ "status": "online" })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
-    assert_eq!(app.post(&format!("{base}/pause"), Some(&alice.access), json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post(&format!("{base}/pause"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "online");
     assert_eq!(presence(&alice.user_id).await, "online");
-    assert_eq!(app.post(&format!("{base}/resume"), Some(&alice.access), json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post(&format!("{base}/resume"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
-    assert_eq!(app.post(&format!("{base}/stop"), Some(&alice.access), json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post(&format!("{base}/stop"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
     assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "online");
     assert_eq!(presence(&alice.user_id).await, "online");
 
     // Nobody outside alice's teams heard any of it: eve's next event is her own.
-    let (status, _) = start(&app, &eve.access, json!({ "focus_type": "custom", "planned_minutes": 5 })).await;
+    let (status, _) = start(
+        &app,
+        &eve.access,
+        json!({ "focus_type": "custom", "planned_minutes": 5 }),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let first = next_event(&mut eve_ws).await;
-    assert_eq!(first["type"], "timer.started", "eve saw nothing of alice before: {first}");
+    assert_eq!(
+        first["type"], "timer.started",
+        "eve saw nothing of alice before: {first}"
+    );
     let (status, body) = app
-        .call(Method::PUT, "/api/v1/chat/presence", Some(&eve.access), Some(json!({ "status": "focusing" })))
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&eve.access),
+            Some(json!({ "status": "focusing" })),
+        )
         .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
 }
