@@ -213,6 +213,8 @@ async fn the_dashboard_page_is_served_with_the_web_client() {
         ("/dashboard/index.html", "dashboard.js"),
         ("/dashboard/dashboard.js", "/analytics/users/me"),
         ("/dashboard/charts.js", "export function barChart"),
+        ("/dashboard/charts.js", "export function burndownChart"),
+        ("/dashboard/dashboard.js", "meeting_minutes"),
     ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");

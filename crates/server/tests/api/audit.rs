@@ -6,7 +6,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::chat::{Cast, cast};
-use crate::helpers::{Session, TestApp, error_code, session_from, spawn_app, spawn_app_with};
+use crate::helpers::{Session, TestApp, error_code, session_from, spawn_app_with};
 
 const AGENT: &str = "audit-test/1.0 (a browser)";
 const PASSWORD: &str = "correct horse battery";
@@ -242,7 +242,8 @@ async fn deleted(app: &TestApp, who: &Session, path: &str) {
 
 #[tokio::test]
 async fn team_events_are_recorded_for_owners_and_admins() {
-    let app = spawn_app().await;
+    let mut db = None;
+    let app = spawn_app_with(|c| db = c.database_url.clone()).await;
     let Cast {
         team,
         owner,
@@ -300,6 +301,15 @@ async fn team_events_are_recorded_for_owners_and_admins() {
         &format!("/api/v1/teams/{team}/members/{}", outsider.user_id),
     )
     .await;
+    let (_, unused) = app
+        .post(
+            &format!("/api/v1/teams/{team}/invites"),
+            Some(&owner.access),
+            json!({ "role": "guest" }),
+        )
+        .await;
+    let unused = unused["id"].as_str().unwrap().to_owned();
+    deleted(&app, &admin, &format!("/api/v1/teams/{team}/invites/{unused}")).await;
     deleted(&app, &guest, &format!("/api/v1/teams/{team}/members/{}", guest.user_id)).await;
 
     // Deletions of a project, a task, a room, a file and a channel.
@@ -357,6 +367,8 @@ async fn team_events_are_recorded_for_owners_and_admins() {
             "project.deleted",
             "task.deleted",
             "member.left",
+            "invite.revoked",
+            "invite.created",
             "member.removed",
             "invite.accepted",
             "invite.created",
@@ -373,12 +385,18 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     }
     let by_action = |a: &str| entry(&log, a).clone();
     let items = log["items"].as_array().unwrap();
-    assert_eq!(items[9]["metadata"], json!({ "from": "admin", "to": "member" }));
-    let promoted = &items[10];
+    assert_eq!(items[11]["metadata"], json!({ "from": "admin", "to": "member" }));
+    let promoted = &items[12];
     assert_eq!(promoted["metadata"], json!({ "from": "member", "to": "admin" }));
     assert_eq!(promoted["actor_id"], owner.user_id.as_str());
     assert_eq!(promoted["target_id"], member.user_id.as_str());
-    let created = by_action("invite.created");
+    let revoked = by_action("invite.revoked");
+    assert_eq!(
+        (&revoked["actor_id"], &revoked["target_id"]),
+        (&json!(admin.user_id), &json!(unused))
+    );
+    let created = &items[10];
+    assert_eq!(created["action"], "invite.created");
     assert_eq!(created["metadata"], json!({ "role": "member", "email_bound": true }));
     assert_eq!(created["actor_id"], admin.user_id.as_str());
     let accepted = by_action("invite.accepted");
@@ -446,4 +464,27 @@ async fn team_events_are_recorded_for_owners_and_admins() {
             .0,
         StatusCode::NOT_FOUND
     );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.unwrap()).await.unwrap();
+    let gone: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor_id, target_id, metadata FROM audit_log WHERE action = 'team.deleted' AND team_id = $1",
+    )
+    .bind(&team)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        gone,
+        [(
+            admin.user_id.clone(),
+            team.clone(),
+            json!({ "name": "Platform" }).to_string()
+        )]
+    );
+    let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE team_id = $1")
+        .bind(&team)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 18, "the team's history outlives it");
 }
