@@ -211,6 +211,7 @@ async fn the_dashboard_page_is_served_with_the_web_client() {
     let app = crate::helpers::spawn_app().await;
     for (path, needle) in [
         ("/dashboard/index.html", "dashboard.js"),
+        ("/dashboard/", "dashboard.js"),
         ("/dashboard/dashboard.js", "/analytics/users/me"),
         ("/dashboard/charts.js", "export function barChart"),
         ("/dashboard/charts.js", "export function burndownChart"),
