@@ -168,6 +168,13 @@ async fn export_holds_the_users_data_and_nothing_of_others() {
     assert_eq!(data["notes"][0]["title"], "alice note");
     assert_eq!(data["focus_sessions"].as_array().unwrap().len(), 1);
     assert_eq!(data["files"].as_array().unwrap().len(), 1);
+    // Her audit entries (adding bob to the team), none of bob's.
+    let audit = data["security_log"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (&audit[0]["action"], &audit[0]["target_id"]),
+        (&json!("member.added"), &json!(bob.user_id))
+    );
     assert_eq!(data["tasks_created"][0]["title"], "alice task");
     assert_eq!(data["task_assignments"].as_array().unwrap().len(), 1);
     assert_eq!(data["task_comments"][0]["body"], "alice task comment");
