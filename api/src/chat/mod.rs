@@ -4,13 +4,12 @@
 //!
 //! Visibility: a public channel is visible to the team's members and admins (not guests, who
 //! see only channels they were added to, and project channels); a private channel or a DM only
-//! to its members.
+//! to its members. Everyone else gets 404, so ids leak nothing. Posting, reacting and read
+//! markers need channel membership; anyone who sees a public channel may join it.
 //!
 //! Project channels: every project has a public channel (`project_channel`) where its task
 //! changes are pushed to `/ws/chat/{id}` subscribers and posted as system messages (no author),
 //! such as "Ann moved WEB-42 to Done" (`project_news`).
-//! Everyone else gets 404, so ids leak nothing. Posting, reacting and read markers need
-//! channel membership; anyone who sees a public channel may join it.
 //!
 //! Real-time: every change is published to the channel members' `/ws/events` streams (with
 //! sequence numbers and resume) and to `/ws/chat/{channel_id}` subscribers, after it commits.

@@ -526,8 +526,9 @@ async fn delete_project(
     let mut tx = state.db.pool().begin().await?;
     let (name,): (String,) = sqlx::query_as("DELETE FROM projects WHERE id = $1 RETURNING name")
         .bind(&project_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
     let event = Event::new("project.deleted", Some(&auth.user_id), "project", &project_id)
         .team(&access.team_id)
         .metadata(json!({ "name": name }));

@@ -884,7 +884,11 @@ async fn update_task(
         sprints::record_snapshot(&state.db, sprint).await?;
     }
     let fields: Vec<&str> = changes.iter().filter_map(|c| c.field).collect();
-    let what = format!("updated {} ({})", task.key, fields.join(", "));
+    let what = if fields.is_empty() {
+        format!("updated {}", task.key)
+    } else {
+        format!("updated {} ({})", task.key, fields.join(", "))
+    };
     projects::publish_task_change(
         &state,
         &access.team_id,

@@ -248,8 +248,9 @@ async fn delete_team(
     let mut tx = state.db.pool().begin().await?;
     let (name,): (String,) = sqlx::query_as("DELETE FROM teams WHERE id = $1 RETURNING name")
         .bind(&team_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("team"))?;
     let event = Event::new("team.deleted", Some(&auth.user_id), "team", &team_id)
         .team(&team_id)
         .metadata(json!({ "name": name }));

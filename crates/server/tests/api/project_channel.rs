@@ -140,6 +140,20 @@ async fn task_changes_reach_the_project_channel_live_and_as_messages() {
     assert_eq!(change["data"]["id"], id);
     assert_eq!(text, "member deleted WEB-1 \u{201c}Ship it today\u{201d}");
 
+    // Deleting a column moves its tasks, which the channel hears too.
+    let parked = create_task(&app, &c.member, &c.project, json!({ "title": "Parked" })).await;
+    change_and_message(&mut live, "task.created").await;
+    let (status, _) = app
+        .delete(
+            &format!("/api/v1/columns/{}?move_to={}", c.columns[0], c.columns[1]),
+            &c.admin.access,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (change, text) = change_and_message(&mut live, "task.moved").await;
+    assert_eq!(change["data"]["task"]["id"], parked["id"]);
+    assert_eq!(text, "admin moved WEB-2 to To do (column Backlog deleted)");
+
     // The messages stay in the channel's history, oldest first.
     let (status, history) = app
         .get(&format!("/api/v1/chat/channels/{channel}/messages"), &c.guest.access)
@@ -161,6 +175,8 @@ async fn task_changes_reach_the_project_channel_live_and_as_messages() {
             "owner edited a comment on WEB-1",
             "owner deleted a comment on WEB-1",
             "member deleted WEB-1 \u{201c}Ship it today\u{201d}",
+            "member created WEB-2 \u{201c}Parked\u{201d}",
+            "admin moved WEB-2 to To do (column Backlog deleted)",
         ]
     );
     // Another project has its own channel, which hears nothing of this one.
