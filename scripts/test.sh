@@ -30,6 +30,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests (SQLite)"
 cargo test --workspace --locked
 
+echo "== dashboard charts (Node)"
+(cd web/dashboard && node --test)
+
 echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
 (cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
 cargo test --locked -p convene-turn --test browser_relay -- --ignored

@@ -1,6 +1,7 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod analytics;
+mod audit;
 mod auth;
 mod boards;
 mod calendar;
@@ -92,7 +93,7 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, OpenApiDoc) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1/auth", auth::router())
-        .nest("/api/v1/teams", teams::router())
+        .nest("/api/v1/teams", teams::router().merge(audit::team_router()))
         .nest("/api/v1/invites", teams::invites_router())
         .nest("/api/v1/rooms", rooms::router())
         .nest("/api/v1", recordings::router())
@@ -122,7 +123,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/files", files::router())
         .nest("/api/v1/notes", notes::router())
         .nest("/api/v1/search", search::router())
-        .nest("/api/v1/me", gdpr::router())
+        .nest("/api/v1/me", gdpr::router().merge(audit::me_router()))
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -300,14 +301,20 @@ async fn get_room(
 async fn delete_room(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(room_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    if !access(&state, &room_id, &auth.user_id).await?.host {
+    let access = access(&state, &room_id, &auth.user_id).await?;
+    if !access.host {
         return Err(ApiError::Forbidden(
             "only the room's creator and team admins may delete it",
         ));
     }
     delete(&state, &room_id).await?;
+    let event = Event::new("room.deleted", Some(&auth.user_id), "room", &room_id)
+        .team(&access.room.team_id)
+        .metadata(serde_json::json!({ "name": access.room.name }));
+    audit::record(state.db.pool(), &origin, event).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -203,7 +203,9 @@ async fn signed_room_events_reach_a_local_receiver_with_retries_and_a_log() {
     assert!(!verify("wrong-secret", &first.timestamp, &first.body, &first.signature));
     assert!(!verify(SECRET, "1", &first.body, &first.signature));
 
-    // The log: every delivery ends delivered; the retried one took two attempts.
+    // The log: every delivery ends delivered; the retried one took two attempts. The runner
+    // writes the outcome after the receiver has answered, and nothing announces it (no event
+    // on /ws/events, the receiver cannot see past its response), so this polls with a deadline.
     let path = format!("/api/v1/webhooks/{id}/deliveries");
     let log = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
