@@ -5,7 +5,8 @@
 //! readability only (no write-space wake-ups), each ready socket is read with `recvmmsg`
 //! until a short batch says it is empty (no trailing `EAGAIN` read), all ready sockets are
 //! fed to the core under one lock, and the datagrams the core produced go out grouped by
-//! socket, up to [`BATCH`] per `sendmmsg`.
+//! socket: equal-sized runs to one destination as one UDP GSO send, the rest up to [`BATCH`]
+//! per `sendmmsg`.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmsg};
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, sendmmsg};
 
 use crate::core::{ClientAddr, Transport};
@@ -30,6 +32,12 @@ const WAKER: Token = Token((1 << 16) + 1);
 const BATCH: usize = 32;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
+/// UDP GSO limits: segments per send (the kernel's `UDP_MAX_SEGMENTS`), a segment that fits
+/// an Ethernet MTU with IPv6 and UDP headers (larger ones would fail with `EINVAL` on such a
+/// route), and the payload of one IP datagram.
+const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_SEGMENT: usize = 1452;
+const GSO_MAX_BYTES: usize = 65_000;
 /// `recvmmsg` calls one socket gets per turn of the loop, so that a flooded socket cannot
 /// starve the others; a socket that used them all is read again on the next turn.
 const READS_PER_TURN: usize = 4;
@@ -229,26 +237,84 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-/// Scratch space for `sendmmsg`, reused across batches.
-#[derive(Default)]
+/// Sends what one turn of the loop produced, with as few system calls as the kernel allows.
 struct Writer {
     addrs: Vec<SocketAddrAny>,
+    /// Cleared when the kernel cannot segment (no checksum offload on the route's device).
+    gso: bool,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self {
+            addrs: Vec::new(),
+            gso: true,
+        }
+    }
 }
 
 impl Writer {
-    /// Sends and empties `out`: grouped by socket (each socket's datagrams keep their
-    /// order), up to [`BATCH`] per call.
+    /// Sends and empties `out`. Datagrams are grouped by socket and destination (each flow
+    /// keeps its order); a run of equal-sized datagrams to one destination leaves as one UDP
+    /// GSO send (the kernel walks its send path once and splits the train on delivery), the
+    /// others up to [`BATCH`] per `sendmmsg`.
     fn send(&mut self, out: &mut Vec<Datagram>) {
-        out.sort_by_key(|datagram| Arc::as_ptr(&datagram.socket).addr());
+        out.sort_by_key(|datagram| (Arc::as_ptr(&datagram.socket).addr(), datagram.to));
         for group in out.chunk_by(|a, b| Arc::ptr_eq(&a.socket, &b.socket)) {
-            for batch in group.chunks(BATCH) {
-                self.send_batch(batch);
+            // `group[unsent..at]` waits for a `sendmmsg`; a GSO train goes out on its own.
+            let (mut unsent, mut at) = (0, 0);
+            while at < group.len() {
+                let run = gso_run(&group[at..]);
+                if self.gso && run > 1 {
+                    self.send_batch(&group[unsent..at]);
+                    self.send_train(&group[at..at + run]);
+                    unsent = at + run;
+                }
+                at += run;
             }
+            self.send_batch(&group[unsent..]);
         }
         out.clear();
     }
 
-    fn send_batch(&mut self, mut batch: &[Datagram]) {
+    /// One `sendmsg` with `UDP_SEGMENT` for datagrams of equal size to one destination.
+    fn send_train(&mut self, train: &[Datagram]) {
+        let [first, ..] = train else { return };
+        let iov: Vec<IoSlice<'_>> = train.iter().map(|d| IoSlice::new(&d.payload)).collect();
+        let Ok(segment) = u16::try_from(first.payload.len()) else {
+            return;
+        };
+        let control = [ControlMessage::UdpGsoSegments(&segment)];
+        let to = SockaddrStorage::from(first.to);
+        match sendmsg(
+            first.socket.as_raw_fd(),
+            &iov,
+            &control,
+            MsgFlags::MSG_DONTWAIT,
+            Some(&to),
+        ) {
+            Ok(_) => {}
+            Err(Errno::EAGAIN) => {}
+            Err(error) => {
+                // EIO: the device cannot checksum segments, so GSO never works here. Other
+                // errors (a segment above the path MTU) concern this train: send it plainly.
+                if error == Errno::EIO {
+                    self.gso = false;
+                }
+                tracing::debug!(%error, "UDP GSO send failed");
+                self.send_batch(train);
+            }
+        }
+    }
+
+    /// Up to [`BATCH`] datagrams of one socket per `sendmmsg`.
+    fn send_batch(&mut self, datagrams: &[Datagram]) {
+        for batch in datagrams.chunks(BATCH) {
+            self.send_mmsg(batch);
+        }
+    }
+
+    fn send_mmsg(&mut self, mut batch: &[Datagram]) {
         while let [first, rest @ ..] = batch {
             if rest.is_empty() {
                 send_one(first);
@@ -282,6 +348,22 @@ impl Writer {
     }
 }
 
+/// How many datagrams from the start of `datagrams` (sorted by destination) can leave as one
+/// GSO train: same destination, same size, at most 64 segments (the kernel's limit) of at
+/// most [`GSO_MAX_SEGMENT`] bytes, the whole within one IP datagram.
+fn gso_run(datagrams: &[Datagram]) -> usize {
+    let [first, ..] = datagrams else { return 0 };
+    let size = first.payload.len();
+    if size == 0 || size > GSO_MAX_SEGMENT {
+        return 1;
+    }
+    let limit = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / size);
+    datagrams
+        .iter()
+        .take(limit)
+        .take_while(|d| d.to == first.to && d.payload.len() == size)
+        .count()
+}
 fn send_one(datagram: &Datagram) {
     // Errors (a full buffer, an unroutable peer) concern this datagram only.
     if let Err(error) = datagram.socket.send_to(&datagram.payload, datagram.to) {
@@ -292,4 +374,106 @@ fn send_one(datagram: &Datagram) {
 /// Sends datagrams one by one: the stream and timer paths, which produce few.
 pub(crate) fn send_each(out: &[Datagram]) {
     out.iter().for_each(send_one);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn socket() -> Arc<Socket> {
+        Arc::new(Socket::from_std(bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap()))
+    }
+
+    fn receiver() -> std::net::UdpSocket {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        socket
+    }
+
+    fn datagram(socket: &Arc<Socket>, to: &std::net::UdpSocket, payload: Vec<u8>) -> Datagram {
+        Datagram {
+            socket: socket.clone(),
+            to: to.local_addr().unwrap(),
+            payload,
+        }
+    }
+
+    fn recv_all(socket: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        (0..count)
+            .map(|_| {
+                let (len, _) = socket.recv_from(&mut buf).unwrap();
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trains_and_batches_arrive_as_separate_datagrams_in_order() {
+        let (a, b) = (socket(), socket());
+        let (peer, client) = (receiver(), receiver());
+        // 100 equal datagrams to one peer (two GSO trains: 64 + 36) with odd sizes in
+        // between, interleaved with datagrams from another socket to another destination.
+        let mut expected_peer = Vec::new();
+        let mut expected_client = Vec::new();
+        let mut out = Vec::new();
+        for i in 0..130u8 {
+            let len = if i % 50 == 49 { 7 } else { 170 };
+            let payload = vec![i; len];
+            expected_peer.push(payload.clone());
+            out.push(datagram(&a, &peer, payload));
+            let payload = vec![i; 1 + usize::from(i)];
+            expected_client.push(payload.clone());
+            out.push(datagram(&b, &client, payload));
+        }
+        let mut writer = Writer::default();
+        writer.send(&mut out);
+        assert!(out.is_empty());
+        assert!(writer.gso, "the kernel refused UDP GSO on loopback");
+        assert_eq!(recv_all(&peer, 130), expected_peer);
+        assert_eq!(recv_all(&client, 130), expected_client);
+    }
+
+    #[test]
+    fn gso_runs_stop_at_a_new_destination_size_or_the_segment_limit() {
+        let s = socket();
+        let (x, y) = (receiver(), receiver());
+        let run = |datagrams: Vec<Datagram>| gso_run(&datagrams);
+        assert_eq!(run(vec![]), 0);
+        assert_eq!(run((0..3).map(|_| datagram(&s, &x, vec![0; 100])).collect()), 3);
+        assert_eq!(
+            run(vec![datagram(&s, &x, vec![0; 100]), datagram(&s, &y, vec![0; 100])]),
+            1
+        );
+        assert_eq!(
+            run(vec![datagram(&s, &x, vec![0; 100]), datagram(&s, &x, vec![0; 99])]),
+            1
+        );
+        assert_eq!(run((0..100).map(|_| datagram(&s, &x, vec![0; 100])).collect()), 64);
+        assert_eq!(run((0..100).map(|_| datagram(&s, &x, vec![0; 1400])).collect()), 46);
+        assert_eq!(run((0..2).map(|_| datagram(&s, &x, vec![0; 1500])).collect()), 1);
+    }
+
+    #[test]
+    fn a_flooded_socket_yields_after_its_budget_and_keeps_the_rest() {
+        let relay = socket();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let total = READS_PER_TURN * BATCH + 10;
+        for i in 0..total {
+            sender
+                .send_to(&(i as u32).to_be_bytes(), relay.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut reader = Reader::new();
+        let mut seen = Vec::new();
+        let mut record = |from: SocketAddr, bytes: &[u8], _| {
+            assert_eq!(from, sender.local_addr().unwrap());
+            seen.push(u32::from_be_bytes(bytes.try_into().unwrap()));
+        };
+        assert!(!reader.drain(&relay, &mut record), "the budget should run out");
+        assert!(reader.drain(&relay, &mut record), "the rest fits one turn");
+        assert_eq!(seen, (0..total as u32).collect::<Vec<_>>());
+    }
 }
