@@ -57,6 +57,8 @@ pub enum StartError {
     Tls(String),
     #[error("invalid TURN configuration: {0}")]
     Config(&'static str),
+    #[error("cannot start the UDP thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Addresses the server actually listens on (useful with port 0).
@@ -137,8 +139,16 @@ impl TurnServer {
         let tracker = shared.tracker.clone();
         let connections = Arc::new(Semaphore::new(config.max_stream_connections));
         let udp_plane = shared.clone();
-        // A thread of its own for the whole UDP plane: it blocks in its poll loop.
-        tracker.spawn_blocking(move || udp::serve(&udp_plane, poll));
+        // A thread of its own for the whole UDP plane, outside tokio: it blocks in its poll
+        // loop. Its tracker token makes `shutdown` wait for it too.
+        let token = tracker.token();
+        std::thread::Builder::new()
+            .name("turn-udp".into())
+            .spawn(move || {
+                let _running = token;
+                udp::serve(&udp_plane, poll);
+            })
+            .map_err(StartError::Thread)?;
         tracker.spawn(accept_streams(shared.clone(), tcp, None, connections.clone()));
         if let Some((listener, acceptor)) = tls {
             tracker.spawn(accept_streams(shared.clone(), listener, Some(acceptor), connections));
