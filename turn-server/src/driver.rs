@@ -3,9 +3,9 @@
 //! One mutex guards the core together with the tables that turn its commands into sockets
 //! (relay sockets by port, stream connections by client). UDP — the listener and every relay
 //! socket — is served by one thread with its own poll loop ([`crate::udp`]): per wake-up it
-//! reads every ready socket in `recvmmsg` batches under one lock of the core, then sends
-//! everything the core produced, one `sendmmsg` per socket. TCP/TLS connections and the timer
-//! are tokio tasks that lock the same core. The lock is never held across an `.await`, and
+//! feeds every ready socket's datagrams to the core (`recvmmsg` batches, one lock per socket),
+//! then sends everything the core produced (UDP GSO trains and `sendmmsg` batches). TCP/TLS
+//! connections and the timer are tokio tasks that lock the same core. The lock is never held across an `.await`, and
 //! every command is carried out synchronously (sends are non-blocking; a full socket buffer
 //! drops the datagram, as the network would).
 

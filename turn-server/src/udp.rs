@@ -3,10 +3,10 @@
 //! Relaying costs a UDP receive and a UDP send per packet, and on a fast path most of that
 //! is kernel work. The loop keeps the kernel's share small: sockets are registered for
 //! readability only (no write-space wake-ups), each ready socket is read with `recvmmsg`
-//! until a short batch says it is empty (no trailing `EAGAIN` read), all ready sockets are
-//! fed to the core under one lock, and the datagrams the core produced go out grouped by
-//! socket: equal-sized runs to one destination as one UDP GSO send, the rest up to [`BATCH`]
-//! per `sendmmsg`.
+//! until a short batch says it is empty (no trailing `EAGAIN` read), every ready socket is
+//! fed to the core before anything is sent, and the datagrams the core produced then go out
+//! grouped by socket: equal-sized runs to one destination as one UDP GSO send, the rest up to
+//! [`BATCH`] per `sendmmsg`.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -126,36 +126,36 @@ pub(crate) fn serve(shared: &Shared, mut poll: Poll) {
         ready.clear();
         ready.append(&mut unfinished);
         ready.extend(events.iter().map(Event::token).filter(|token| *token != WAKER));
-        {
+        for &token in &ready {
+            // One lock per socket (at most READS_PER_TURN batches), so that stream tasks
+            // waiting for the core are not held up for a whole turn.
             let mut state = shared.lock();
-            for &token in &ready {
-                let drained = if token == LISTENER {
-                    reader.drain(shared.sockets.listener(), |from, bytes, now| {
-                        let client = ClientAddr {
-                            transport: Transport::Udp,
-                            addr: from,
-                        };
-                        if let Err(reason) = state.core.handle_client_packet(bytes, client, now) {
-                            tracing::trace!(%reason, "client datagram dropped");
-                        }
-                    })
-                } else {
-                    let Ok(port) = u16::try_from(token.0) else { continue };
-                    // A socket freed since the event was queued: nothing to read.
-                    let Some(socket) = state.relays.get(&port).cloned() else {
-                        continue;
+            let drained = if token == LISTENER {
+                reader.drain(shared.sockets.listener(), |from, bytes, now| {
+                    let client = ClientAddr {
+                        transport: Transport::Udp,
+                        addr: from,
                     };
-                    reader.drain(&socket, |from, bytes, now| {
-                        if let Err(reason) = state.core.handle_peer_packet(port, from, bytes, now) {
-                            tracing::trace!(%reason, "peer datagram dropped");
-                        }
-                    })
+                    if let Err(reason) = state.core.handle_client_packet(bytes, client, now) {
+                        tracing::trace!(%reason, "client datagram dropped");
+                    }
+                })
+            } else {
+                let Ok(port) = u16::try_from(token.0) else { continue };
+                // A socket freed since the event was queued: nothing to read.
+                let Some(socket) = state.relays.get(&port).cloned() else {
+                    continue;
                 };
-                if !drained {
-                    unfinished.push(token);
-                }
-            }
+                reader.drain(&socket, |from, bytes, now| {
+                    if let Err(reason) = state.core.handle_peer_packet(port, from, bytes, now) {
+                        tracing::trace!(%reason, "peer datagram dropped");
+                    }
+                })
+            };
             state.collect(&shared.sockets, &mut out);
+            if !drained {
+                unfinished.push(token);
+            }
         }
         writer.send(&mut out);
     }
