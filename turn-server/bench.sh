@@ -5,8 +5,8 @@
 # runs against each server; both servers are pinned to the same core (SERVER_CORE), the load
 # generator and the peer to another (LOAD_CORE). Reported per run: messages sent and received,
 # loss, server CPU seconds (user and system, from /proc/PID/stat) and relayed packets per
-# CPU-second, where every echoed message counts as two relayed packets (client->peer and
-# peer->client). Both servers relay on one thread: convene's UDP plane is one thread, and
+# CPU-second, where every message that came back counts as two relayed packets (client->peer
+# and peer->client) and a lost message counts for nothing, wherever it was lost. Both servers relay on one thread: convene's UDP plane is one thread, and
 # coturn gets `--relay-threads 1` (its default is one per CPU of the machine, not of the
 # taskset; COTURN_THREADS overrides).
 #
@@ -95,7 +95,7 @@ for round in $(seq "$ROUNDS"); do
         user=$((user_after - user_before))
         sys=$((sys_after - sys_before))
         ticks=$((user + sys))
-        pkts=$((sent + recv))
+        pkts=$((2 * recv))
         TOTAL_PKTS[$server]=$(( ${TOTAL_PKTS[$server]:-0} + pkts ))
         TOTAL_TICKS[$server]=$(( ${TOTAL_TICKS[$server]:-0} + ticks ))
         TOTAL_SENT[$server]=$(( ${TOTAL_SENT[$server]:-0} + sent ))
