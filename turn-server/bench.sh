@@ -3,9 +3,12 @@
 #
 # The same turnutils_uclient load (REST credentials, ChannelData to a turnutils_peer echo)
 # runs against each server; both servers are pinned to the same core (SERVER_CORE), the load
-# generator and the peer to another (LOAD_CORE). Reported per run: messages/s, loss, server
-# CPU seconds (utime+stime from /proc) and relayed packets per CPU-second, where every echoed
-# message counts as two relayed packets (client->peer and peer->client).
+# generator and the peer to another (LOAD_CORE). Reported per run: messages sent and received,
+# loss, server CPU seconds (user and system, from /proc/PID/stat) and relayed packets per
+# CPU-second, where every message that came back counts as two relayed packets (client->peer
+# and peer->client) and a lost message counts for nothing, wherever it was lost. Both servers relay on one thread: convene's UDP plane is one thread, and
+# coturn gets `--relay-threads 1` (its default is one per CPU of the machine, not of the
+# taskset; COTURN_THREADS overrides).
 #
 # Usage: turn-server/bench.sh            (env: ROUNDS=3 CLIENTS=50 MSGS=2000 LEN=170 INTERVAL=1)
 # Needs: coturn (turnserver, turnutils_uclient, turnutils_peer), taskset (util-linux).
@@ -17,6 +20,7 @@ CLIENTS=${CLIENTS:-50}
 MSGS=${MSGS:-2000}
 LEN=${LEN:-170}
 INTERVAL=${INTERVAL:-1}
+COTURN_THREADS=${COTURN_THREADS:-1}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 SECRET=bench-secret
@@ -40,7 +44,9 @@ trap cleanup EXIT
 taskset -c "$LOAD_CORE" turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime in clock ticks.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+secs() { awk -v t="$1" -v h="$TICK" 'BEGIN{printf "%.2f", t/h}'; }
 
 # Waits until the server answers STUN on PORT.
 wait_ready() {
@@ -62,8 +68,8 @@ start_server() {
         coturn)
             taskset -c "$SERVER_CORE" turnserver -n --no-cli --no-tls --no-dtls -L 127.0.0.1 -E 127.0.0.1 \
                 --listening-port "$PORT" --use-auth-secret --static-auth-secret="$SECRET" -r convene \
-                --allow-loopback-peers --min-port 49160 --max-port 49400 --log-file stdout \
-                >"$WORK/coturn.log" 2>&1 &
+                --allow-loopback-peers --min-port 49160 --max-port 49400 --relay-threads "$COTURN_THREADS" \
+                --log-file stdout >"$WORK/coturn.log" 2>&1 &
             ;;
     esac
     SERVER=$!
@@ -74,28 +80,35 @@ start_server() {
 LOAD=(-W "$SECRET" -u bench -e 127.0.0.1 -r "$PEER_PORT" -n "$MSGS" -m "$CLIENTS" -l "$LEN" -z "$INTERVAL" -c
       -p "$PORT" 127.0.0.1)
 echo "load: turnutils_uclient ${LOAD[*]}"
-printf '%-8s %5s %10s %9s %8s %10s %14s\n' server round sent recv lost cpu_s pkts_per_cpu_s
-declare -A TOTAL_PKTS TOTAL_TICKS
+printf '%-8s %5s %10s %9s %8s %7s %7s %7s %14s\n' server round sent recv lost user_s sys_s cpu_s pkts_per_cpu_s
+declare -A TOTAL_PKTS TOTAL_TICKS TOTAL_SENT TOTAL_LOST
 for round in $(seq "$ROUNDS"); do
     for server in ${SERVERS:-convene coturn}; do
         start_server "$server"
-        before=$(cpu_ticks "$SERVER")
+        read -r user_before sys_before < <(cpu_ticks "$SERVER")
         out=$(taskset -c "$LOAD_CORE" turnutils_uclient "${LOAD[@]}" 2>&1 || true)
-        after=$(cpu_ticks "$SERVER")
+        read -r user_after sys_after < <(cpu_ticks "$SERVER")
         kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
         sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
         recv=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
         lost=$(grep -o 'Total lost packets [0-9]*' <<<"$out" | awk '{print $4}')
-        ticks=$((after - before))
-        pkts=$((sent + recv))
+        user=$((user_after - user_before))
+        sys=$((sys_after - sys_before))
+        ticks=$((user + sys))
+        pkts=$((2 * recv))
         TOTAL_PKTS[$server]=$(( ${TOTAL_PKTS[$server]:-0} + pkts ))
         TOTAL_TICKS[$server]=$(( ${TOTAL_TICKS[$server]:-0} + ticks ))
-        printf '%-8s %5s %10s %9s %8s %10s %14s\n' "$server" "$round" "$sent" "$recv" "${lost:-?}" \
-            "$(awk -v t="$ticks" -v h="$TICK" 'BEGIN{printf "%.2f", t/h}')" \
+        TOTAL_SENT[$server]=$(( ${TOTAL_SENT[$server]:-0} + sent ))
+        TOTAL_LOST[$server]=$(( ${TOTAL_LOST[$server]:-0} + ${lost:-0} ))
+        printf '%-8s %5s %10s %9s %8s %7s %7s %7s %14s\n' "$server" "$round" "$sent" "$recv" "${lost:-?}" \
+            "$(secs "$user")" "$(secs "$sys")" "$(secs "$ticks")" \
             "$(awk -v p="$pkts" -v t="$ticks" -v h="$TICK" 'BEGIN{ if (t>0) printf "%.0f", p/(t/h); else print "inf"}')"
     done
 done
 awk -v cp="${TOTAL_PKTS[convene]}" -v ct="${TOTAL_TICKS[convene]}" \
-    -v tp="${TOTAL_PKTS[coturn]}" -v tt="${TOTAL_TICKS[coturn]}" -v h="$TICK" 'BEGIN {
+    -v tp="${TOTAL_PKTS[coturn]}" -v tt="${TOTAL_TICKS[coturn]}" -v h="$TICK" \
+    -v cl="${TOTAL_LOST[convene]}" -v cs="${TOTAL_SENT[convene]}" \
+    -v tl="${TOTAL_LOST[coturn]}" -v ts="${TOTAL_SENT[coturn]}" 'BEGIN {
     c = cp / (ct / h); t = tp / (tt / h);
-    printf "relayed packets per CPU-second: convene %.0f, coturn %.0f, ratio %.2f\n", c, t, c / t }'
+    printf "relayed packets per CPU-second: convene %.0f, coturn %.0f, ratio %.2f\n", c, t, c / t
+    printf "loss: convene %.2f %%, coturn %.2f %%\n", 100 * cl / cs, 100 * tl / ts }'

@@ -1,25 +1,26 @@
-//! The tokio shell around the sans-IO core: sockets in, commands out.
+//! The shell around the sans-IO core: sockets in, commands out.
 //!
 //! One mutex guards the core together with the tables that turn its commands into sockets
-//! (relay sockets by port, stream connections by client). Every task follows the same
-//! pattern: wait for a socket, then without awaiting lock, feed the core everything that is
-//! ready, resolve the commands into [`Action`]s, unlock, and perform the actions. The lock is
-//! never held across an `.await`.
+//! (relay sockets by port, stream connections by client). UDP — the listener and every relay
+//! socket — is served by one thread with its own poll loop ([`crate::udp`]): per wake-up it
+//! feeds every ready socket's datagrams to the core (`recvmmsg` batches, one lock per socket),
+//! then sends everything the core produced (UDP GSO trains and `sendmmsg` batches). TCP/TLS
+//! connections and the timer are tokio tasks that lock the same core. The lock is never held across an `.await`, and
+//! every command is carried out synchronously (sends are non-blocking; a full socket buffer
+//! drops the datagram, as the network would).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -29,11 +30,8 @@ use crate::config::TurnConfig;
 use crate::core::framing::frame_len;
 use crate::core::{ClientAddr, Command, Server, Transport};
 use crate::metrics::Metrics;
+use crate::udp::{self, Datagram};
 
-/// Largest UDP payload; receive buffers live on the stack only while draining a socket.
-const MAX_DATAGRAM: usize = 65_536;
-/// Datagrams handled per lock of the core before the sends are performed.
-const BATCH: usize = 32;
 /// Frames queued for a slow stream client before relayed data is dropped.
 const STREAM_QUEUE: usize = 256;
 /// Kernel buffers of the listening UDP socket: bursts from many clients must not overflow it
@@ -59,6 +57,8 @@ pub enum StartError {
     Tls(String),
     #[error("invalid TURN configuration: {0}")]
     Config(&'static str),
+    #[error("cannot start the UDP thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Addresses the server actually listens on (useful with port 0).
@@ -94,7 +94,6 @@ impl TurnServer {
             None => None,
         };
         let (udp, tcp) = bind_udp_and_tcp(config.listen).await?;
-        let udp = Arc::new(udp);
         let local_udp = udp
             .local_addr()
             .map_err(|source| bind_error("UDP", config.listen, source))?;
@@ -122,6 +121,8 @@ impl TurnServer {
                 None => None,
             },
         };
+        let poll_error = |source| bind_error("UDP poll", local_udp, source);
+        let (poll, sockets) = udp::Sockets::new(udp, config.relay_bind_ip()).map_err(poll_error)?;
 
         let now = Instant::now();
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -131,14 +132,23 @@ impl TurnServer {
                 relays: HashMap::new(),
                 streams: HashMap::new(),
             }),
-            udp: udp.clone(),
-            relay_ip: config.relay_bind_ip(),
+            sockets,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
         let tracker = shared.tracker.clone();
         let connections = Arc::new(Semaphore::new(config.max_stream_connections));
-        tracker.spawn(serve_udp(shared.clone(), udp));
+        let udp_plane = shared.clone();
+        // A thread of its own for the whole UDP plane, outside tokio: it blocks in its poll
+        // loop. Its tracker token makes `shutdown` wait for it too.
+        let token = tracker.token();
+        std::thread::Builder::new()
+            .name("turn-udp".into())
+            .spawn(move || {
+                let _running = token;
+                udp::serve(&udp_plane, poll);
+            })
+            .map_err(StartError::Thread)?;
         tracker.spawn(accept_streams(shared.clone(), tcp, None, connections.clone()));
         if let Some((listener, acceptor)) = tls {
             tracker.spawn(accept_streams(shared.clone(), listener, Some(acceptor), connections));
@@ -171,12 +181,8 @@ impl TurnServer {
 
     fn stop(&self) {
         self.shared.shutdown.cancel();
-        {
-            let mut state = self.shared.lock();
-            for (_, relay) in state.relays.drain() {
-                relay.task.abort();
-            }
-        }
+        self.shared.sockets.wake();
+        self.shared.lock().relays.clear();
     }
 }
 
@@ -186,39 +192,21 @@ impl Drop for TurnServer {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
-    udp: Arc<UdpSocket>,
-    relay_ip: IpAddr,
-    shutdown: CancellationToken,
+    pub(crate) sockets: udp::Sockets,
+    pub(crate) shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
-struct State {
-    core: Server<StdRng>,
-    relays: HashMap<u16, Relay>,
+pub(crate) struct State {
+    pub(crate) core: Server<StdRng>,
+    pub(crate) relays: HashMap<u16, Arc<udp::Socket>>,
     streams: HashMap<ClientAddr, mpsc::Sender<Vec<u8>>>,
 }
 
-struct Relay {
-    socket: Arc<UdpSocket>,
-    task: AbortHandle,
-}
-
-/// A command resolved to the socket that carries it out.
-enum Action {
-    SendUdp {
-        socket: Arc<UdpSocket>,
-        to: SocketAddr,
-        payload: Vec<u8>,
-    },
-    BindRelay {
-        port: u16,
-    },
-}
-
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves the state usable: the core does not
         // panic by construction, so recover rather than take the relay down.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -226,13 +214,15 @@ impl Shared {
 }
 
 impl State {
-    /// Drains the core's commands into actions; stream frames are queued right here.
-    fn collect(&mut self, udp: &Arc<UdpSocket>, actions: &mut Vec<Action>) {
+    /// Carries out the core's commands: stream frames are queued and relay ports bound right
+    /// here (binding reports back to the core, which may add commands), UDP datagrams are
+    /// appended to `out` for the caller to send once the lock is released.
+    pub(crate) fn collect(&mut self, sockets: &udp::Sockets, out: &mut Vec<Datagram>) {
         while let Some(command) = self.core.poll_command() {
             match command {
                 Command::SendToClient { to, payload } => match to.transport {
-                    Transport::Udp => actions.push(Action::SendUdp {
-                        socket: udp.clone(),
+                    Transport::Udp => out.push(Datagram {
+                        socket: sockets.listener().clone(),
                         to: to.addr,
                         payload,
                     }),
@@ -249,139 +239,45 @@ impl State {
                     peer,
                     payload,
                 } => {
-                    if let Some(relay) = self.relays.get(&relay_port) {
-                        actions.push(Action::SendUdp {
-                            socket: relay.socket.clone(),
+                    if let Some(socket) = self.relays.get(&relay_port) {
+                        out.push(Datagram {
+                            socket: socket.clone(),
                             to: peer,
                             payload,
                         });
                     }
                 }
-                Command::CreateRelay { port } => actions.push(Action::BindRelay { port }),
+                Command::CreateRelay { port } => {
+                    let bound = sockets.bind_relay(port, RELAY_SOCKET_BUFFER);
+                    if let Err(error) = &bound {
+                        tracing::debug!(%error, port, "cannot bind relay port");
+                    }
+                    let ok = bound.is_ok();
+                    if let Ok(socket) = bound {
+                        // A stale socket still in the table closes when the last send holding
+                        // it is done; the kernel then drops its poll registration.
+                        self.relays.insert(port, Arc::new(socket));
+                    }
+                    self.core.handle_relay_bound(port, ok, Instant::now());
+                }
                 Command::FreeRelay { port } => {
-                    if let Some(relay) = self.relays.remove(&port) {
-                        relay.task.abort();
-                    }
+                    self.relays.remove(&port);
                 }
             }
         }
     }
 }
 
-/// Performs actions; binding a relay reports back to the core, which may yield more.
-async fn perform(shared: &Arc<Shared>, mut actions: Vec<Action>) {
-    while !actions.is_empty() {
-        let mut follow_up = Vec::new();
-        for action in actions.drain(..) {
-            match action {
-                Action::SendUdp { socket, to, payload } => {
-                    // Errors (e.g. ICMP unreachable reported late) concern one datagram only.
-                    if let Err(error) = socket.send_to(&payload, to).await {
-                        tracing::debug!(%error, "relay send failed");
-                    }
-                }
-                Action::BindRelay { port } => {
-                    let bound = bind_relay(shared, port);
-                    let mut state = shared.lock();
-                    if let Ok(socket) = &bound {
-                        let task = shared.tracker.spawn(serve_relay(shared.clone(), socket.clone(), port));
-                        let relay = Relay {
-                            socket: socket.clone(),
-                            task: task.abort_handle(),
-                        };
-                        if let Some(stale) = state.relays.insert(port, relay) {
-                            stale.task.abort();
-                        }
-                    }
-                    state.core.handle_relay_bound(port, bound.is_ok(), Instant::now());
-                    state.collect(&shared.udp, &mut follow_up);
-                }
-            }
-        }
-        actions = follow_up;
+/// Locks the core, lets `feed` give it input, carries out the resulting commands and sends
+/// the datagrams (one by one: these are the stream and timer paths, not the UDP fast path).
+fn drive(shared: &Shared, feed: impl FnOnce(&mut Server<StdRng>)) {
+    let mut out = Vec::new();
+    {
+        let mut state = shared.lock();
+        feed(&mut state.core);
+        state.collect(&shared.sockets, &mut out);
     }
-}
-
-fn bind_relay(shared: &Shared, port: u16) -> io::Result<Arc<UdpSocket>> {
-    bind_udp(SocketAddr::new(shared.relay_ip, port), RELAY_SOCKET_BUFFER).map(Arc::new)
-}
-
-fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Larger buffers are an optimisation; the kernel's limits decide what is granted.
-    let _ = socket.set_recv_buffer_size(buffer);
-    let _ = socket.set_send_buffer_size(buffer);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
-    loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            ready = socket.readable() => if let Err(error) = ready {
-                tracing::warn!(%error, "TURN UDP socket failed");
-                return;
-            },
-        }
-        let actions = drain_socket(&shared, &socket, |core, from, bytes, now| {
-            let client = ClientAddr {
-                transport: Transport::Udp,
-                addr: from,
-            };
-            if let Err(reason) = core.handle_client_packet(bytes, client, now) {
-                tracing::trace!(%reason, "client datagram dropped");
-            }
-        });
-        perform(&shared, actions).await;
-    }
-}
-
-/// Boxed because relay tasks are spawned from [`perform`], which relay tasks await: the
-/// explicit `Send` future type breaks that cycle for the compiler.
-fn serve_relay(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(serve_relay_loop(shared, socket, port))
-}
-
-async fn serve_relay_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
-    loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            ready = socket.readable() => if let Err(error) = ready {
-                tracing::warn!(%error, port, "relay socket failed");
-                return;
-            },
-        }
-        let actions = drain_socket(&shared, &socket, |core, from, bytes, now| {
-            if let Err(reason) = core.handle_peer_packet(port, from, bytes, now) {
-                tracing::trace!(%reason, "peer datagram dropped");
-            }
-        });
-        perform(&shared, actions).await;
-    }
-}
-
-/// Reads up to [`BATCH`] ready datagrams into the core under one lock.
-fn drain_socket(
-    shared: &Shared,
-    socket: &UdpSocket,
-    mut handle: impl FnMut(&mut Server<StdRng>, SocketAddr, &[u8], Instant),
-) -> Vec<Action> {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut actions = Vec::new();
-    let mut state = shared.lock();
-    for _ in 0..BATCH {
-        match socket.try_recv_from(&mut buf) {
-            Ok((len, from)) => handle(&mut state.core, from, &buf[..len], Instant::now()),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-            // ICMP errors from earlier sends surface here on some systems; keep reading.
-            Err(_) => continue,
-        }
-    }
-    state.collect(&shared.udp, &mut actions);
-    actions
+    udp::send_each(&out);
 }
 
 async fn run_timers(shared: Arc<Shared>) {
@@ -396,13 +292,7 @@ async fn run_timers(shared: Arc<Shared>) {
             () = shared.shutdown.cancelled() => return,
             () = tokio::time::sleep_until(next.into()) => {}
         }
-        let mut actions = Vec::new();
-        {
-            let mut state = shared.lock();
-            state.core.handle_timeout(Instant::now());
-            state.collect(&shared.udp, &mut actions);
-        }
-        perform(&shared, actions).await;
+        drive(&shared, |core| core.handle_timeout(Instant::now()));
     }
 }
 
@@ -484,29 +374,21 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, s
         () = read_frames(shared, reader, client) => {}
         () = write_frames(writer, rx) => {}
     }
-    let mut actions = Vec::new();
-    {
-        let mut state = shared.lock();
-        state.streams.remove(&client);
-        state.core.handle_client_closed(client);
-        state.collect(&shared.udp, &mut actions);
-    }
-    perform(shared, actions).await;
+    shared.lock().streams.remove(&client);
+    drive(shared, |core| core.handle_client_closed(client));
 }
 
 async fn read_frames<R: AsyncRead + Unpin>(shared: &Arc<Shared>, mut reader: R, client: ClientAddr) {
     let mut buf = Vec::with_capacity(4096);
     loop {
-        let mut actions = Vec::new();
         let mut consumed = 0;
         let mut garbage = false;
-        {
-            let mut state = shared.lock();
+        drive(shared, |core| {
             loop {
                 match frame_len(&buf[consumed..]) {
                     Ok(Some(len)) => {
                         let frame = &buf[consumed..consumed + len];
-                        if let Err(reason) = state.core.handle_client_packet(frame, client, Instant::now()) {
+                        if let Err(reason) = core.handle_client_packet(frame, client, Instant::now()) {
                             tracing::trace!(%reason, "client frame dropped");
                         }
                         consumed += len;
@@ -519,10 +401,8 @@ async fn read_frames<R: AsyncRead + Unpin>(shared: &Arc<Shared>, mut reader: R, 
                     }
                 }
             }
-            state.collect(&shared.udp, &mut actions);
-        }
+        });
         buf.drain(..consumed);
-        perform(shared, actions).await;
         if garbage {
             return;
         }
@@ -555,11 +435,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiv
 }
 
 /// UDP and TCP on the same port; with port 0, a port free for both.
-async fn bind_udp_and_tcp(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+async fn bind_udp_and_tcp(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener), StartError> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = bind_udp(addr, LISTENER_SOCKET_BUFFER).map_err(|source| bind_error("UDP", addr, source))?;
+        let udp = udp::bind(addr, LISTENER_SOCKET_BUFFER).map_err(|source| bind_error("UDP", addr, source))?;
         let port = udp
             .local_addr()
             .map_err(|source| bind_error("UDP", addr, source))?

@@ -98,3 +98,20 @@ async fn unusable_configurations_are_refused() {
     missing_cert.tls_key = Some("/nonexistent/key.pem".into());
     assert!(matches!(TurnServer::start(missing_cert).await, Err(StartError::Tls(_))));
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_the_udp_thread_and_frees_the_port() {
+    let server = TurnServer::start(config()).await.unwrap();
+    let udp = server.local_addrs().udp;
+    // Serving: a Binding request is answered on the UDP plane.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&binding_request(), udp).await.unwrap();
+    let mut buf = [0u8; 1500];
+    tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    server.shutdown().await;
+    // Once shutdown returns the UDP thread is gone and with it the listening socket.
+    std::net::UdpSocket::bind(udp).unwrap();
+}
