@@ -79,6 +79,23 @@ pub enum ClientMessage {
         id: Option<String>,
         track_id: String,
     },
+    /// How the client shows a track it receives: the SFU forwards the simulcast layer that fits
+    /// the rendered size (device pixels), the bandwidth and the preference; `enabled: false`
+    /// (tile hidden) stops its video.
+    TrackSettings {
+        #[serde(default)]
+        id: Option<String>,
+        track_id: String,
+        #[serde(default)]
+        width: Option<u32>,
+        #[serde(default)]
+        height: Option<u32>,
+        #[serde(default = "enabled")]
+        enabled: bool,
+        /// `low`, `medium` or `high`.
+        #[serde(default)]
+        quality: Option<String>,
+    },
     Unsubscribe {
         #[serde(default)]
         id: Option<String>,
@@ -110,6 +127,10 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<String>,
     },
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// The caller as the room sees it.
@@ -190,6 +211,13 @@ pub enum ServerMessage {
     MediaState {
         target: Target,
         connected: bool,
+    },
+    /// Dynacast, to a publisher: keep only these simulcast encodings (rids) of the track sent on
+    /// `mid` active; the others have no receiver.
+    Layers {
+        mid: String,
+        track_id: String,
+        active: Vec<String>,
     },
     /// The session is over (room closed, removed by a host, left); the socket closes next.
     Removed {

@@ -228,6 +228,21 @@ impl Collector for MediaCollector {
                 "Keyframe requests sent to publishers",
                 s.keyframe_requests,
             ),
+            (
+                "media_nacks_received",
+                "NACKs from subscribers, answered from the send buffer (RTX where negotiated)",
+                s.nacks_received,
+            ),
+            (
+                "media_nacks_sent",
+                "NACKs sent to publishers for lost packets",
+                s.nacks_sent,
+            ),
+            (
+                "media_layer_switches",
+                "Simulcast layer switches made by down-tracks",
+                s.layer_switches,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
