@@ -11,11 +11,20 @@
 
 use crate::layers::LayerId;
 
+/// A track's lowest layer is kept while it costs up to this share of what is left (percent):
+/// the estimate tracks what is being sent, so a stream slightly above it is no sign of
+/// congestion; real congestion drops the estimate well below. Higher layers must fit exactly.
+const PAUSE_TOLERANCE_PERCENT: u64 = 150;
+
 /// One track a subscriber receives.
 #[derive(Debug, Clone)]
 pub(crate) struct Demand<K> {
     pub(crate) key: K,
     pub(crate) audio: bool,
+    /// Whether congestion may pause it. A track without simulcast has no lower layer to fall
+    /// back to, and the estimate alone (which follows what is sent) proved too eager a reason to
+    /// cut it: it keeps its one layer, and its cost still comes off the budget first.
+    pub(crate) pausable: bool,
     /// Higher goes first.
     pub(crate) priority: u64,
     /// The layers it may get, lowest first, with their cost in bit/s; the last is the one the
@@ -60,10 +69,10 @@ pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> 
     video.sort_by_key(|i| std::cmp::Reverse(demands[*i].priority));
     for &i in &video {
         if let Some((_, cost)) = demands[i].layers.first()
-            && *cost <= left
+            && (!demands[i].pausable || *cost <= left.saturating_mul(PAUSE_TOLERANCE_PERCENT) / 100)
         {
             chosen[i] = Some(0);
-            left -= cost;
+            left = left.saturating_sub(*cost);
         }
     }
     for &i in &video {
@@ -101,6 +110,7 @@ mod tests {
         Demand {
             key,
             audio: false,
+            pausable: true,
             priority,
             layers: vec![(rid("q"), 150_000), (rid("h"), 500_000), (rid("f"), 1_500_000)],
         }
@@ -110,6 +120,7 @@ mod tests {
         Demand {
             key,
             audio: true,
+            pausable: false,
             priority: 0,
             layers: vec![(LayerId(None), 40_000)],
         }
@@ -156,7 +167,9 @@ mod tests {
         );
         // The lower-priority camera is paused first, then the other; audio stays.
         assert_eq!(picks(&allocate(Some(200_000), &demands)), [some("-"), some("q"), None]);
-        assert_eq!(picks(&allocate(Some(100_000), &demands)), [some("-"), None, None]);
+        // A lowest layer somewhat above the estimate is kept; well above, it is paused.
+        assert_eq!(picks(&allocate(Some(145_000), &demands)), [some("-"), some("q"), None]);
+        assert_eq!(picks(&allocate(Some(130_000), &demands)), [some("-"), None, None]);
         assert_eq!(picks(&allocate(Some(0), &demands)), [some("-"), None, None]);
         // Capacity returns: back up.
         let a = allocate(Some(3_100_000), &demands);
@@ -184,5 +197,23 @@ mod tests {
         let a = allocate(Some(10_000_000), &[hidden]);
         assert_eq!(picks(&a), [None]);
         assert_eq!(a.desired, 0);
+    }
+
+    #[test]
+    fn a_track_without_simulcast_keeps_its_one_layer() {
+        let single = Demand {
+            key: 5,
+            audio: false,
+            pausable: false,
+            priority: 10,
+            layers: vec![(LayerId(None), 800_000)],
+        };
+        let demands = [audio(1), single, camera(2, 1)];
+        assert_eq!(picks(&allocate(Some(400_000), &demands)), [some("-"), some("-"), None]);
+        // Others then get what is left, which may be nothing.
+        assert_eq!(
+            picks(&allocate(Some(1_200_000), &demands)),
+            [some("-"), some("-"), some("q")]
+        );
     }
 }

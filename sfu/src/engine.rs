@@ -1491,7 +1491,8 @@ impl Engine {
         }
         // The estimator keeps probing for a floor, so a subscriber with little to receive can
         // still get its video back quickly.
-        let desired = wished.desired.max(DESIRED_FLOOR_BPS);
+        // Aim above what is wanted: the media share and a margin for the estimate to step up into.
+        let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
         let target = (chosen.used.min(desired), desired);
         if part.bwe_target != target
             && let Some(sk) = part.subscriber
@@ -1767,6 +1768,7 @@ fn demand(tid: &TrackId, track: &Track, dt: &DownTrack, now: Instant, only_flowi
     Demand {
         key: tid.clone(),
         audio,
+        pausable: track.layers.simulcast(),
         priority: (u64::from(screen) << 40) | area.min((1 << 40) - 1),
         layers,
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
-# screen) hold a meeting through a real `convene serve` on 127.0.0.1.
+# screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), and
+# exercise simulcast layer selection and dynacast (simulcast.js).
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
@@ -52,6 +53,10 @@ if [ -z "$addr" ]; then
 fi
 
 status=0
-BASE_URL="http://$addr" SERVER_LOG="$log" node meeting.js || status=$?
+# WEB_TESTS picks scripts (default: all); each prints its own "N passed, M failed".
+for script in ${WEB_TESTS:-meeting.js simulcast.js}; do
+  echo "== $script"
+  BASE_URL="http://$addr" SERVER_LOG="$log" node "$script" || status=$?
+done
 [ "$status" -eq 0 ] && rm -f "$log"
 exit "$status"
