@@ -1787,7 +1787,14 @@ fn update_dynacast(
     if !track.layers.simulcast() {
         return;
     }
-    let needed: Vec<LayerId> = track.down.values().filter_map(|d| d.demand).collect();
+    // What subscribers would take if it flowed, and what they get now (so a layer standing in
+    // for one the publisher cannot send is not paused under them).
+    let needed: Vec<LayerId> = track
+        .down
+        .values()
+        .flat_map(|d| [d.demand, d.selector.target()])
+        .flatten()
+        .collect();
     let rids: Vec<Rid> = track
         .layers
         .rids()

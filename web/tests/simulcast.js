@@ -58,6 +58,14 @@ const inbound = p => p.page.evaluate(async () => {
   return s ? { width: s.frameWidth, height: s.frameHeight, decoded: s.framesDecoded } : null;
 });
 
+/** What the publisher's encoder sends per rid: size, bitrate limits (for the log). */
+const outbound = () => publisher.page.evaluate(async () => {
+  const pc = [...(await window.t.room.local.get('camera').transceiver.sender.getStats()).values()];
+  return pc.filter(s => s.type === 'outbound-rtp')
+    .map(s => `${s.rid}:${s.frameWidth ?? 0}x${s.frameHeight ?? 0}${s.qualityLimitationReason !== 'none' ? `(${s.qualityLimitationReason})` : ''}`)
+    .sort().join(' ');
+});
+
 /** The publisher's encodings and whether each is active. */
 const encodings = () => publisher.page.evaluate(() =>
   window.t.room.local.get('camera').transceiver.sender.getParameters().encodings.map(e => `${e.rid}:${e.active}`));
@@ -114,13 +122,15 @@ test('two subscribers show the camera in a small and a large tile', async () => 
 test('the small tile receives a lower layer than the large one', async () => {
   const s = await until('small tile gets a small layer', () => inbound(small), v => v?.decoded > 0 && v.width > 0 && v.width <= 320);
   const l = await until('large tile gets a larger layer', () => inbound(large), v => v?.decoded > 0 && v.width > s.width);
-  console.log(`     small ${s.width}x${s.height}, large ${l.width}x${l.height}`);
+  console.log(`     small ${s.width}x${s.height}, large ${l.width}x${l.height}; publisher sends ${await outbound()}`);
   small.before = s;
   large.before = l;
 });
 
-test('dynacast pauses the encoding nobody receives', async () => {
-  const want = r => r.includes('q:true') && r.includes('f:true') && r.includes('h:false');
+test('dynacast pauses the one encoding nobody receives', async () => {
+  // Small receives q, large h or f (Chromium may not send f when short of CPU or uplink): the
+  // third is needed by nobody.
+  const want = r => r.includes('q:true') && r.filter(e => e.endsWith(':true')).length === 2;
   // Layers nobody needs are paused after a 3 s grace period.
   const rids = await until('h paused at the publisher', encodings, want);
   console.log(`     publisher encodings ${rids}`);
@@ -134,7 +144,7 @@ test('swapping the tile sizes switches the layers while video keeps decoding', a
   await resize(large, small.tile);
   const s = await until('formerly small tile switches up', () => inbound(small), v => v.width > small.before.width);
   const l = await until('formerly large tile switches down', () => inbound(large), v => v.width < large.before.width);
-  console.log(`     now small→large ${s.width}x${s.height}, large→small ${l.width}x${l.height}`);
+  console.log(`     now small→large ${s.width}x${s.height}, large→small ${l.width}x${l.height}; publisher sends ${await outbound()}`);
   // Still decoding after the switch.
   for (const [p, seen] of [[small, s], [large, l]]) {
     await until(`${p.name} keeps decoding`, () => inbound(p), v => v.decoded > seen.decoded + 10);
