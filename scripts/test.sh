@@ -33,7 +33,7 @@ echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
 (cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
 cargo test --locked -p convene-turn --test browser_relay -- --ignored
 
-echo "== browser: the web client end to end (three Chromium pages)"
+echo "== browser: the web client end to end (meeting: three Chromium pages; simulcast: three)"
 cargo build --locked -p convene
 web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 

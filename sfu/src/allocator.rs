@@ -16,6 +16,10 @@ use crate::layers::LayerId;
 /// congestion; real congestion drops the estimate well below. Higher layers must fit exactly.
 const PAUSE_TOLERANCE_PERCENT: u64 = 150;
 
+/// Moving above the layer a track has now needs this much room (percent of the extra cost), so
+/// bitrates wobbling around the budget do not switch layers (and ask for keyframes) every second.
+const STEP_UP_MARGIN_PERCENT: u64 = 120;
+
 /// One track a subscriber receives.
 #[derive(Debug, Clone)]
 pub(crate) struct Demand<K> {
@@ -30,6 +34,8 @@ pub(crate) struct Demand<K> {
     /// The layers it may get, lowest first, with their cost in bit/s; the last is the one the
     /// subscriber wants. Empty: it wants nothing (tile hidden, or no layer flowing).
     pub(crate) layers: Vec<(LayerId, u64)>,
+    /// The layer it has now, if any: keeping it needs no margin, going above it does.
+    pub(crate) current: Option<LayerId>,
 }
 
 /// The outcome for one subscriber.
@@ -79,10 +85,19 @@ pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> 
         let Some(base) = chosen[i] else { continue };
         let layers = &demands[i].layers;
         let have = layers[base].1;
-        if let Some(best) = (base + 1..layers.len())
-            .rev()
-            .find(|j| layers[*j].1.saturating_sub(have) <= left)
-        {
+        let now_at = demands[i]
+            .current
+            .and_then(|c| layers.iter().position(|(id, _)| *id == c));
+        let fits = |j: usize| {
+            let extra = layers[j].1.saturating_sub(have);
+            let extra = if now_at.is_some_and(|n| j <= n) {
+                extra
+            } else {
+                extra.saturating_mul(STEP_UP_MARGIN_PERCENT) / 100
+            };
+            extra <= left
+        };
+        if let Some(best) = (base + 1..layers.len()).rev().find(|j| fits(*j)) {
             left -= layers[best].1.saturating_sub(have);
             chosen[i] = Some(best);
         }
@@ -113,6 +128,7 @@ mod tests {
             pausable: true,
             priority,
             layers: vec![(rid("q"), 150_000), (rid("h"), 500_000), (rid("f"), 1_500_000)],
+            current: None,
         }
     }
 
@@ -123,6 +139,7 @@ mod tests {
             pausable: false,
             priority: 0,
             layers: vec![(LayerId(None), 40_000)],
+            current: None,
         }
     }
 
@@ -154,11 +171,11 @@ mod tests {
         );
         // Congestion: the larger tile keeps the higher layer.
         assert_eq!(
-            picks(&allocate(Some(1_800_000), &demands)),
+            picks(&allocate(Some(2_050_000), &demands)),
             [some("-"), some("f"), some("q")]
         );
         assert_eq!(
-            picks(&allocate(Some(700_000), &demands)),
+            picks(&allocate(Some(800_000), &demands)),
             [some("-"), some("h"), some("q")]
         );
         assert_eq!(
@@ -172,7 +189,7 @@ mod tests {
         assert_eq!(picks(&allocate(Some(130_000), &demands)), [some("-"), None, None]);
         assert_eq!(picks(&allocate(Some(0), &demands)), [some("-"), None, None]);
         // Capacity returns: back up.
-        let a = allocate(Some(3_100_000), &demands);
+        let a = allocate(Some(3_400_000), &demands);
         assert_eq!(picks(&a), [some("-"), some("f"), some("f")]);
         assert_eq!(a.used, 3_040_000);
         assert_eq!(a.desired, 3_040_000);
@@ -186,7 +203,7 @@ mod tests {
         small.layers.truncate(1);
         let demands = [camera(1, 500_000), screen, small];
         assert_eq!(
-            picks(&allocate(Some(800_000), &demands)),
+            picks(&allocate(Some(900_000), &demands)),
             [some("q"), some("h"), some("q")]
         );
         // Nothing wanted (hidden tile): nothing sent.
@@ -200,6 +217,19 @@ mod tests {
     }
 
     #[test]
+    fn stepping_up_needs_a_margin_keeping_does_not() {
+        // f needs 1.35 Mbit/s more than q; with 1.5 M left it fits exactly but not with margin.
+        let at = |current: Option<&str>| Demand {
+            current: current.map(rid),
+            ..camera(1, 1)
+        };
+        assert_eq!(picks(&allocate(Some(1_500_000), &[at(Some("h"))])), [some("h")]);
+        assert_eq!(picks(&allocate(Some(1_500_000), &[at(None)])), [some("h")]);
+        assert_eq!(picks(&allocate(Some(1_500_000), &[at(Some("f"))])), [some("f")]);
+        assert_eq!(picks(&allocate(Some(1_800_000), &[at(Some("h"))])), [some("f")]);
+    }
+
+    #[test]
     fn a_track_without_simulcast_keeps_its_one_layer() {
         let single = Demand {
             key: 5,
@@ -207,6 +237,7 @@ mod tests {
             pausable: false,
             priority: 10,
             layers: vec![(LayerId(None), 800_000)],
+            current: None,
         };
         let demands = [audio(1), single, camera(2, 1)];
         assert_eq!(picks(&allocate(Some(400_000), &demands)), [some("-"), some("-"), None]);

@@ -1771,6 +1771,7 @@ fn demand(tid: &TrackId, track: &Track, dt: &DownTrack, now: Instant, only_flowi
         pausable: track.layers.simulcast(),
         priority: (u64::from(screen) << 40) | area.min((1 << 40) - 1),
         layers,
+        current: dt.selector.target(),
     }
 }
 

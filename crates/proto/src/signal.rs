@@ -251,5 +251,28 @@ mod tests {
         assert_eq!(out, serde_json::json!({"type": "ack", "id": "1"}));
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","token":"t","extra":1}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"track_settings","track_id":"TR_1","width":320,"height":180}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::TrackSettings {
+                id: None,
+                track_id: "TR_1".into(),
+                width: Some(320),
+                height: Some(180),
+                enabled: true,
+                quality: None
+            }
+        );
+        let out = serde_json::to_value(ServerMessage::Layers {
+            mid: "0".into(),
+            track_id: "TR_1".into(),
+            active: vec!["q".into(), "f".into()],
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"type": "layers", "mid": "0", "track_id": "TR_1", "active": ["q", "f"]})
+        );
     }
 }
