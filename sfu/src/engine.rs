@@ -64,7 +64,7 @@ const SILENCE: Duration = Duration::from_secs(10);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a subscriber's bandwidth estimate starts, before TWCC feedback refines it.
-const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+const INITIAL_ESTIMATE_BPS: u64 = 2_500_000;
 
 /// Least bitrate the estimator of a subscriber connection aims for.
 const DESIRED_FLOOR_BPS: u64 = 300_000;
@@ -1110,6 +1110,7 @@ impl Engine {
                 }
                 Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) if target == PeerTarget::Subscriber => {
                     if let Some(p) = self.participants.get_mut(&owner) {
+                        tracing::debug!(bps = estimate.as_u64(), "subscriber bandwidth estimate");
                         p.estimate = Some(estimate.as_u64());
                         self.reallocate.push(owner);
                     }
