@@ -388,7 +388,10 @@ function reconcile(parent, items, create, update) {
     update(el, item);
     return el;
   });
-  for (const el of existing.values()) el.remove();
+  for (const el of existing.values()) {
+    el.watching?.stop();
+    el.remove();
+  }
   wanted.forEach((el, i) => {
     if (parent.children[i] !== el) parent.insertBefore(el, parent.children[i] ?? null);
   });
