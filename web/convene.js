@@ -343,6 +343,11 @@ export class Room extends EventTarget {
       case 'media_state':
         this.#emit('media_state', { target: m.target, connected: m.connected });
         break;
+      case 'recording':
+        // Sent at start and stop, and right after joining a room that is being recorded.
+        this.recording = m.active ? m.recording_id : null;
+        this.#emit('recording', { active: m.active, recordingId: m.recording_id });
+        break;
       case 'removed':
         this.#close(m.reason);
         break;

@@ -28,6 +28,7 @@ use crate::demux::Demux;
 use crate::error::SfuError;
 use crate::keyframe;
 use crate::layers::{LayerId, LayerSelector, Layers, Verdict};
+use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
@@ -96,6 +97,8 @@ pub enum EngineOutput {
         /// What to tell it.
         event: ParticipantEvent,
     },
+    /// Something for the recorder thread (recorded rooms only).
+    Record(RecordOutput),
 }
 
 /// Static settings of one engine.
@@ -275,6 +278,8 @@ pub struct Engine {
     counters: Counters,
     /// When connected peers are next checked for silence.
     next_sweep: Instant,
+    /// Recorded rooms (`record.rs`).
+    recording: RecordTap,
 }
 
 impl Engine {
@@ -295,6 +300,7 @@ impl Engine {
             out: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
+            recording: RecordTap::default(),
         }
     }
 
@@ -750,6 +756,7 @@ impl Engine {
         }
         if empty {
             self.rooms.remove(&room_id);
+            self.recording.room_ended(&room_id, &mut self.out);
         }
         // Events of the departed peers are dropped with them.
         self.pending
@@ -826,6 +833,56 @@ impl Engine {
             nacks_received: self.counters.nacks_received,
             nacks_sent: self.counters.nacks_sent,
             layer_switches: self.counters.layer_switches,
+            ..SfuStats::default()
+        }
+    }
+
+    /// Starts handing `room`'s media to the recorder (`EngineOutput::Record`); everyone in the
+    /// room (and each later joiner) gets `ParticipantEvent::Recording`. Video tracks are asked
+    /// for a keyframe so their files can start.
+    pub fn start_recording(&mut self, room: &RoomId, recording_id: &str, now: Instant) -> Result<(), SfuError> {
+        self.advance(now);
+        let r = self.rooms.get(room).ok_or(SfuError::UnknownRoom)?;
+        if !self.recording.start(room, recording_id) {
+            return Err(SfuError::AlreadyRecording);
+        }
+        let video: Vec<(TrackId, Vec<LayerId>)> = r
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.info.kind == TrackKind::Video)
+            .map(|(id, t)| (id.clone(), t.layers.ids().collect()))
+            .collect();
+        self.tell_recording(room, true, recording_id);
+        for (tid, layers) in video {
+            for layer in layers {
+                self.request_keyframe(room, &tid, layer, KeyframeRequestKind::Pli);
+            }
+        }
+        self.process_events();
+        Ok(())
+    }
+
+    /// Stops recording `room`; returns the recording's id (`None`: it was not recorded). The
+    /// driver finalizes the files.
+    pub fn stop_recording(&mut self, room: &RoomId) -> Option<String> {
+        let id = self.recording.stop(room)?;
+        self.tell_recording(room, false, &id);
+        Some(id)
+    }
+
+    fn tell_recording(&mut self, room: &RoomId, active: bool, recording_id: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for key in r.members.values() {
+            emit(
+                &mut self.out,
+                *key,
+                ParticipantEvent::Recording {
+                    active,
+                    recording_id: recording_id.to_owned(),
+                },
+            );
         }
     }
 
@@ -880,12 +937,24 @@ impl Engine {
                 bwe_target: (0, 0),
             },
         );
+        // A joiner of a recorded room is told at once, before anything else about the room.
+        let recording = self.recording.active(&room).map(str::to_owned);
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: HashMap::new(),
             tracks: HashMap::new(),
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
+        if let Some(recording_id) = recording {
+            emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::Recording {
+                    active: true,
+                    recording_id,
+                },
+            );
+        }
         if !hidden {
             for other in others {
                 emit(
@@ -1265,6 +1334,7 @@ impl Engine {
         let Some(track) = room.tracks.remove(tid) else {
             return;
         };
+        self.recording.track_ended(room_id, tid, &mut self.out);
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for k in &members {
             emit(
@@ -1623,6 +1693,7 @@ impl Engine {
             out,
             pending,
             counters,
+            recording,
             ..
         } = self;
         let Some(track) = rooms.get_mut(&room_id).and_then(|r| r.tracks.get_mut(&tid)) else {
@@ -1630,6 +1701,22 @@ impl Engine {
         };
         if track.info.muted {
             return;
+        }
+        let Some(publisher) = participants.get(&owner) else {
+            return;
+        };
+        let tapped = Tapped {
+            room: &room_id,
+            publisher_name: &publisher.info.name,
+            track: &track.info,
+            rid,
+            params: &params,
+            pkt,
+        };
+        let mut keyframes: Vec<LayerId> = Vec::new();
+        if recording.packet(&tapped, out) {
+            // The recorder waits for a keyframe of this layer.
+            keyframes.push(layer);
         }
         let video = track.info.kind == TrackKind::Video;
         let simulcast = track.layers.simulcast();
@@ -1640,7 +1727,6 @@ impl Engine {
             ..Default::default()
         };
 
-        let mut keyframes: Vec<LayerId> = Vec::new();
         for (sub_key, dt) in track.down.iter_mut() {
             if !dt.negotiated {
                 continue;

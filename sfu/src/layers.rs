@@ -244,6 +244,11 @@ impl Layers {
         self.index(id)
     }
 
+    /// All known layers, lowest first.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = LayerId> + '_ {
+        self.layers.iter().map(|l| l.id)
+    }
+
     /// The rids of all known layers, lowest first.
     pub(crate) fn rids(&self) -> impl Iterator<Item = Rid> + '_ {
         self.layers.iter().filter_map(|l| l.id.0)

@@ -14,13 +14,16 @@ mod engine;
 mod error;
 mod keyframe;
 mod layers;
+mod record;
 mod rewrite;
 mod throttle;
 mod types;
 
+pub use convene_recorder::thread::Finished as RecordingFinished;
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
+pub use record::RecordOutput;
 pub use types::{
     Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, Quality, RoomId,
     RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,

@@ -355,6 +355,13 @@ pub enum ParticipantEvent {
         /// Rids to keep sending, lowest quality first.
         active: Vec<String>,
     },
+    /// The room's recording started (also sent on joining a recorded room) or stopped.
+    Recording {
+        /// Whether it is recording now.
+        active: bool,
+        /// The recording (`RE_…`), as the REST API knows it.
+        recording_id: String,
+    },
     /// The participant was removed by the SFU (room closed); no more events follow.
     Removed {
         /// Why (`room_closed`, `event_queue_full`).
@@ -385,6 +392,8 @@ pub struct SfuStats {
     pub nacks_sent: u64,
     /// Simulcast layer switches made by down-tracks (at keyframes).
     pub layer_switches: u64,
+    /// Packets of recorded rooms dropped because the recorder's queue was full.
+    pub recorder_dropped_packets: u64,
 }
 
 impl SfuStats {

@@ -219,6 +219,11 @@ pub enum ServerMessage {
         track_id: String,
         active: Vec<String>,
     },
+    /// The room's recording started or stopped; also sent right after `joined` while one runs.
+    Recording {
+        active: bool,
+        recording_id: String,
+    },
     /// The session is over (room closed, removed by a host, left); the socket closes next.
     Removed {
         reason: String,
