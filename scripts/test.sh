@@ -37,7 +37,7 @@ echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
 (cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
 cargo test --locked -p convene-turn --test browser_relay -- --ignored
 
-echo "== browser: the web client end to end (three Chromium pages; recording checked with ffprobe)"
+echo "== browser: the web client end to end (meeting, simulcast: three Chromium pages each; recording checked with ffprobe)"
 cargo build --locked -p convene
 web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 

@@ -340,13 +340,14 @@ class Meeting {
       tiles.push({
         key: `${p.id}:camera`, participant: p.id, name: p.name, source: 'camera',
         media: camera && room.mediaTrack(camera.id), videoOff: !camera || camera.muted, micOff: !mic || mic.muted,
+        trackId: camera?.id,
       });
       for (const t of tracks.filter(t => t.source === 'screen')) {
-        tiles.push({ key: `${p.id}:${t.id}`, participant: p.id, name: `${p.name} (screen)`, source: 'screen', media: room.mediaTrack(t.id) });
+        tiles.push({ key: `${p.id}:${t.id}`, participant: p.id, name: `${p.name} (screen)`, source: 'screen', media: room.mediaTrack(t.id), trackId: t.id });
       }
       for (const t of tracks.filter(t => t.kind === 'audio')) audio.push({ key: t.id, media: room.mediaTrack(t.id) });
     }
-    reconcile(this.grid, tiles, tile, updateTile);
+    reconcile(this.grid, tiles, tile, (el, t) => updateTile(el, t, room));
     reconcile(this.audio, audio.filter(a => a.media), a => h('audio', { autoplay: true }), (el, a) => attach(el, a.media));
     const people = [{ key: 'me', name: `${room.me.name} (you)`, micOff: tiles[0].micOff, videoOff: tiles[0].videoOff },
       ...tiles.filter(t => t.participant && t.source === 'camera').map(t => ({ ...t, key: t.participant }))];
@@ -371,13 +372,20 @@ function tile(t) {
     h('figcaption', {}, t.name));
 }
 
-function updateTile(el, t) {
+function updateTile(el, t, room) {
   el.querySelector('figcaption').textContent = t.name;
   el.dataset.name = t.name;
   el.classList.toggle('self', !!t.self);
   el.classList.toggle('video-off', !!t.videoOff || !t.media);
   el.classList.toggle('mic-off', !!t.micOff);
-  attach(el.querySelector('video'), t.media);
+  const video = el.querySelector('video');
+  attach(video, t.media);
+  // The SFU sends each remote tile the simulcast layer that fits its size.
+  const watched = t.self ? null : t.trackId ?? null;
+  if (el.watching?.trackId !== watched) {
+    el.watching?.stop();
+    el.watching = watched && { trackId: watched, stop: room.watchElement(watched, video) };
+  }
 }
 
 function attach(el, media) {
@@ -399,7 +407,10 @@ function reconcile(parent, items, create, update) {
     update(el, item);
     return el;
   });
-  for (const el of existing.values()) el.remove();
+  for (const el of existing.values()) {
+    el.watching?.stop();
+    el.remove();
+  }
   wanted.forEach((el, i) => {
     if (parent.children[i] !== el) parent.insertBefore(el, parent.children[i] ?? null);
   });

@@ -14,6 +14,26 @@
 // remote track whose media arrived), track_updated {track}, track_removed {track},
 // data {participantId, participant, payload: Uint8Array} (a data channel message from someone else),
 // media_state {target, connected}, reconnecting, reconnected, closed {reason}, error {code, message}.
+//
+// Simulcast: the camera goes out in three encodings (rid q/h/f: 1/4, 1/2 and full size), a
+// screen share in two (h/f). The SFU forwards each receiver the one that fits how it shows the
+// track (`watchElement` reports an element's size and visibility, `setTrackSettings` sets it by
+// hand) and its bandwidth, and tells us (`layers`) which encodings nobody needs, which we pause.
+
+// Camera capture size: large enough for three simulcast layers (Chromium drops layers below
+// about 320x180).
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
+const ENCODINGS = {
+  camera: [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { rid: 'f', maxBitrate: 1_500_000 },
+  ],
+  screen: [
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { rid: 'f', maxBitrate: 2_500_000 },
+  ],
+};
 
 export class SignalError extends Error {
   constructor(code, message) {
@@ -46,6 +66,7 @@ export class Room extends EventTarget {
   #media = new Map(); // remote track id → MediaStreamTrack
   #channel = null; // the subscriber's `convene-data` channel
   #pubChain = Promise.resolve();
+  #layerChain = Promise.resolve();
   #subChain = Promise.resolve();
   #ice;
 
@@ -84,7 +105,7 @@ export class Room extends EventTarget {
     if (!audio && !video) return;
     const stream = await navigator.mediaDevices.getUserMedia({
       audio,
-      video: video && { width: { ideal: 640 }, height: { ideal: 360 } },
+      video: video && CAMERA,
     });
     for (const track of stream.getTracks()) {
       this.#addLocal(track.kind === 'audio' ? 'microphone' : 'camera', track, stream);
@@ -111,7 +132,7 @@ export class Room extends EventTarget {
     }
     if (!t.muted === enabled) return;
     if (enabled) {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 360 } } });
+      const stream = await navigator.mediaDevices.getUserMedia({ video: CAMERA });
       t.track = stream.getVideoTracks()[0];
       await t.transceiver.sender.replaceTrack(t.track);
     } else {
@@ -148,6 +169,57 @@ export class Room extends EventTarget {
     }
     this.#changed();
     await this.#negotiate();
+  }
+
+  /**
+   * Tells the SFU how a remote track is shown: `width`/`height` in device pixels (it forwards
+   * the smallest simulcast layer covering them), `enabled: false` when it is not shown at all
+   * (no video is sent), `quality`: 'low' | 'medium' | 'high' caps the layer.
+   */
+  setTrackSettings(trackId, { width, height, enabled = true, quality } = {}) {
+    const m = { type: 'track_settings', track_id: trackId, enabled };
+    if (width > 0 && height > 0) {
+      m.width = Math.round(width);
+      m.height = Math.round(height);
+    }
+    if (quality) m.quality = quality;
+    return this.#request(m);
+  }
+
+  /**
+   * Keeps the SFU told about the element showing remote video track `trackId`: its size in
+   * device pixels as it changes, and whether it is visible. Returns a function that stops.
+   */
+  watchElement(trackId, el) {
+    let timer = null;
+    let visible = true;
+    let last = '';
+    const report = () => {
+      clearTimeout(timer);
+      // Debounced: a layout change resizes many tiles at once.
+      timer = setTimeout(() => {
+        const r = el.getBoundingClientRect();
+        const dpr = window.devicePixelRatio || 1;
+        const shown = visible && r.width > 0 && r.height > 0;
+        const settings = shown ? { width: r.width * dpr, height: r.height * dpr } : { enabled: false };
+        const key = JSON.stringify(settings);
+        if (key === last || this.closed) return;
+        last = key;
+        this.setTrackSettings(trackId, settings).catch(() => { last = ''; });
+      }, 100);
+    };
+    const resize = new ResizeObserver(report);
+    resize.observe(el);
+    const intersection = new IntersectionObserver(entries => {
+      visible = entries[entries.length - 1].isIntersecting;
+      report();
+    });
+    intersection.observe(el);
+    return () => {
+      resize.disconnect();
+      intersection.disconnect();
+      clearTimeout(timer);
+    };
   }
 
   /** Sends bytes (or a string, as UTF-8) to everyone else in the room over the data channel. */
@@ -265,6 +337,9 @@ export class Room extends EventTarget {
       case 'track_unpublished':
         this.#removeTrack(m.participant_id, m.track_id);
         break;
+      case 'layers':
+        this.#layerChain = this.#layerChain.then(() => this.#setActiveLayers(m.mid, m.active)).catch(e => this.#error(e));
+        break;
       case 'media_state':
         this.#emit('media_state', { target: m.target, connected: m.connected });
         break;
@@ -374,7 +449,9 @@ export class Room extends EventTarget {
   // --- media ----------------------------------------------------------------------------
 
   #addLocal(source, track, stream) {
-    const transceiver = this.#pub.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    const init = { direction: 'sendonly', streams: [stream] };
+    if (ENCODINGS[source]) init.sendEncodings = ENCODINGS[source].map(e => ({ ...e }));
+    const transceiver = this.#pub.addTransceiver(track, init);
     this.local.set(source, { source, track, transceiver, muted: false });
     this.#changed();
   }
@@ -394,6 +471,23 @@ export class Room extends EventTarget {
     };
     this.#pubChain = this.#pubChain.catch(() => {}).then(run);
     return this.#pubChain;
+  }
+
+  /** Dynacast: keeps only the simulcast encodings someone receives. */
+  async #setActiveLayers(mid, active) {
+    const t = [...this.local.values()].find(l => l.transceiver.mid === mid);
+    if (!t) return;
+    const sender = t.transceiver.sender;
+    const params = sender.getParameters();
+    let changed = false;
+    for (const e of params.encodings ?? []) {
+      const on = !e.rid || active.includes(e.rid);
+      if (e.active !== on) {
+        e.active = on;
+        changed = true;
+      }
+    }
+    if (changed) await sender.setParameters(params);
   }
 
   async #sendMuted(t) {

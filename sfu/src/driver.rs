@@ -23,7 +23,8 @@ use crate::engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 use crate::error::SfuError;
 use crate::record::RecordOutput;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId,
+    TrackSettings, TrackSource,
 };
 
 /// Events buffered per participant before it counts as stuck and is removed.
@@ -753,6 +754,16 @@ impl ParticipantHandle {
         let key = self.key;
         call(&self.requests, move |w, now| {
             w.engine.set_track_info(key, &mid, source, muted, now)
+        })
+        .await?
+    }
+
+    /// Tells the SFU how the subscriber shows a track it receives (rendered size, hidden,
+    /// quality preference): it picks the simulcast layer from these and the bandwidth estimate.
+    pub async fn set_track_settings(&self, track: TrackId, settings: TrackSettings) -> Result<(), SfuError> {
+        let key = self.key;
+        call(&self.requests, move |w, now| {
+            w.engine.set_track_settings(key, &track, settings, now)
         })
         .await?
     }

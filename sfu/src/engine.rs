@@ -13,23 +13,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::allocator::{self, Demand};
 use crate::demux::Demux;
 use crate::error::SfuError;
+use crate::keyframe;
+use crate::layers::{LayerId, LayerSelector, Layers, Verdict};
 use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
-    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
 };
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
@@ -40,6 +44,9 @@ pub const DATA_CHANNEL_LABEL: &str = "convene-data";
 
 /// Tracks one participant may publish; each costs every subscriber an m-line.
 const MAX_TRACKS_PER_PARTICIPANT: usize = 16;
+
+/// Largest rendered width or height a subscriber may report (`track_settings`).
+const MAX_DIMENSION: u32 = 16_384;
 
 /// Largest data channel message relayed to the room; larger ones are dropped.
 const MAX_DATA_MESSAGE: usize = 16 * 1024;
@@ -53,8 +60,23 @@ const PARKED: Duration = Duration::from_secs(3600);
 /// this comes first and a client that resumes within it is reported connected again).
 const SILENCE: Duration = Duration::from_secs(10);
 
-/// How often connected peers are checked for silence.
+/// How often connected peers are checked for silence, layer bitrates re-measured and bandwidth
+/// re-allocated.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a subscriber's bandwidth estimate starts, before TWCC feedback refines it.
+const INITIAL_ESTIMATE_BPS: u64 = 2_500_000;
+
+/// Least bitrate the estimator of a subscriber connection aims for.
+const DESIRED_FLOOR_BPS: u64 = 300_000;
+
+/// Share of a subscriber's estimate given to media payload: RTP/SRTP headers, RTCP and
+/// retransmissions take the rest.
+const MEDIA_SHARE_PERCENT: u64 = 90;
+
+/// Dynacast: a layer nobody needs any more is paused at the publisher only after this long, so
+/// a tile resized back and forth does not toggle the encoder. Layers needed again resume at once.
+const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
 
 /// Opaque key of a participant inside one engine; handed to the driver to route events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,6 +128,8 @@ struct Peer {
     heard: Instant,
     /// Reported disconnected for `SILENCE`; the next datagram reports it connected again.
     silent: bool,
+    /// NACK totals str0m last reported per stream (its stats are cumulative).
+    nacks: HashMap<(Mid, Option<Rid>), u64>,
 }
 
 struct Room {
@@ -119,11 +143,14 @@ struct Track {
     serial: u64,
     publisher_peer: PeerKey,
     mid: Mid,
-    /// The one simulcast layer forwarded: the first to deliver, until it pauses. Layer selection
-    /// by subscriber bandwidth is not built yet; this keeps a simulcast publisher from
-    /// interleaving layers into one down-track.
-    layer: Option<Option<Rid>>,
-    throttle: KeyframeThrottle,
+    /// The simulcast layers (or the one stream) arriving for this track.
+    layers: Layers,
+    /// Upstream keyframe requests, aggregated per layer.
+    throttles: HashMap<LayerId, KeyframeThrottle>,
+    /// Dynacast: the rids the publisher was last told to keep sending (`None`: all, as it
+    /// started), and since when a smaller set would do.
+    active: Option<Vec<Rid>>,
+    shrink_since: Option<Instant>,
     down: HashMap<ParticipantKey, DownTrack>,
 }
 
@@ -134,6 +161,27 @@ struct DownTrack {
     rewriter: Option<SeqTsRewriter>,
     /// Publisher PT → subscriber PT (`None`: the subscriber did not negotiate that codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// How the subscriber shows the track (`track_settings`).
+    settings: TrackSettings,
+    /// The layer forwarded and the one the allocator chose.
+    selector: LayerSelector,
+    /// The layer the allocator would choose if every layer were flowing: what dynacast keeps on.
+    demand: Option<LayerId>,
+}
+
+impl DownTrack {
+    fn new(mid: Mid, negotiated: bool, rewriter: Option<SeqTsRewriter>) -> Self {
+        DownTrack {
+            mid,
+            negotiated,
+            started: false,
+            rewriter,
+            pt_map: Vec::new(),
+            settings: TrackSettings::default(),
+            selector: LayerSelector::default(),
+            demand: None,
+        }
+    }
 }
 
 enum SubscriptionChange {
@@ -186,6 +234,10 @@ struct Participant {
     /// `set_track_info` that arrived before the m-line did.
     declared: HashMap<Mid, (TrackSource, bool)>,
     sub: SubscriberSide,
+    /// The subscriber connection's bandwidth estimate (TWCC), once it has one.
+    estimate: Option<u64>,
+    /// The (minimum, desired) bitrates last given to the estimator.
+    bwe_target: (u64, u64),
 }
 
 impl Participant {
@@ -201,6 +253,9 @@ struct Counters {
     forwarded_bytes: u64,
     dropped_packets: u64,
     keyframe_requests: u64,
+    nacks_received: u64,
+    nacks_sent: u64,
+    layer_switches: u64,
 }
 
 /// The room engine of one media worker.
@@ -217,6 +272,8 @@ pub struct Engine {
     /// Subscribers whose track set changed while handling events; offered to once the events
     /// are handled, so tracks published together arrive in one offer.
     renegotiate: Vec<ParticipantKey>,
+    /// Subscribers whose bandwidth allocation must be recomputed once events are handled.
+    reallocate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
     /// When connected peers are next checked for silence.
@@ -239,6 +296,7 @@ impl Engine {
             demux: Demux::new(),
             pending: VecDeque::new(),
             renegotiate: Vec::new(),
+            reallocate: Vec::new(),
             out: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
@@ -293,6 +351,7 @@ impl Engine {
         self.advance(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_INTERVAL;
+            self.sweep_layers();
             for peer in self.peers.values_mut() {
                 if !peer.silent && now.saturating_duration_since(peer.heard) >= SILENCE && peer.rtc.is_connected() {
                     peer.silent = true;
@@ -480,6 +539,7 @@ impl Engine {
                         }
                     }
                 }
+                self.reallocate.push(key);
             }
             // An answer that parses but does not fit the offer leaves str0m's subscriber
             // session half-applied; re-offering on it yields offers the client cannot match.
@@ -554,6 +614,10 @@ impl Engine {
             return Err(SfuError::InvalidTrackSource);
         }
         let unmuted = track.info.muted && !muted;
+        if track.info.muted != muted {
+            // A muted track gets no bandwidth.
+            self.reallocate.extend(track.down.keys().copied());
+        }
         track.info.source = source;
         track.info.muted = muted;
         if unmuted {
@@ -571,8 +635,39 @@ impl Engine {
             emit(&mut self.out, m, ParticipantEvent::TrackUpdated(info.clone()));
         }
         if unmuted && info.kind == TrackKind::Video {
-            self.request_keyframe(&room_id, &tid, KeyframeRequestKind::Pli);
+            let forwarded: Vec<LayerId> = track.down.values().filter_map(|d| d.selector.target()).collect();
+            for layer in forwarded {
+                self.request_keyframe(&room_id, &tid, layer, KeyframeRequestKind::Pli);
+            }
         }
+        self.process_events();
+        Ok(())
+    }
+
+    /// Sets how a subscriber shows one of the tracks it receives (rendered size, shown at all,
+    /// quality preference); its layers are chosen again at once.
+    pub fn set_track_settings(
+        &mut self,
+        key: ParticipantKey,
+        track: &TrackId,
+        settings: TrackSettings,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.advance(now);
+        if let Some((w, h)) = settings.size
+            && !((1..=MAX_DIMENSION).contains(&w) && (1..=MAX_DIMENSION).contains(&h))
+        {
+            return Err(SfuError::InvalidSettings);
+        }
+        let room = self.participant(key)?.room.clone();
+        let dt = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.tracks.get_mut(track))
+            .and_then(|t| t.down.get_mut(&key))
+            .ok_or(SfuError::UnknownTrack)?;
+        dt.settings = settings;
+        self.reallocate.push(key);
         self.process_events();
         Ok(())
     }
@@ -735,6 +830,9 @@ impl Engine {
             forwarded_bytes: self.counters.forwarded_bytes,
             dropped_packets: self.counters.dropped_packets,
             keyframe_requests: self.counters.keyframe_requests,
+            nacks_received: self.counters.nacks_received,
+            nacks_sent: self.counters.nacks_sent,
+            layer_switches: self.counters.layer_switches,
             ..SfuStats::default()
         }
     }
@@ -748,15 +846,17 @@ impl Engine {
         if !self.recording.start(room, recording_id) {
             return Err(SfuError::AlreadyRecording);
         }
-        let video: Vec<TrackId> = r
+        let video: Vec<(TrackId, Vec<LayerId>)> = r
             .tracks
             .iter()
             .filter(|(_, t)| t.info.kind == TrackKind::Video)
-            .map(|(id, _)| id.clone())
+            .map(|(id, t)| (id.clone(), t.layers.ids().collect()))
             .collect();
         self.tell_recording(room, true, recording_id);
-        for tid in video {
-            self.request_keyframe(room, &tid, KeyframeRequestKind::Pli);
+        for (tid, layers) in video {
+            for layer in layers {
+                self.request_keyframe(room, &tid, layer, KeyframeRequestKind::Pli);
+            }
         }
         self.process_events();
         Ok(())
@@ -833,6 +933,8 @@ impl Engine {
                 published: HashMap::new(),
                 declared: HashMap::new(),
                 sub: SubscriberSide::default(),
+                estimate: None,
+                bwe_target: (0, 0),
             },
         );
         // A joiner of a recorded room is told at once, before anything else about the room.
@@ -953,30 +1055,27 @@ impl Engine {
                 rw
             });
             // The client's offer already negotiated the m-line: forwarding starts at once.
-            track.down.insert(
-                key,
-                DownTrack {
-                    mid: *mid,
-                    negotiated: true,
-                    started: false,
-                    rewriter,
-                    pt_map: Vec::new(),
-                },
-            );
+            track.down.insert(key, DownTrack::new(*mid, true, rewriter));
             part.sub.mids.insert(*mid, track.info.id.clone());
         }
+        self.reallocate.push(key);
     }
 
     fn add_peer(&mut self, owner: ParticipantKey, target: PeerTarget) -> PeerKey {
         let pk = PeerKey(self.next_key());
         // ICE-lite: the server only answers checks, so it needs no knowledge of client candidates
         // and one port serves everyone (RFC 8445 §2.5).
-        let mut rtc = Rtc::builder()
+        // Stats (each second) feed the NACK counters. Subscriber connections estimate their
+        // bandwidth from TWCC feedback for the layer allocator.
+        let mut config = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
-            .set_stats_interval(None)
-            .set_crypto_provider(self.crypto.clone())
-            .build(self.now);
+            .set_stats_interval(Some(SWEEP_INTERVAL))
+            .set_crypto_provider(self.crypto.clone());
+        if target == PeerTarget::Subscriber {
+            config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
+        let mut rtc = config.build(self.now);
         let udp = self.config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
         // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
         let tcp = self
@@ -1001,6 +1100,7 @@ impl Engine {
             timeout: self.now,
             heard: self.now,
             silent: false,
+            nacks: HashMap::new(),
         };
         drain(pk, &mut peer, &mut self.out, &mut self.pending);
         self.peers.insert(pk, peer);
@@ -1010,11 +1110,20 @@ impl Engine {
     fn process_events(&mut self) {
         loop {
             self.handle_pending_events();
-            if self.renegotiate.is_empty() {
+            if !self.renegotiate.is_empty() {
+                for key in std::mem::take(&mut self.renegotiate) {
+                    self.offer_if_needed(key);
+                }
+                continue;
+            }
+            if self.reallocate.is_empty() {
                 return;
             }
-            for key in std::mem::take(&mut self.renegotiate) {
-                self.offer_if_needed(key);
+            let mut keys = std::mem::take(&mut self.reallocate);
+            keys.sort_by_key(|k| k.0);
+            keys.dedup();
+            for key in keys {
+                self.allocate(key);
             }
         }
     }
@@ -1043,7 +1152,7 @@ impl Engine {
                     },
                 ),
                 Event::MediaAdded(m) if target == PeerTarget::Publisher && m.direction.is_receiving() => {
-                    self.publish(owner, pk, m.mid, m.kind);
+                    self.publish(owner, pk, m.mid, m.kind, m.simulcast);
                 }
                 Event::MediaAdded(m) if target == PeerTarget::Subscriber && m.direction.is_sending() => {
                     self.add_slot(owner, m.mid, m.kind);
@@ -1062,16 +1171,29 @@ impl Engine {
                     }
                 }
                 Event::ChannelData(data) => self.relay_data(owner, &data.data),
-                Event::StreamPaused(p) if target == PeerTarget::Publisher && p.paused => {
-                    self.layer_paused(owner, p.mid, p.rid);
+                Event::StreamPaused(p) if target == PeerTarget::Publisher => {
+                    self.layer_flow(owner, p.mid, p.rid, !p.paused);
                 }
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
-                    let found = self
-                        .participants
-                        .get(&owner)
-                        .and_then(|p| p.sub.mids.get(&req.mid).map(|tid| (p.room.clone(), tid.clone())));
-                    if let Some((room, tid)) = found {
-                        self.request_keyframe(&room, &tid, req.kind);
+                    self.subscriber_keyframe_request(owner, req.mid, req.kind);
+                }
+                Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) if target == PeerTarget::Subscriber => {
+                    if let Some(p) = self.participants.get_mut(&owner) {
+                        tracing::debug!(bps = estimate.as_u64(), "subscriber bandwidth estimate");
+                        p.estimate = Some(estimate.as_u64());
+                        self.reallocate.push(owner);
+                    }
+                }
+                Event::MediaEgressStats(st) => {
+                    if let Some(peer) = self.peers.get_mut(&pk) {
+                        let last = peer.nacks.insert((st.mid, st.rid), st.nacks).unwrap_or(0);
+                        self.counters.nacks_received += st.nacks.saturating_sub(last);
+                    }
+                }
+                Event::MediaIngressStats(st) => {
+                    if let Some(peer) = self.peers.get_mut(&pk) {
+                        let last = peer.nacks.insert((st.mid, st.rid), st.nacks).unwrap_or(0);
+                        self.counters.nacks_sent += st.nacks.saturating_sub(last);
                     }
                 }
                 _ => {}
@@ -1079,7 +1201,7 @@ impl Engine {
         }
     }
 
-    fn publish(&mut self, owner: ParticipantKey, pk: PeerKey, mid: Mid, kind: MediaKind) {
+    fn publish(&mut self, owner: ParticipantKey, pk: PeerKey, mid: Mid, kind: MediaKind, simulcast: Option<Simulcast>) {
         let id = self.next_key();
         let Some(part) = self.participants.get_mut(&owner) else {
             return;
@@ -1133,6 +1255,10 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(&part.room) else {
             return;
         };
+        let mut layers = Layers::new(kind == TrackKind::Audio);
+        for l in simulcast.iter().flat_map(|s| s.send.iter().chain(&s.recv)) {
+            layers.declare(LayerId(Some(l.rid)));
+        }
         room.tracks.insert(
             tid.clone(),
             Track {
@@ -1140,8 +1266,10 @@ impl Engine {
                 serial: id,
                 publisher_peer: pk,
                 mid,
-                layer: None,
-                throttle: KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL),
+                layers,
+                throttles: HashMap::new(),
+                active: None,
+                shrink_since: None,
                 down: HashMap::new(),
             },
         );
@@ -1170,9 +1298,9 @@ impl Engine {
         }
     }
 
-    /// The forwarded layer stopped (simulcast layer dropped by the publisher's encoder, or the
-    /// track went quiet): the next layer to deliver takes over.
-    fn layer_paused(&mut self, owner: ParticipantKey, mid: Mid, rid: Option<Rid>) {
+    /// A layer stopped arriving (paused by dynacast, dropped by the publisher's encoder, or the
+    /// track went quiet) or came back: its subscribers are re-allocated among the flowing layers.
+    fn layer_flow(&mut self, owner: ParticipantKey, mid: Mid, rid: Option<Rid>, live: bool) {
         let Some(part) = self.participants.get(&owner) else {
             return;
         };
@@ -1183,8 +1311,8 @@ impl Engine {
         else {
             return;
         };
-        if track.layer == Some(rid) {
-            track.layer = None;
+        if track.layers.set_live(LayerId(rid), live) {
+            self.reallocate.extend(track.down.keys().copied());
         }
     }
 
@@ -1307,16 +1435,7 @@ impl Engine {
                         Some(tid.to_string()),
                         None,
                     );
-                    track.down.insert(
-                        key,
-                        DownTrack {
-                            mid,
-                            negotiated: false,
-                            started: false,
-                            rewriter: None,
-                            pt_map: Vec::new(),
-                        },
-                    );
+                    track.down.insert(key, DownTrack::new(mid, false, None));
                     part.sub.mids.insert(mid, tid);
                 }
                 // Inactive rather than stopped: a stopped (port 0) m-line leaves the BUNDLE group
@@ -1352,25 +1471,132 @@ impl Engine {
         drain(sk, peer, &mut self.out, &mut self.pending);
     }
 
-    fn request_keyframe(&mut self, room: &RoomId, tid: &TrackId, kind: KeyframeRequestKind) {
+    /// Asks the publisher for a keyframe on one layer of a track: at most one request per layer
+    /// per `KEYFRAME_REQUEST_INTERVAL`, whoever needs it (subscribers' PLIs, new subscribers,
+    /// layer switches).
+    fn request_keyframe(&mut self, room: &RoomId, tid: &TrackId, layer: LayerId, kind: KeyframeRequestKind) {
         let now = self.now;
         let Some(track) = self.rooms.get_mut(room).and_then(|r| r.tracks.get_mut(tid)) else {
             return;
         };
-        if track.info.kind != TrackKind::Video || !track.throttle.allow(now) {
+        if track.info.kind != TrackKind::Video {
             return;
         }
-        let pk = track.publisher_peer;
-        let mid = track.mid;
-        let rid = track.layer.flatten();
+        let allowed = track
+            .throttles
+            .entry(layer)
+            .or_insert_with(|| KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL))
+            .allow(now);
+        if !allowed {
+            return;
+        }
+        let (pk, mid) = (track.publisher_peer, track.mid);
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
-        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, layer.0) {
             rx.request_keyframe(kind);
             self.counters.keyframe_requests += 1;
         }
         drain(pk, peer, &mut self.out, &mut self.pending);
+    }
+
+    /// A subscriber's PLI/FIR goes to the layer it receives (or is about to).
+    fn subscriber_keyframe_request(&mut self, owner: ParticipantKey, mid: Mid, kind: KeyframeRequestKind) {
+        let Some(part) = self.participants.get(&owner) else {
+            return;
+        };
+        let Some(tid) = part.sub.mids.get(&mid).cloned() else {
+            return;
+        };
+        let room = part.room.clone();
+        let layer = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.tracks.get(&tid))
+            .and_then(|t| t.down.get(&owner))
+            .and_then(|d| d.selector.current().or(d.selector.target()));
+        if let Some(layer) = layer {
+            self.request_keyframe(&room, &tid, layer, kind);
+        }
+    }
+
+    /// Chooses the layer of every track a subscriber receives from its settings, the layers'
+    /// measured bitrates and its bandwidth estimate (`allocator`), then tells the estimator what
+    /// to aim for and dynacast what the publishers must keep sending.
+    fn allocate(&mut self, key: ParticipantKey) {
+        let now = self.now;
+        let Some(part) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&part.room) else {
+            return;
+        };
+        let budget = part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT);
+        let mut flowing = Vec::new();
+        let mut wished = Vec::new();
+        for (tid, track) in &room.tracks {
+            if let Some(dt) = track.down.get(&key).filter(|d| d.negotiated) {
+                flowing.push(demand(tid, track, dt, now, true));
+                wished.push(demand(tid, track, dt, now, false));
+            }
+        }
+        let chosen = allocator::allocate(budget, &flowing);
+        let wished = allocator::allocate(budget, &wished);
+        let mut switches = Vec::new();
+        for ((tid, layer), (_, wish)) in chosen.layers.into_iter().zip(wished.layers) {
+            let Some(track) = room.tracks.get_mut(&tid) else {
+                continue;
+            };
+            let Some(dt) = track.down.get_mut(&key) else {
+                continue;
+            };
+            dt.demand = wish;
+            if dt.selector.target() != layer {
+                dt.selector.set_target(layer);
+                if let Some(l) = dt.selector.waiting_for() {
+                    switches.push((tid.clone(), l));
+                }
+            }
+            update_dynacast(&tid, track, &self.peers, &mut self.out, now);
+        }
+        // The estimator keeps probing for a floor, so a subscriber with little to receive can
+        // still get its video back quickly.
+        // Aim above what is wanted: the media share and a margin for the estimate to step up into.
+        let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
+        let target = (chosen.used.min(desired), desired);
+        if part.bwe_target != target
+            && let Some(sk) = part.subscriber
+            && let Some(peer) = self.peers.get_mut(&sk)
+        {
+            part.bwe_target = target;
+            peer.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(target.0), Bitrate::bps(target.1));
+            drain(sk, peer, &mut self.out, &mut self.pending);
+        }
+        let room = part.room.clone();
+        for (tid, layer) in switches {
+            self.request_keyframe(&room, &tid, layer, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Once a second: layer bitrates are remembered, every subscriber re-allocated (bitrates
+    /// change) and dynacast's delayed pauses applied.
+    fn sweep_layers(&mut self) {
+        let now = self.now;
+        for room in self.rooms.values_mut() {
+            for (tid, track) in &mut room.tracks {
+                track.layers.refresh(now);
+                update_dynacast(tid, track, &self.peers, &mut self.out, now);
+            }
+        }
+        self.reallocate.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.subscriber.is_some())
+                .map(|(k, _)| *k),
+        );
     }
 
     /// Relays one data channel message to the rest of the room, framed as
@@ -1415,6 +1641,51 @@ impl Engine {
     }
 
     fn forward(&mut self, pk: PeerKey, owner: ParticipantKey, pkt: &RtpPacket) {
+        // Which track and layer the packet belongs to, and what it holds.
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let Some((mid, rid)) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            self.counters.dropped_packets += 1;
+            return;
+        };
+        let Some(params) = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == pkt.header.payload_type)
+            .copied()
+        else {
+            self.counters.dropped_packets += 1;
+            return;
+        };
+        let Some(part) = self.participants.get(&owner) else {
+            return;
+        };
+        let Some(tid) = part.published.get(&mid).cloned() else {
+            return;
+        };
+        let room_id = part.room.clone();
+        let Some(track) = self.rooms.get_mut(&room_id).and_then(|r| r.tracks.get_mut(&tid)) else {
+            return;
+        };
+        let layer = LayerId(rid);
+        let info = keyframe::inspect(params.spec().codec, &pkt.payload);
+        if track
+            .layers
+            .on_packet(layer, pkt.payload.len(), info.size, pkt.timestamp)
+        {
+            // A layer started flowing: its subscribers may want it.
+            let subscribers: Vec<ParticipantKey> = track.down.keys().copied().collect();
+            for k in subscribers {
+                self.allocate(k);
+            }
+        }
+
         let Engine {
             rooms,
             participants,
@@ -1425,58 +1696,30 @@ impl Engine {
             recording,
             ..
         } = self;
-        let Some(peer) = peers.get_mut(&pk) else {
-            return;
-        };
-        let Some((mid, rid)) = peer
-            .rtc
-            .direct_api()
-            .stream_rx(&pkt.header.ssrc)
-            .map(|s| (s.mid(), s.rid()))
-        else {
-            counters.dropped_packets += 1;
-            return;
-        };
-        let Some(params) = peer
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == pkt.header.payload_type)
-            .copied()
-        else {
-            counters.dropped_packets += 1;
-            return;
-        };
-        let Some(part) = participants.get(&owner) else {
-            return;
-        };
-        let Some(tid) = part.published.get(&mid) else {
-            return;
-        };
-        let Some(track) = rooms.get_mut(&part.room).and_then(|r| r.tracks.get_mut(tid)) else {
+        let Some(track) = rooms.get_mut(&room_id).and_then(|r| r.tracks.get_mut(&tid)) else {
             return;
         };
         if track.info.muted {
             return;
         }
+        let Some(publisher) = participants.get(&owner) else {
+            return;
+        };
         let tapped = Tapped {
-            room: &part.room,
-            publisher_name: &part.info.name,
+            room: &room_id,
+            publisher_name: &publisher.info.name,
             track: &track.info,
             rid,
             params: &params,
             pkt,
         };
-        let mut needs_keyframe = recording.packet(&tapped, out);
-        match track.layer {
-            Some(layer) if layer != rid => return,
-            Some(_) => {}
-            None => {
-                // A new layer starts mid-stream for everyone already subscribed.
-                needs_keyframe = track.down.values().any(|dt| dt.started);
-                track.layer = Some(rid);
-            }
+        let mut keyframes: Vec<LayerId> = Vec::new();
+        if recording.packet(&tapped, out) {
+            // The recorder waits for a keyframe of this layer.
+            keyframes.push(layer);
         }
         let video = track.info.kind == TrackKind::Video;
+        let simulcast = track.layers.simulcast();
         let ext = ExtensionValues {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
@@ -1488,6 +1731,16 @@ impl Engine {
             if !dt.negotiated {
                 continue;
             }
+            let switched = match dt.selector.on_packet(layer, info.keyframe_start, simulcast) {
+                Verdict::Forward { switched } => switched,
+                Verdict::Drop => {
+                    // Waiting for a keyframe of the chosen layer: keep asking (throttled).
+                    if let Some(l) = dt.selector.waiting_for().filter(|l| !keyframes.contains(l)) {
+                        keyframes.push(l);
+                    }
+                    continue;
+                }
+            };
             let Some(sub) = participants.get(sub_key) else {
                 continue;
             };
@@ -1504,6 +1757,11 @@ impl Engine {
                 counters.dropped_packets += 1;
                 continue;
             };
+            if switched && dt.started {
+                counters.layer_switches += 1;
+            }
+            // Layers have their own SSRCs: the rewriter splices at the switch, so the subscriber
+            // sees one stream with continuous sequence numbers and timestamps.
             let rewriter = dt.rewriter.get_or_insert_with(|| {
                 let seed = sk.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 // RFC 3550 §5.1: random initial values; below 2^15 keeps the SRTP ROC at 0.
@@ -1534,14 +1792,14 @@ impl Engine {
             counters.forwarded_bytes += pkt.payload.len() as u64;
             if !dt.started {
                 dt.started = true;
-                needs_keyframe |= video;
+                // A subscriber that starts mid-stream cannot decode until the next keyframe.
+                if video && !info.keyframe_start && !keyframes.contains(&layer) {
+                    keyframes.push(layer);
+                }
             }
         }
-        if needs_keyframe {
-            // A new subscriber cannot decode until the next keyframe.
-            let room = part.room.clone();
-            let tid = tid.clone();
-            self.request_keyframe(&room, &tid, KeyframeRequestKind::Pli);
+        for l in keyframes {
+            self.request_keyframe(&room_id, &tid, l, KeyframeRequestKind::Pli);
         }
     }
 }
@@ -1561,6 +1819,99 @@ impl DownTrack {
         };
         self.pt_map.push((pt, out));
         out
+    }
+}
+
+/// What one down-track asks of the allocator. `only_flowing`: layers not arriving are left out
+/// (what can be forwarded now); otherwise all count (what dynacast should keep on).
+fn demand(tid: &TrackId, track: &Track, dt: &DownTrack, now: Instant, only_flowing: bool) -> Demand<TrackId> {
+    let audio = track.info.kind == TrackKind::Audio;
+    let settings = if audio { TrackSettings::default() } else { dt.settings };
+    let wanted = track
+        .layers
+        .wanted(&settings)
+        .and_then(|w| track.layers.position(w))
+        .filter(|_| !track.info.muted);
+    let mut layers = Vec::new();
+    if let Some(wanted) = wanted {
+        let mut costs = track.layers.costs(now, only_flowing);
+        if costs.is_empty() {
+            // Nothing flows (yet, or any more): stay on what is wanted, ready when it resumes.
+            costs = track.layers.costs(now, false);
+        }
+        let position = |id: LayerId| track.layers.position(id).unwrap_or(usize::MAX);
+        layers = costs
+            .iter()
+            .filter(|(id, _)| position(*id) <= wanted)
+            .copied()
+            .collect();
+        // Only higher layers flowing: the lowest of them beats nothing until the wanted one resumes.
+        if layers.is_empty() {
+            layers.extend(costs.first().copied());
+        }
+    }
+    let screen = matches!(track.info.source, TrackSource::Screen);
+    let area = dt.settings.size.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
+    Demand {
+        key: tid.clone(),
+        audio,
+        pausable: track.layers.simulcast(),
+        priority: (u64::from(screen) << 40) | area.min((1 << 40) - 1),
+        layers,
+        current: dt.selector.target(),
+    }
+}
+
+/// Dynacast: tells a simulcast publisher which layers its subscribers need (at least the lowest,
+/// so a newcomer starts at once). More layers go out at once; fewer only after
+/// `DYNACAST_PAUSE_DELAY`.
+fn update_dynacast(
+    tid: &TrackId,
+    track: &mut Track,
+    peers: &HashMap<PeerKey, Peer>,
+    out: &mut VecDeque<EngineOutput>,
+    now: Instant,
+) {
+    if !track.layers.simulcast() {
+        return;
+    }
+    // What subscribers would take if it flowed, and what they get now (so a layer standing in
+    // for one the publisher cannot send is not paused under them).
+    let needed: Vec<LayerId> = track
+        .down
+        .values()
+        .flat_map(|d| [d.demand, d.selector.target()])
+        .flatten()
+        .collect();
+    let rids: Vec<Rid> = track
+        .layers
+        .rids()
+        .enumerate()
+        .filter(|(i, r)| *i == 0 || needed.contains(&LayerId(Some(*r))))
+        .map(|(_, r)| r)
+        .collect();
+    let current = track.active.clone().unwrap_or_else(|| track.layers.rids().collect());
+    if rids == current {
+        track.shrink_since = None;
+        return;
+    }
+    let grows = rids.iter().any(|r| !current.contains(r));
+    let since = *track.shrink_since.get_or_insert(now);
+    if !grows && now.saturating_duration_since(since) < DYNACAST_PAUSE_DELAY {
+        return;
+    }
+    track.shrink_since = None;
+    track.active = Some(rids.clone());
+    if let Some(owner) = peers.get(&track.publisher_peer).map(|p| p.owner) {
+        emit(
+            out,
+            owner,
+            ParticipantEvent::LayersActive {
+                mid: track.mid.to_string(),
+                track: tid.clone(),
+                active: rids.iter().map(ToString::to_string).collect(),
+            },
+        );
     }
 }
 

@@ -30,6 +30,9 @@ pub enum SfuError {
     /// A participant with this id is already in the room.
     #[error("participant already in room")]
     DuplicateParticipant,
+    /// Track settings out of range (size zero or above 16384, unknown quality).
+    #[error("invalid track settings")]
+    InvalidSettings,
     /// The participant's grants do not allow this.
     #[error("not allowed by the participant's grants")]
     NotAllowed,

@@ -7,10 +7,13 @@
 //! - [`Sfu`] is the thin driver and the async handle API the signaling layer uses: media worker
 //!   threads each owning a UDP socket, rooms pinned to a worker, channels in between.
 
+mod allocator;
 mod demux;
 mod driver;
 mod engine;
 mod error;
+mod keyframe;
+mod layers;
 mod record;
 mod rewrite;
 mod throttle;
@@ -22,6 +25,6 @@ pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined,
 pub use error::SfuError;
 pub use record::RecordOutput;
 pub use types::{
-    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
-    SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, Quality, RoomId,
+    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
 };

@@ -254,6 +254,50 @@ pub struct SubscribedTrack {
     pub participant: ParticipantId,
 }
 
+/// A subscriber's explicit quality preference for one track: caps the simulcast layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// The lowest layer.
+    Low,
+    /// At most the middle layer.
+    Medium,
+    /// Any layer (the default).
+    High,
+}
+
+impl FromStr for Quality {
+    type Err = SfuError;
+    fn from_str(s: &str) -> Result<Self, SfuError> {
+        match s {
+            "low" => Ok(Quality::Low),
+            "medium" => Ok(Quality::Medium),
+            "high" => Ok(Quality::High),
+            _ => Err(SfuError::InvalidSettings),
+        }
+    }
+}
+
+/// How a subscriber shows one track it receives; picks the simulcast layer it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// Shown at all; `false` stops the track's video (its tile is hidden).
+    pub enabled: bool,
+    /// Rendered size in device pixels, if known: the smallest layer covering it is enough.
+    pub size: Option<(u32, u32)>,
+    /// Explicit preference, capping the layer.
+    pub quality: Option<Quality>,
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        TrackSettings {
+            enabled: true,
+            size: None,
+            quality: None,
+        }
+    }
+}
+
 /// Something a participant's signaling connection should tell its client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParticipantEvent {
@@ -301,6 +345,16 @@ pub enum ParticipantEvent {
         /// Human-readable detail.
         message: String,
     },
+    /// Dynacast: the simulcast layers (rids) of one of this participant's own tracks that some
+    /// subscriber needs; the client should keep only these encodings active. Debounced.
+    LayersActive {
+        /// The publisher m-line of the track.
+        mid: String,
+        /// The track.
+        track: TrackId,
+        /// Rids to keep sending, lowest quality first.
+        active: Vec<String>,
+    },
     /// The room's recording started (also sent on joining a recorded room) or stopped.
     Recording {
         /// Whether it is recording now.
@@ -332,6 +386,12 @@ pub struct SfuStats {
     pub dropped_packets: u64,
     /// Keyframe requests (PLI/FIR) sent upstream to publishers.
     pub keyframe_requests: u64,
+    /// NACKs received from subscribers (answered from the send buffer, with RTX where negotiated).
+    pub nacks_received: u64,
+    /// NACKs sent upstream to publishers for lost packets.
+    pub nacks_sent: u64,
+    /// Simulcast layer switches made by down-tracks (at keyframes).
+    pub layer_switches: u64,
     /// Packets of recorded rooms dropped because the recorder's queue was full.
     pub recorder_dropped_packets: u64,
 }
@@ -345,5 +405,8 @@ impl SfuStats {
         self.forwarded_bytes += o.forwarded_bytes;
         self.dropped_packets += o.dropped_packets;
         self.keyframe_requests += o.keyframe_requests;
+        self.nacks_received += o.nacks_received;
+        self.nacks_sent += o.nacks_sent;
+        self.layer_switches += o.layer_switches;
     }
 }

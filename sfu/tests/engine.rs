@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use convene_sfu::{
     Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantKey,
-    RecordOutput, RoomId, SfuError, TrackKind, TrackSource,
+    RecordOutput, RoomId, SfuError, TrackKind, TrackSettings, TrackSource,
 };
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -152,6 +152,43 @@ impl World {
     /// The client offers sendonly media on its publisher connection; the engine answers.
     fn publish(&mut self, c: usize, kinds: &[MediaKind]) -> Vec<Mid> {
         self.publish_declared(c, kinds, &[])
+    }
+
+    /// Publishes one video m-line sending simulcast layers `rids` (lowest first).
+    fn publish_simulcast(&mut self, c: usize, rids: &[&str]) -> Mid {
+        let client = &mut self.clients[c];
+        let mut simulcast = Simulcast::new();
+        for rid in rids {
+            simulcast.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let mut api = client.publisher.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(simulcast));
+        let (offer, pending) = api.apply().unwrap();
+        drain(&mut client.publisher, &mut self.wire);
+        let answer = self
+            .engine
+            .publisher_offer(client.key, &offer.to_sdp_string(), self.now)
+            .unwrap();
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+        client.publisher.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        drain(&mut client.publisher, &mut self.wire);
+        mid
+    }
+
+    /// Writes one VP8 packet on simulcast layer `rid` of `mid`.
+    fn send_layer(&mut self, c: usize, mid: Mid, rid: &str, seq: u64, ts: u32, payload: &[u8]) {
+        let now = self.now;
+        let peer = &mut self.clients[c].publisher;
+        let pt = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap()
+            .pt();
+        let mut api = peer.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, Some(Rid::from(rid))).unwrap();
+        tx.write_rtp(RtpWrite::new(pt, seq.into(), ts, now, payload.to_vec()).marker(true));
+        drain(peer, &mut self.wire);
     }
 
     /// Like `publish`; `sources[i]`, if given, is declared for m-line `i` with `set_track_info`
@@ -625,6 +662,155 @@ fn a_client_gone_silent_is_reported_disconnected_and_back() {
     w.send(1, mid, 1, 90_000, &vp8(1));
     w.run(100);
     assert_eq!(media_state(&w, 1), [true, false, true]);
+}
+
+/// A one-packet VP8 frame of simulcast layer `layer` (0 = q): a key frame states its size
+/// (RFC 6386 §9.1), `layer` and the frame counter follow so the receiver can tell them apart.
+fn vp8_frame(layer: u8, n: u64, key: bool) -> Vec<u8> {
+    let (w, h) = (320u16 << layer, 180u16 << layer);
+    let mut p = vec![0x10, u8::from(!key), 0, 0, 0x9d, 0x01, 0x2a];
+    p.extend_from_slice(&w.to_le_bytes());
+    p.extend_from_slice(&h.to_le_bytes());
+    p.push(layer);
+    p.extend_from_slice(&n.to_be_bytes());
+    p.resize(400, 0x42);
+    p
+}
+
+/// Sends frames `range` on all three layers (q, h, f), a key frame on each every 30 frames
+/// (one second), 33 ms of virtual time apart (30 frames per second).
+fn send_simulcast(w: &mut World, publ: usize, mid: Mid, range: std::ops::Range<u64>) {
+    for n in range {
+        for (i, rid) in ["q", "h", "f"].into_iter().enumerate() {
+            let layer = i as u8;
+            let seq = 1_000 * (u64::from(layer) + 1) + n;
+            let ts = (n * 3_000) as u32 + 100_000 * u32::from(layer);
+            w.send_layer(publ, mid, rid, seq, ts, &vp8_frame(layer, n, n % 30 == 0));
+        }
+        w.run(33);
+    }
+}
+
+#[test]
+fn simulcast_subscriber_gets_the_layer_for_its_tile_and_switches_at_a_keyframe() {
+    let mut w = World::new();
+    let sub = w.join("r", "viewer", ParticipantInfo::new("Viewer"));
+    let publ = w.join("r", "camera", ParticipantInfo::new("Camera"));
+    let mid = w.publish_simulcast(publ, &["q", "h", "f"]);
+    w.run(500);
+    let track = w.clients[sub]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            ParticipantEvent::TrackPublished(t) => Some(t.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let sub_key = w.clients[sub].key;
+    let small = TrackSettings {
+        size: Some((320, 180)),
+        ..TrackSettings::default()
+    };
+    w.engine.set_track_settings(sub_key, &track, small, w.now).unwrap();
+
+    // A small tile: only q, from its first key frame.
+    send_simulcast(&mut w, publ, mid, 0..45);
+    let layer_of = |p: &RtpPacket| p.payload[11];
+    let key = |p: &RtpPacket| p.payload[1] & 1 == 0;
+    let got = w.received(sub);
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|p| layer_of(p) == 0), "only the q layer");
+    assert!(key(got[0]), "starts at a key frame");
+    let before = got.len();
+
+    // The tile grows: f is wanted; q keeps flowing until f's next key frame (frame 60).
+    let large = TrackSettings {
+        size: Some((1280, 720)),
+        ..TrackSettings::default()
+    };
+    w.engine.set_track_settings(sub_key, &track, large, w.now).unwrap();
+    send_simulcast(&mut w, publ, mid, 45..90);
+    let got = w.received(sub);
+    let layers: Vec<u8> = got.iter().map(|p| layer_of(p)).collect();
+    let switch = layers.iter().position(|l| *l == 2).expect("switched to f");
+    assert!(switch > before, "q went on while waiting: {layers:?}");
+    assert!(layers[..switch].iter().all(|l| *l == 0), "{layers:?}");
+    assert!(layers[switch..].iter().all(|l| *l == 2), "{layers:?}");
+    assert!(key(got[switch]), "the switch is at a key frame of f");
+    let counter = |p: &RtpPacket| u64::from_be_bytes(p.payload[12..20].try_into().unwrap());
+    assert_eq!(counter(got[switch]), 60);
+    // One outgoing stream: same SSRC, consecutive sequence numbers, timestamps moving forward.
+    assert!(got.iter().all(|p| p.header.ssrc == got[0].header.ssrc));
+    let seqs: Vec<u64> = got.iter().map(|p| *p.seq_no).collect();
+    assert!(seqs.windows(2).all(|s| s[1] == s[0] + 1), "{seqs:?}");
+    let ts: Vec<u32> = got.iter().map(|p| p.header.timestamp).collect();
+    assert!(
+        ts.windows(2).all(|t| t[1].wrapping_sub(t[0]).wrapping_sub(1) < 1 << 30),
+        "{ts:?}"
+    );
+
+    // The switch asked f for a key frame, throttled while waiting (0.5 s apart over ~0.5 s).
+    let f_requests = w.clients[publ]
+        .publisher
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::KeyframeRequest(r) if r.rid == Some(Rid::from("f"))))
+        .count();
+    assert!((1..=2).contains(&f_requests), "{f_requests} keyframe requests for f");
+    assert!(w.engine.stats().layer_switches >= 1);
+
+    // Dynacast: h is needed by nobody; q (the lowest) always stays.
+    w.run(4_000);
+    let active: Vec<Vec<String>> = w.clients[publ]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::LayersActive { active, .. } => Some(active.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(active.last().unwrap(), &["q", "f"], "{active:?}");
+    assert!(active.iter().all(|a| !a.contains(&"h".to_owned())), "{active:?}");
+}
+
+#[test]
+fn a_hidden_tile_gets_no_video_and_bad_settings_are_refused() {
+    let mut w = World::new();
+    let sub = w.join("r", "viewer", ParticipantInfo::new("Viewer"));
+    let publ = w.join("r", "camera", ParticipantInfo::new("Camera"));
+    let mid = w.publish_simulcast(publ, &["q", "h", "f"]);
+    w.run(500);
+    let track = w.clients[sub]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            ParticipantEvent::TrackPublished(t) => Some(t.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let key = w.clients[sub].key;
+    let hidden = TrackSettings {
+        enabled: false,
+        ..TrackSettings::default()
+    };
+    w.engine.set_track_settings(key, &track, hidden, w.now).unwrap();
+    send_simulcast(&mut w, publ, mid, 0..40);
+    assert!(w.received(sub).is_empty());
+    let zero = TrackSettings {
+        size: Some((0, 10)),
+        ..TrackSettings::default()
+    };
+    assert_eq!(
+        w.engine.set_track_settings(key, &track, zero, w.now),
+        Err(convene_sfu::SfuError::InvalidSettings)
+    );
+    // Its own track is not one it receives.
+    let own = w.clients[publ].key;
+    assert_eq!(
+        w.engine
+            .set_track_settings(own, &track, TrackSettings::default(), w.now),
+        Err(convene_sfu::SfuError::UnknownTrack)
+    );
 }
 
 /// The `recording` events a client got, as (active, recording id).

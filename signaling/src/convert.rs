@@ -75,6 +75,11 @@ pub(crate) fn event(e: ParticipantEvent) -> ServerMessage {
             code: code.to_owned(),
             message,
         },
+        ParticipantEvent::LayersActive { mid, track, active } => ServerMessage::Layers {
+            mid,
+            track_id: track.to_string(),
+            active,
+        },
         ParticipantEvent::Recording { active, recording_id } => ServerMessage::Recording { active, recording_id },
         ParticipantEvent::Removed { reason } => ServerMessage::Removed {
             reason: reason.to_owned(),
@@ -85,7 +90,9 @@ pub(crate) fn event(e: ParticipantEvent) -> ServerMessage {
 /// An SFU refusal as a signaling error.
 pub(crate) fn error(id: Option<String>, e: &SfuError) -> ServerMessage {
     let code = match e {
-        SfuError::InvalidId | SfuError::InvalidTrackSource | SfuError::InvalidCandidate => "invalid_request",
+        SfuError::InvalidId | SfuError::InvalidTrackSource | SfuError::InvalidCandidate | SfuError::InvalidSettings => {
+            "invalid_request"
+        }
         SfuError::InvalidSdp(_) => "invalid_sdp",
         SfuError::UnknownRoom | SfuError::UnknownParticipant => "not_in_room",
         SfuError::UnknownTrack => "unknown_track",

@@ -9,7 +9,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use convene_auth::{OpaqueToken, PublishSource, TokenError, hash_token};
 use convene_proto::signal::{ClientMessage, Me, ServerMessage, Target};
-use convene_sfu::{Grants, ParticipantId, ParticipantInfo, RoomId, TrackId, TrackSource};
+use convene_sfu::{
+    Grants, ParticipantId, ParticipantInfo, Quality, RoomId, SfuError, TrackId, TrackSettings, TrackSource,
+};
 
 use crate::session::{Attached, Session, Standing};
 use crate::{Signaling, convert, moderation};
@@ -438,12 +440,48 @@ async fn handle(signaling: &Signaling, session: &Session, request: ClientMessage
             },
             Err(e) => Some(convert::error(id, &e)),
         },
+        ClientMessage::TrackSettings {
+            id,
+            track_id,
+            width,
+            height,
+            enabled,
+            quality,
+        } => {
+            let settings = match track_settings(width, height, enabled, quality.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return Some(convert::error(id, &e)),
+            };
+            match TrackId::parse(track_id) {
+                Ok(track) => match h.set_track_settings(track, settings).await {
+                    Ok(()) => ack(id),
+                    Err(e) => Some(convert::error(id, &e)),
+                },
+                Err(e) => Some(convert::error(id, &e)),
+            }
+        }
         ClientMessage::Ping { id } => Some(ServerMessage::Pong { id }),
         request @ (ClientMessage::MuteParticipant { .. }
         | ClientMessage::RemoveParticipant { .. }
         | ClientMessage::EndRoom { .. }) => moderation::handle(signaling, session, request).await,
         ClientMessage::Leave { .. } => None,
     }
+}
+
+/// A `track_settings` message as the SFU takes it: width and height come together.
+fn track_settings(
+    width: Option<u32>,
+    height: Option<u32>,
+    enabled: bool,
+    quality: Option<&str>,
+) -> Result<TrackSettings, SfuError> {
+    let size = match (width, height) {
+        (Some(w), Some(h)) => Some((w, h)),
+        (None, None) => None,
+        _ => return Err(SfuError::InvalidSettings),
+    };
+    let quality = quality.map(str::parse::<Quality>).transpose()?;
+    Ok(TrackSettings { enabled, size, quality })
 }
 
 /// The source of the caller's track published on `mid`, if any.

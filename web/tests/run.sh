@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
 # screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), then a host
-# records one, checked with ffprobe, across kill -9 and a graceful stop (recording.js).
+# records one, checked with ffprobe, across kill -9 and a graceful stop (recording.js), and
+# simulcast layer selection and dynacast are exercised (simulcast.js).
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
@@ -58,8 +59,16 @@ if [ -z "$addr" ]; then
 fi
 
 status=0
-BASE_URL="http://$addr" SERVER_LOG="$log" node meeting.js || status=$?
+# WEB_TESTS picks scripts (default: all); each prints its own "N passed, M failed".
+tests="${WEB_TESTS:-meeting.js simulcast.js recording.js}"
+for script in $tests; do
+  [ "$script" = recording.js ] && continue
+  echo "== $script"
+  BASE_URL="http://$addr" SERVER_LOG="$log" node "$script" || status=$?
+done
 [ "$status" -eq 0 ] && rm -f "$log"
 # Recording starts, kills and restarts servers of its own (recording.js).
-CONVENE_BIN="$bin" node recording.js || status=$?
+case " $tests " in
+  *" recording.js "*) echo "== recording.js"; CONVENE_BIN="$bin" node recording.js || status=$? ;;
+esac
 exit "$status"

@@ -79,6 +79,23 @@ pub enum ClientMessage {
         id: Option<String>,
         track_id: String,
     },
+    /// How the client shows a track it receives: the SFU forwards the simulcast layer that fits
+    /// the rendered size (device pixels), the bandwidth and the preference; `enabled: false`
+    /// (tile hidden) stops its video.
+    TrackSettings {
+        #[serde(default)]
+        id: Option<String>,
+        track_id: String,
+        #[serde(default)]
+        width: Option<u32>,
+        #[serde(default)]
+        height: Option<u32>,
+        #[serde(default = "enabled")]
+        enabled: bool,
+        /// `low`, `medium` or `high`.
+        #[serde(default)]
+        quality: Option<String>,
+    },
     Unsubscribe {
         #[serde(default)]
         id: Option<String>,
@@ -110,6 +127,10 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<String>,
     },
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// The caller as the room sees it.
@@ -191,6 +212,13 @@ pub enum ServerMessage {
         target: Target,
         connected: bool,
     },
+    /// Dynacast, to a publisher: keep only these simulcast encodings (rids) of the track sent on
+    /// `mid` active; the others have no receiver.
+    Layers {
+        mid: String,
+        track_id: String,
+        active: Vec<String>,
+    },
     /// The room's recording started or stopped; also sent right after `joined` while one runs.
     Recording {
         active: bool,
@@ -228,5 +256,28 @@ mod tests {
         assert_eq!(out, serde_json::json!({"type": "ack", "id": "1"}));
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"join","token":"t","extra":1}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"track_settings","track_id":"TR_1","width":320,"height":180}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::TrackSettings {
+                id: None,
+                track_id: "TR_1".into(),
+                width: Some(320),
+                height: Some(180),
+                enabled: true,
+                quality: None
+            }
+        );
+        let out = serde_json::to_value(ServerMessage::Layers {
+            mid: "0".into(),
+            track_id: "TR_1".into(),
+            active: vec!["q".into(), "f".into()],
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"type": "layers", "mid": "0", "track_id": "TR_1", "active": ["q", "f"]})
+        );
     }
 }

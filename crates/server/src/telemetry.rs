@@ -229,6 +229,21 @@ impl Collector for MediaCollector {
                 s.keyframe_requests,
             ),
             (
+                "media_nacks_received",
+                "NACKs from subscribers, answered from the send buffer (RTX where negotiated)",
+                s.nacks_received,
+            ),
+            (
+                "media_nacks_sent",
+                "NACKs sent to publishers for lost packets",
+                s.nacks_sent,
+            ),
+            (
+                "media_layer_switches",
+                "Simulcast layer switches made by down-tracks",
+                s.layer_switches,
+            ),
+            (
                 "media_recorder_dropped_packets",
                 "Packets of recorded rooms dropped because the recorder fell behind",
                 s.recorder_dropped_packets,

@@ -223,6 +223,46 @@ async fn bad_input_gets_errors_and_the_session_survives() {
         ),
         (
             Message::Text(
+                json!({ "type": "track_settings", "id": "ts", "track_id": "TR_999", "width": 320, "height": 180 })
+                    .to_string()
+                    .into(),
+            ),
+            "unknown_track",
+        ),
+        (
+            Message::Text(
+                json!({ "type": "track_settings", "id": "ts", "track_id": "TR_1", "width": 320 })
+                    .to_string()
+                    .into(),
+            ),
+            "invalid_request",
+        ),
+        (
+            Message::Text(
+                json!({ "type": "track_settings", "id": "ts", "track_id": "TR_1", "width": 0, "height": 10 })
+                    .to_string()
+                    .into(),
+            ),
+            "invalid_request",
+        ),
+        (
+            Message::Text(
+                json!({ "type": "track_settings", "id": "ts", "track_id": "TR_1", "quality": "ultra" })
+                    .to_string()
+                    .into(),
+            ),
+            "invalid_request",
+        ),
+        (
+            Message::Text(
+                json!({ "type": "track_settings", "id": "ts", "track_id": "TR_1", "width": -5, "height": 10 })
+                    .to_string()
+                    .into(),
+            ),
+            "invalid_message",
+        ),
+        (
+            Message::Text(
                 json!({ "type": "join", "id": "again", "token": "x" })
                     .to_string()
                     .into(),
