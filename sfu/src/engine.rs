@@ -20,11 +20,14 @@ use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::demux::Demux;
 use crate::error::SfuError;
+use crate::quality::{self, Flow, QualityMeter, StreamSample};
 use crate::rewrite::{InPacket, SeqTsRewriter};
+use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
@@ -108,6 +111,7 @@ struct Peer {
 struct Room {
     members: HashMap<ParticipantId, ParticipantKey>,
     tracks: HashMap<TrackId, Track>,
+    speakers: SpeakerDetector,
 }
 
 struct Track {
@@ -131,6 +135,8 @@ struct DownTrack {
     rewriter: Option<SeqTsRewriter>,
     /// Publisher PT → subscriber PT (`None`: the subscriber did not negotiate that codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Packets written to str0m for this subscriber; what str0m sent beyond it was resent.
+    written: u64,
 }
 
 enum SubscriptionChange {
@@ -183,6 +189,7 @@ struct Participant {
     /// `set_track_info` that arrived before the m-line did.
     declared: HashMap<Mid, (TrackSource, bool)>,
     sub: SubscriberSide,
+    meter: QualityMeter,
 }
 
 impl Participant {
@@ -198,6 +205,9 @@ struct Counters {
     forwarded_bytes: u64,
     dropped_packets: u64,
     keyframe_requests: u64,
+    nacks_received: u64,
+    nacks_sent: u64,
+    retransmitted_packets: u64,
 }
 
 /// The room engine of one media worker.
@@ -216,8 +226,10 @@ pub struct Engine {
     renegotiate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
-    /// When connected peers are next checked for silence.
+    /// When connected peers are next checked for silence and participants' quality measured.
     next_sweep: Instant,
+    /// Rooms whose speaker list changed while forwarding; announced once events are handled.
+    speaking: Vec<RoomId>,
 }
 
 impl Engine {
@@ -237,6 +249,7 @@ impl Engine {
             out: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
+            speaking: Vec::new(),
         }
     }
 
@@ -300,7 +313,18 @@ impl Engine {
                     );
                 }
             }
+            self.measure_quality(now);
         }
+        let quiet: Vec<RoomId> = self
+            .rooms
+            .iter_mut()
+            .filter(|(_, r)| r.speakers.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, r)| {
+                r.speakers.handle_timeout(now);
+                id.clone()
+            })
+            .collect();
+        self.speaking.extend(quiet);
         let due: Vec<PeerKey> = self
             .peers
             .iter()
@@ -325,9 +349,11 @@ impl Engine {
 
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let speakers = self.rooms.values().filter_map(|r| r.speakers.poll_timeout());
         self.peers
             .values()
             .map(|p| p.timeout)
+            .chain(speakers)
             .min()
             .map(|t| t.min(self.next_sweep))
     }
@@ -637,6 +663,8 @@ impl Engine {
         let mut empty = false;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.remove(&part.id);
+            room.speakers.remove(&part.id);
+            self.speaking.push(room_id.clone());
             for t in room.tracks.values_mut() {
                 t.down.remove(&key);
             }
@@ -708,6 +736,7 @@ impl Engine {
                     id: p.id.clone(),
                     name: p.info.name.clone(),
                     tracks,
+                    quality: p.meter.current().cloned(),
                 }
             })
             .collect();
@@ -728,6 +757,9 @@ impl Engine {
             forwarded_bytes: self.counters.forwarded_bytes,
             dropped_packets: self.counters.dropped_packets,
             keyframe_requests: self.counters.keyframe_requests,
+            nacks_received: self.counters.nacks_received,
+            nacks_sent: self.counters.nacks_sent,
+            retransmitted_packets: self.counters.retransmitted_packets,
         }
     }
 
@@ -778,11 +810,13 @@ impl Engine {
                 published: HashMap::new(),
                 declared: HashMap::new(),
                 sub: SubscriberSide::default(),
+                meter: QualityMeter::new(self.now),
             },
         );
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: HashMap::new(),
             tracks: HashMap::new(),
+            speakers: SpeakerDetector::default(),
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
@@ -894,6 +928,7 @@ impl Engine {
                     started: false,
                     rewriter,
                     pt_map: Vec::new(),
+                    written: 0,
                 },
             );
             part.sub.mids.insert(*mid, track.info.id.clone());
@@ -907,7 +942,7 @@ impl Engine {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
-            .set_stats_interval(None)
+            .set_stats_interval(Some(quality::STATS_INTERVAL))
             .set_crypto_provider(self.crypto.clone())
             .build(self.now);
         let udp = self.config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
@@ -943,6 +978,7 @@ impl Engine {
     fn process_events(&mut self) {
         loop {
             self.handle_pending_events();
+            self.announce_speakers();
             if self.renegotiate.is_empty() {
                 return;
             }
@@ -998,6 +1034,13 @@ impl Engine {
                 Event::StreamPaused(p) if target == PeerTarget::Publisher && p.paused => {
                     self.layer_paused(owner, p.mid, p.rid);
                 }
+                Event::PeerStats(s) => {
+                    if let Some(p) = self.participants.get_mut(&owner) {
+                        p.meter.on_peer_rtt(s.rtt);
+                    }
+                }
+                Event::MediaIngressStats(s) if target == PeerTarget::Publisher => self.ingress_stats(owner, &s),
+                Event::MediaEgressStats(s) if target == PeerTarget::Subscriber => self.egress_stats(owner, &s),
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
                     let found = self
                         .participants
@@ -1010,6 +1053,128 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+
+    /// Tells the rooms whose speaker list changed.
+    fn announce_speakers(&mut self) {
+        for room_id in std::mem::take(&mut self.speaking) {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let Some(list) = room.speakers.poll_list() else {
+                continue;
+            };
+            for key in room.members.values() {
+                emit(&mut self.out, *key, ParticipantEvent::ActiveSpeakers(list.clone()));
+            }
+        }
+    }
+
+    /// Measures every visible participant whose media connection is up (once per
+    /// `SWEEP_INTERVAL`): its room hears of changed classes, the participant gets its analytics
+    /// report when a window is complete.
+    fn measure_quality(&mut self, now: Instant) {
+        let Engine {
+            rooms,
+            participants,
+            peers,
+            out,
+            ..
+        } = self;
+        for room in rooms.values() {
+            let mut changes = Vec::new();
+            for key in room.members.values() {
+                let Some(p) = participants.get_mut(key) else {
+                    continue;
+                };
+                let conns: Vec<&Peer> = [p.publisher, p.subscriber]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| peers.get(&k))
+                    .collect();
+                if p.info.grants.hidden || !conns.iter().any(|c| c.rtc.is_connected()) {
+                    continue;
+                }
+                let heard = conns.iter().map(|c| c.heard).max().unwrap_or(now);
+                let unmuted = p
+                    .published
+                    .values()
+                    .filter_map(|tid| room.tracks.get(tid))
+                    .filter(|t| !t.info.muted);
+                let (mut publishing, mut expected_up_kbps) = (false, 0);
+                for t in unmuted {
+                    publishing = true;
+                    if t.info.kind == TrackKind::Video {
+                        expected_up_kbps += quality::EXPECTED_VIDEO_KBPS;
+                    }
+                }
+                let cx = quality::Context {
+                    heard,
+                    expected_up_kbps,
+                    publishing,
+                };
+                let evaluation = p.meter.evaluate(&p.id, now, cx);
+                changes.extend(evaluation.changed);
+                if let Some(report) = evaluation.report {
+                    emit(out, *key, ParticipantEvent::QualityReport(report));
+                }
+            }
+            if !changes.is_empty() {
+                for key in room.members.values() {
+                    emit(out, *key, ParticipantEvent::ConnectionQuality(changes.clone()));
+                }
+            }
+        }
+    }
+
+    /// str0m's statistics of a stream from a publisher.
+    fn ingress_stats(&mut self, owner: ParticipantKey, s: &MediaIngressStats) {
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let kind = p
+            .published
+            .get(&s.mid)
+            .and_then(|tid| self.rooms.get(&p.room)?.tracks.get(tid))
+            .map(|t| t.info.kind);
+        let sample = StreamSample {
+            packets: s.packets,
+            bytes: s.bytes,
+            nacks: s.nacks,
+            resent: 0,
+            loss: s.loss,
+            jitter_ms: kind.map(|k| jitter_ms(s.jitter, k)),
+            rtt: s.rtt,
+        };
+        let growth = p.meter.on_stream(Flow::Up, s.mid, s.rid, sample);
+        self.counters.nacks_sent += growth.nacks;
+    }
+
+    /// str0m's statistics of a stream to a subscriber. Its packet count includes resends, so
+    /// what it sent beyond the packets written to it were retransmissions.
+    fn egress_stats(&mut self, owner: ParticipantKey, s: &MediaEgressStats) {
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let track = p
+            .sub
+            .mids
+            .get(&s.mid)
+            .and_then(|tid| self.rooms.get(&p.room)?.tracks.get(tid));
+        let written = track.and_then(|t| Some((t.info.kind, t.down.get(&owner)?.written)));
+        let sample = StreamSample {
+            packets: s.packets,
+            bytes: s.bytes,
+            nacks: s.nacks,
+            // Without its down-track the count is unknown; the meter keeps the last one.
+            resent: written.map_or(0, |(_, w)| s.packets.saturating_sub(w)),
+            loss: s.loss,
+            jitter_ms: written.zip(s.remote.as_ref()).map(|((k, _), r)| jitter_ms(r.jitter, k)),
+            rtt: s.rtt,
+        };
+        let growth = p.meter.on_stream(Flow::Down, s.mid, s.rid, sample);
+        self.counters.nacks_received += growth.nacks;
+        self.counters.retransmitted_packets += growth.resent;
     }
 
     fn publish(&mut self, owner: ParticipantKey, pk: PeerKey, mid: Mid, kind: MediaKind) {
@@ -1139,6 +1304,10 @@ impl Engine {
         let Some(track) = room.tracks.remove(tid) else {
             return;
         };
+        if track.info.source == TrackSource::Microphone {
+            room.speakers.remove(&track.info.participant);
+            self.speaking.push(room_id.clone());
+        }
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for k in &members {
             emit(
@@ -1247,6 +1416,7 @@ impl Engine {
                             started: false,
                             rewriter: None,
                             pt_map: Vec::new(),
+                            written: 0,
                         },
                     );
                     part.sub.mids.insert(mid, tid);
@@ -1354,6 +1524,7 @@ impl Engine {
             out,
             pending,
             counters,
+            speaking,
             ..
         } = self;
         let Some(peer) = peers.get_mut(&pk) else {
@@ -1383,11 +1554,20 @@ impl Engine {
         let Some(tid) = part.published.get(&mid) else {
             return;
         };
-        let Some(track) = rooms.get_mut(&part.room).and_then(|r| r.tracks.get_mut(tid)) else {
+        let Some(room) = rooms.get_mut(&part.room) else {
+            return;
+        };
+        let Some(track) = room.tracks.get_mut(tid) else {
             return;
         };
         if track.info.muted {
             return;
+        }
+        if let (TrackSource::Microphone, Some(level)) = (track.info.source, pkt.header.ext_vals.audio_level) {
+            room.speakers.on_level(&part.id, level, pkt.timestamp);
+            if room.speakers.has_news() {
+                speaking.push(part.room.clone());
+            }
         }
         let mut needs_keyframe = false;
         match track.layer {
@@ -1453,6 +1633,7 @@ impl Engine {
                     .ext_vals(ext.clone()),
             );
             drain(sk, sub_peer, out, pending);
+            dt.written += 1;
             counters.forwarded_packets += 1;
             counters.forwarded_bytes += pkt.payload.len() as u64;
             if !dt.started {
@@ -1485,6 +1666,18 @@ impl DownTrack {
         self.pt_map.push((pt, out));
         out
     }
+}
+
+/// RFC 3550 jitter in RTP timestamp units as milliseconds, at the clock rate str0m's codecs use
+/// for the kind (Opus 48 kHz, video 90 kHz).
+fn jitter_ms(units: u32, kind: TrackKind) -> f32 {
+    let per_ms = match kind {
+        TrackKind::Audio => 48.0,
+        TrackKind::Video => 90.0,
+    };
+    #[allow(clippy::cast_precision_loss)] // jitter far below 2^24
+    let units = units as f32;
+    units / per_ms
 }
 
 fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: ParticipantEvent) {

@@ -11,7 +11,9 @@ mod demux;
 mod driver;
 mod engine;
 mod error;
+mod quality;
 mod rewrite;
+mod speaker;
 mod throttle;
 mod types;
 
@@ -19,6 +21,6 @@ pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
 pub use types::{
-    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
+    ActiveSpeaker, ConnectionQuality, Grants, Quality, QualityReport, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
     SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
 };

@@ -232,6 +232,76 @@ pub struct ParticipantSnapshot {
     pub name: String,
     /// The tracks it publishes.
     pub tracks: Vec<TrackInfo>,
+    /// Its connection as last measured (`None` until its media connection is up).
+    pub quality: Option<ConnectionQuality>,
+}
+
+/// A participant in the speaker list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSpeaker {
+    /// Who speaks.
+    pub participant: ParticipantId,
+    /// Smoothed audio level, 0 (silence) ..= 100 (0 dBov).
+    pub level: u8,
+}
+
+/// How well a participant's media gets through, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Quality {
+    /// Little loss, low delay and jitter, the bitrate it should have.
+    Excellent,
+    /// Noticeable loss, delay or jitter, or a reduced bitrate; media still flows well.
+    Good,
+    /// Heavy loss, delay or jitter, or far too little bitrate: video freezes, audio breaks up.
+    Poor,
+    /// No media for a few seconds.
+    Lost,
+}
+
+impl Quality {
+    /// Wire name: `excellent`, `good`, `poor`, `lost`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Excellent => "excellent",
+            Quality::Good => "good",
+            Quality::Poor => "poor",
+            Quality::Lost => "lost",
+        }
+    }
+}
+
+/// A participant's connection as measured over the last second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionQuality {
+    /// Whose connection.
+    pub participant: ParticipantId,
+    /// The classification.
+    pub quality: Quality,
+    /// Worst packet loss of its streams in either direction, per mille.
+    pub loss_permille: u16,
+    /// Round-trip time, when the client's reports allow computing one.
+    pub rtt_ms: Option<u32>,
+    /// Worst interarrival jitter of its streams (RFC 3550 §6.4.1), milliseconds.
+    pub jitter_ms: u32,
+    /// Media bitrate to and from the participant together, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+/// A participant's connection summed over a few seconds, for meeting analytics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityReport {
+    /// The span covered, milliseconds.
+    pub window_ms: u64,
+    /// Media bytes received from the participant.
+    pub bytes_up: u64,
+    /// Media bytes sent to the participant (retransmissions included).
+    pub bytes_down: u64,
+    /// Time-weighted mean of the loss (as in `ConnectionQuality`), per mille.
+    pub loss_permille: u16,
+    /// Worst one-second loss, per mille.
+    pub max_loss_permille: u16,
+    /// Mean round-trip time, if measured.
+    pub rtt_ms: Option<u32>,
 }
 
 /// A room's live state: participants (hidden ones left out) and their tracks.
@@ -301,6 +371,12 @@ pub enum ParticipantEvent {
         /// Human-readable detail.
         message: String,
     },
+    /// Who speaks in the room now, dominant speaker first (empty: nobody). Sent on change only.
+    ActiveSpeakers(Vec<ActiveSpeaker>),
+    /// Participants of the room whose connection quality class changed (on joining: its first).
+    ConnectionQuality(Vec<ConnectionQuality>),
+    /// This participant's own connection over the last few seconds (for analytics, not clients).
+    QualityReport(QualityReport),
     /// The participant was removed by the SFU (room closed); no more events follow.
     Removed {
         /// Why (`room_closed`, `event_queue_full`).
@@ -325,6 +401,12 @@ pub struct SfuStats {
     pub dropped_packets: u64,
     /// Keyframe requests (PLI/FIR) sent upstream to publishers.
     pub keyframe_requests: u64,
+    /// NACKs (RFC 4585 §6.2.1) received from subscribers.
+    pub nacks_received: u64,
+    /// NACKs sent to publishers for packets lost on the way in.
+    pub nacks_sent: u64,
+    /// Packets sent again to subscribers (RFC 4588 RTX, or on the original SSRC without it).
+    pub retransmitted_packets: u64,
 }
 
 impl SfuStats {
@@ -336,5 +418,8 @@ impl SfuStats {
         self.forwarded_bytes += o.forwarded_bytes;
         self.dropped_packets += o.dropped_packets;
         self.keyframe_requests += o.keyframe_requests;
+        self.nacks_received += o.nacks_received;
+        self.nacks_sent += o.nacks_sent;
+        self.retransmitted_packets += o.retransmitted_packets;
     }
 }

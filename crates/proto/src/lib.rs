@@ -7,7 +7,7 @@
 mod room;
 pub mod signal;
 
-pub use room::{IceServer, LiveParticipant, LiveRoom, LiveTrack};
+pub use room::{ConnectionQuality, IceServer, LiveParticipant, LiveRoom, LiveTrack};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
