@@ -21,6 +21,7 @@ pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
 pub use types::{
-    ActiveSpeaker, ConnectionQuality, Grants, Quality, QualityReport, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot,
-    SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSource,
+    ActiveSpeaker, ConnectionQuality, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot,
+    PeerTarget, Quality, QualityReport, RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind,
+    TrackSource,
 };

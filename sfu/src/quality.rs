@@ -152,6 +152,9 @@ pub(crate) struct QualityMeter {
     /// When upstream packets last grew (or publishing began).
     upstream_media: Instant,
     publishing: bool,
+    /// Whether media arrived since publishing began: until then the bitrate is not judged (a
+    /// connection that just came up has not started sending yet).
+    flowing: bool,
     current: Option<ConnectionQuality>,
     /// The class the previous evaluation measured (before hysteresis).
     previous: Option<Quality>,
@@ -166,6 +169,7 @@ impl QualityMeter {
             last_evaluation: now,
             upstream_media: now,
             publishing: false,
+            flowing: false,
             current: None,
             previous: None,
             window: Window::new(now),
@@ -210,6 +214,7 @@ impl QualityMeter {
         if cx.publishing && !self.publishing {
             // Media cannot have arrived before there was anything to publish.
             self.upstream_media = now;
+            self.flowing = false;
         }
         self.publishing = cx.publishing;
 
@@ -237,7 +242,9 @@ impl QualityMeter {
         }
         if up_packets > 0 {
             self.upstream_media = now;
+            self.flowing = true;
         }
+        let expected_up_kbps = if self.flowing { cx.expected_up_kbps } else { 0 };
 
         let ms = elapsed.as_millis().max(1);
         let bitrate_kbps = u32::try_from(u128::from(up + down) * 8 / ms).unwrap_or(u32::MAX);
@@ -250,7 +257,7 @@ impl QualityMeter {
         let measured = if silent {
             Quality::Lost
         } else {
-            classify(loss, jitter_ms, rtt_ms, up_kbps, cx.expected_up_kbps)
+            classify(loss, jitter_ms, rtt_ms, up_kbps, expected_up_kbps)
         };
         let shown = match (self.current.as_ref().map(|c| c.quality), self.previous) {
             // Improving: only as far as the previous evaluation also measured.
@@ -290,8 +297,7 @@ impl QualityMeter {
                 bytes_down: w.bytes_down,
                 loss_permille: permille(mean_loss),
                 max_loss_permille: permille(w.max_loss),
-                rtt_ms: (w.rtt_samples > 0)
-                    .then(|| u32::try_from(w.rtt_ms_sum / w.rtt_samples).unwrap_or(u32::MAX)),
+                rtt_ms: (w.rtt_samples > 0).then(|| u32::try_from(w.rtt_ms_sum / w.rtt_samples).unwrap_or(u32::MAX)),
             };
             *w = Window::new(now);
             report
@@ -385,7 +391,11 @@ mod tests {
             t += secs(1);
             m.evaluate(&id(), t, cx(t)).changed.map(|c| c.quality)
         };
-        assert_eq!(step(&mut m, &mut up, 0.0), Some(Quality::Excellent), "the first measurement is news");
+        assert_eq!(
+            step(&mut m, &mut up, 0.0),
+            Some(Quality::Excellent),
+            "the first measurement is news"
+        );
         assert_eq!(step(&mut m, &mut up, 0.0), None, "no change, nothing to say");
         assert_eq!(step(&mut m, &mut up, 0.10), Some(Quality::Poor));
         assert_eq!(m.current().unwrap().loss_permille, 100);
@@ -405,7 +415,11 @@ mod tests {
         assert_eq!(e.changed.unwrap().quality, Quality::Excellent);
         // The publisher's media stops, though RTCP still arrives (heard stays current).
         let e = m.evaluate(&id(), t0 + secs(2), cx(t0 + secs(2)));
-        assert_eq!(e.changed.map(|c| c.quality), Some(Quality::Poor), "0 kbit/s of 100 expected");
+        assert_eq!(
+            e.changed.map(|c| c.quality),
+            Some(Quality::Poor),
+            "0 kbit/s of 100 expected"
+        );
         let e = m.evaluate(&id(), t0 + secs(3), cx(t0 + secs(3)));
         assert!(e.changed.is_none());
         let e = m.evaluate(&id(), t0 + secs(4), cx(t0 + secs(4)));
@@ -417,9 +431,28 @@ mod tests {
             expected_up_kbps: 0,
             publishing: false,
         };
-        assert_eq!(m.evaluate(&id(), t0 + secs(1), idle).changed.unwrap().quality, Quality::Excellent);
+        assert_eq!(
+            m.evaluate(&id(), t0 + secs(1), idle).changed.unwrap().quality,
+            Quality::Excellent
+        );
         assert!(m.evaluate(&id(), t0 + secs(2), idle).changed.is_none());
-        assert_eq!(m.evaluate(&id(), t0 + secs(3), idle).changed.unwrap().quality, Quality::Lost);
+        assert_eq!(
+            m.evaluate(&id(), t0 + secs(3), idle).changed.unwrap().quality,
+            Quality::Lost
+        );
+    }
+
+    #[test]
+    fn the_bitrate_is_judged_once_media_flows() {
+        let t0 = Instant::now();
+        let mut m = QualityMeter::new(t0);
+        // Connected and publishing, but the first packets are still to come.
+        let e = m.evaluate(&id(), t0 + secs(1), cx(t0 + secs(1)));
+        assert_eq!(e.changed.unwrap().quality, Quality::Excellent);
+        let mut up = StreamSample::default();
+        second(&mut m, &mut up, 40, 0.0);
+        let e = m.evaluate(&id(), t0 + secs(2), cx(t0 + secs(2)));
+        assert_eq!(e.changed.unwrap().quality, Quality::Good, "40 of 100 kbit/s");
     }
 
     #[test]
@@ -446,13 +479,25 @@ mod tests {
             resent,
             ..Default::default()
         };
-        assert_eq!(m.on_stream(Flow::Down, mid, None, s(3, 2)), Growth { nacks: 3, resent: 2 });
-        assert_eq!(m.on_stream(Flow::Down, mid, None, s(5, 2)), Growth { nacks: 2, resent: 0 });
+        assert_eq!(
+            m.on_stream(Flow::Down, mid, None, s(3, 2)),
+            Growth { nacks: 3, resent: 2 }
+        );
+        assert_eq!(
+            m.on_stream(Flow::Down, mid, None, s(5, 2)),
+            Growth { nacks: 2, resent: 0 }
+        );
         // A resend estimate that dips (packets still queued) neither subtracts nor recounts.
         assert_eq!(m.on_stream(Flow::Down, mid, None, s(5, 1)), Growth::default());
-        assert_eq!(m.on_stream(Flow::Down, mid, None, s(5, 4)), Growth { nacks: 0, resent: 2 });
+        assert_eq!(
+            m.on_stream(Flow::Down, mid, None, s(5, 4)),
+            Growth { nacks: 0, resent: 2 }
+        );
         // Another stream counts separately.
-        assert_eq!(m.on_stream(Flow::Up, mid, None, s(1, 0)), Growth { nacks: 1, resent: 0 });
+        assert_eq!(
+            m.on_stream(Flow::Up, mid, None, s(1, 0)),
+            Growth { nacks: 1, resent: 0 }
+        );
     }
 
     #[test]

@@ -73,9 +73,7 @@ impl SpeakerDetector {
         };
         voice.last_packet = Some(now);
         if attenuation <= VOICE_DBOV {
-            let continues = voice
-                .last_voice
-                .is_some_and(|t| now.saturating_duration_since(t) < GAP);
+            let continues = voice.last_voice.is_some_and(|t| now.saturating_duration_since(t) < GAP);
             if !continues {
                 voice.run_start = Some(now);
             }
@@ -295,7 +293,10 @@ mod tests {
         assert_eq!(lists.len(), 1, "{lists:?}");
         let (at, list) = &lists[0];
         assert!(list.is_empty());
-        assert!(*at + PACKET_TIME >= STOP_HOLD && *at <= STOP_HOLD + ms(40), "dropped after {at:?}");
+        assert!(
+            *at + PACKET_TIME >= STOP_HOLD && *at <= STOP_HOLD + ms(40),
+            "dropped after {at:?}"
+        );
     }
 
     #[test]

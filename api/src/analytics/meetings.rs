@@ -247,7 +247,10 @@ fn quality(rows: &[QualityRow]) -> (Option<QualitySummary>, Vec<ParticipantQuali
     let mut by_participant: Vec<QualityRow> = Vec::new();
     for row in rows {
         total.add(row);
-        match by_participant.iter_mut().find(|p| p.participant_id == row.participant_id) {
+        match by_participant
+            .iter_mut()
+            .find(|p| p.participant_id == row.participant_id)
+        {
             Some(p) => p.add(row),
             None => by_participant.push(row.clone()),
         }

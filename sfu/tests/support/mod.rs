@@ -13,7 +13,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -369,6 +369,17 @@ impl Client {
 
 /// A local RTP track with a fixed SSRC.
 pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalStaticRTP> {
+    local_track_with_rtx(kind, ssrc, h264, None)
+}
+
+/// A local RTP track with a fixed SSRC and, given `rtx_ssrc`, retransmissions on that SSRC
+/// (RFC 4588; the client must offer RTX, see `Extras::rtx`).
+pub fn local_track_with_rtx(
+    kind: RtpCodecKind,
+    ssrc: u32,
+    h264: bool,
+    rtx_ssrc: Option<u32>,
+) -> Arc<TrackLocalStaticRTP> {
     let codec = codecs(h264).into_iter().find(|(_, k)| *k == kind).unwrap().0.rtp_codec;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher-stream".to_owned(),
@@ -378,6 +389,7 @@ pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalS
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             codec,
