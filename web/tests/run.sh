@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
-# screen) hold a meeting through a real `convene serve` on 127.0.0.1.
+# screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), then two more
+# show who speaks and how their connections are (quality.js).
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
@@ -53,5 +54,6 @@ fi
 
 status=0
 BASE_URL="http://$addr" SERVER_LOG="$log" node meeting.js || status=$?
+BASE_URL="http://$addr" SERVER_LOG="$log" node quality.js || status=$?
 [ "$status" -eq 0 ] && rm -f "$log"
 exit "$status"

@@ -228,6 +228,21 @@ impl Collector for MediaCollector {
                 "Keyframe requests sent to publishers",
                 s.keyframe_requests,
             ),
+            (
+                "media_nacks_received",
+                "NACKs received from subscribers",
+                s.nacks_received,
+            ),
+            (
+                "media_nacks_sent",
+                "NACKs sent to publishers for packets lost on the way in",
+                s.nacks_sent,
+            ),
+            (
+                "media_retransmitted_packets",
+                "Packets resent to subscribers from the retransmission cache",
+                s.retransmitted_packets,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
