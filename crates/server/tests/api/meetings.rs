@@ -394,11 +394,17 @@ async fn publish_audio_with(ws: &mut Ws, talk: bool) -> Publisher {
         let mut buf = vec![0; 2000];
         let (mut next_frame, mut frames) = (Instant::now(), 0u64);
         while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            if talk && rtc.is_connected() && Instant::now() >= next_frame {
+            let talking = talk && rtc.is_connected();
+            if !talking {
+                // Frames are timed from the moment the connection is up.
+                next_frame = Instant::now();
+            } else if Instant::now() >= next_frame {
                 if let Some(writer) = rtc.writer(mid) {
                     let pt = writer.payload_params().next().unwrap().pt();
                     let at = MediaTime::new(frames * 960, Frequency::FORTY_EIGHT_KHZ);
-                    let _ = writer.audio_level(-20, true).write(pt, Instant::now(), at, vec![0xF8u8; 80]);
+                    let _ = writer
+                        .audio_level(-20, true)
+                        .write(pt, Instant::now(), at, vec![0xF8u8; 80]);
                 }
                 frames += 1;
                 next_frame += Duration::from_millis(20);
@@ -414,7 +420,7 @@ async fn publish_audio_with(ws: &mut Ws, talk: bool) -> Publisher {
                 Err(_) => return,
             };
             let wait = timeout
-                .min(if talk { next_frame } else { timeout })
+                .min(if talking { next_frame } else { timeout })
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(50));
             if wait.is_zero() {
@@ -586,7 +592,11 @@ async fn a_talker_is_announced_rated_and_summed_in_the_meeting_analytics() {
 
     // Alice talks at -20 dBov: the host hears she speaks, and how her connection is.
     let speakers = next_of(&mut host_ws, &["speakers"]).await;
-    assert_eq!(speakers["speakers"][0]["participant"], alice.user_id.as_str(), "{speakers}");
+    assert_eq!(
+        speakers["speakers"][0]["participant"],
+        alice.user_id.as_str(),
+        "{speakers}"
+    );
     assert!(speakers["speakers"][0]["level"].as_f64().unwrap() > 0.5, "{speakers}");
     let rated = loop {
         let m = next_of(&mut host_ws, &["connection_quality"]).await;
