@@ -820,6 +820,11 @@ impl Engine {
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
+        // Lists go out on change only: a newcomer needs the one in force.
+        let speaking = r.speakers.current();
+        if !speaking.is_empty() {
+            emit(&mut self.out, key, ParticipantEvent::ActiveSpeakers(speaking));
+        }
         if !hidden {
             for other in others {
                 emit(

@@ -144,18 +144,18 @@ impl SpeakerDetector {
 
     /// The speaker list, if it changed since the last call.
     pub(crate) fn poll_list(&mut self) -> Option<Vec<ActiveSpeaker>> {
-        if !std::mem::take(&mut self.changed) {
-            return None;
-        }
-        Some(
-            self.order
-                .iter()
-                .map(|id| ActiveSpeaker {
-                    participant: id.clone(),
-                    level: self.voices.get(id).map_or(0, |v| percent(v.level)),
-                })
-                .collect(),
-        )
+        std::mem::take(&mut self.changed).then(|| self.current())
+    }
+
+    /// The speaker list as it is (for someone who just joined the room).
+    pub(crate) fn current(&self) -> Vec<ActiveSpeaker> {
+        self.order
+            .iter()
+            .map(|id| ActiveSpeaker {
+                participant: id.clone(),
+                level: self.voices.get(id).map_or(0, |v| percent(v.level)),
+            })
+            .collect()
     }
 
     /// Moves a speaker louder than the dominant one for `TAKEOVER` to the front.
@@ -355,5 +355,16 @@ mod tests {
         assert!(d.poll_list().is_none(), "bob was never a speaker");
         d.remove(&alice);
         assert_eq!(d.poll_list().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn the_current_list_is_there_for_late_joiners_without_being_news() {
+        let t0 = Instant::now();
+        let alice = id("alice");
+        let mut d = SpeakerDetector::default();
+        run(&mut d, &[(&alice, LOUD)], t0, ms(400));
+        assert!(!d.has_news());
+        assert_eq!(names(&d.current()), ["alice"]);
+        assert!(d.poll_list().is_none());
     }
 }

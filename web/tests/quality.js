@@ -9,44 +9,10 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { chromium } = require('playwright-core');
-
-const BASE = process.env.BASE_URL || 'http://127.0.0.1:8080';
-const TIMEOUT = 45_000;
-const sleep = ms => new Promise(r => setTimeout(r, ms));
+const { sleep, until, check, api, accountsAndRoom, enter, run } = require('./lib');
 
 const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
-
-async function until(what, probe, done, ms = TIMEOUT) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await probe();
-      if (done(last)) return last;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() - t0 > ms) throw new Error(`${what}: timed out; last saw ${JSON.stringify(last)}`);
-    await sleep(250);
-  }
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function api(method, url, token, body) {
-  const res = await fetch(`${BASE}/api/v1${url}`, {
-    method,
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${url} → ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
 
 /** A 10 s mono 48 kHz 16-bit WAV of a 440 Hz tone at half scale (about -9 dBov); Chromium loops it. */
 function toneWav(file) {
@@ -62,7 +28,7 @@ function toneWav(file) {
 }
 
 const ada = { name: 'Ada', username: 'ada_q' };
-const bob = { name: 'Bob', username: 'bob_q', silent: true };
+const bob = { name: 'Bob', username: 'bob_q' };
 const people = [ada, bob];
 let roomId;
 
@@ -80,34 +46,21 @@ const view = page => page.evaluate(() => ({
 const tileOf = (v, who) => v.tiles.find(t => t.participant === (who.id === v.me ? 'me' : who.id));
 
 test('two accounts, a team and a room through the REST API', async () => {
-  for (const p of people) {
-    p.auth = await api('POST', '/auth/register', null, {
-      email: `${p.username}@example.com`, username: p.username, password: 'correct horse battery', display_name: p.name,
-    });
-  }
-  const team = await api('POST', '/teams', ada.auth.access_token, { name: 'Quality' });
-  await api('POST', `/teams/${team.id}/members`, ada.auth.access_token, { login: bob.username, role: 'member' });
-  roomId = (await api('POST', '/rooms', ada.auth.access_token, { name: 'Tone', team_id: team.id })).id;
+  roomId = await accountsAndRoom(people, 'Tone');
 });
 
 test('both join; Bob publishes a disabled (silent) microphone', async () => {
+  // Bob's page disables every microphone track it captures, before it is published.
+  await bob.context.addInitScript(() => {
+    const native = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async constraints => {
+      const stream = await native(constraints);
+      for (const t of stream.getAudioTracks()) t.enabled = false;
+      return stream;
+    };
+  });
   for (const p of people) {
-    await p.context.addInitScript(([auth, silent]) => {
-      localStorage.setItem('convene.auth', JSON.stringify(auth));
-      if (silent) {
-        const native = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-        navigator.mediaDevices.getUserMedia = async constraints => {
-          const stream = await native(constraints);
-          for (const t of stream.getAudioTracks()) t.enabled = false;
-          return stream;
-        };
-      }
-    }, [p.auth, !!p.silent]);
-    p.page = await p.context.newPage();
-    p.page.on('pageerror', e => console.error(`  [${p.name}] ${e.message}`));
-    await p.page.goto(`${BASE}/#/rooms/${roomId}`);
-    await p.page.locator('#grid .tile.self').waitFor();
-    p.id = await until('joined', () => p.page.evaluate(() => window.convene?.room?.me?.id), Boolean);
+    await enter(p, roomId);
     // The current speaker list, and every one the page hears from now on.
     await p.page.evaluate(() => {
       window.speakerLists = [window.convene.room.speakers.slice()];
@@ -150,49 +103,7 @@ test('each tile shows its connection quality, and the REST live view has it', as
   }
 });
 
-(async () => {
-  let passed = 0, failed = 0, broken = false, browser;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'convene-quality-'));
-  const wav = path.join(dir, 'tone.wav');
-  toneWav(wav);
-  try {
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        `--use-file-for-fake-audio-capture=${wav}`,
-        '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
-    });
-    for (const p of people) {
-      p.context = await browser.newContext();
-      p.context.setDefaultTimeout(TIMEOUT);
-    }
-  } catch (e) {
-    console.log(`could not start Chromium: ${e.message}`);
-    broken = true;
-  }
-  for (const step of steps) {
-    if (broken) {
-      failed++;
-      console.log(`FAIL ${step.name} (not run: an earlier step failed)`);
-      continue;
-    }
-    const t0 = Date.now();
-    try {
-      await step.fn();
-      passed++;
-      console.log(`ok   ${step.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      broken = true;
-      console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
-      if (process.env.SERVER_LOG) console.log(`     server log: ${process.env.SERVER_LOG}`);
-    }
-  }
-  await browser?.close().catch(() => {});
-  fs.rmSync(dir, { recursive: true, force: true });
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
-})();
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'convene-quality-'));
+const wav = path.join(dir, 'tone.wav');
+toneWav(wav);
+run(people, steps, [`--use-file-for-fake-audio-capture=${wav}`], () => fs.rmSync(dir, { recursive: true, force: true }));
