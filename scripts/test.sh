@@ -9,6 +9,7 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ((${#need[@]})); then
@@ -29,11 +30,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests (SQLite)"
 cargo test --workspace --locked
 
+echo "== dashboard charts (Node)"
+(cd web/dashboard && node --test)
+
 echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
 (cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
 cargo test --locked -p convene-turn --test browser_relay -- --ignored
 
-echo "== browser: the web client end to end (three Chromium pages; speakers and quality with two)"
+echo "== browser: the web client end to end (three Chromium pages; recording checked with ffprobe; speakers and quality with two)"
 cargo build --locked -p convene
 web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 

@@ -185,7 +185,7 @@ async function meetingPage(roomId) {
   // `?ice=relay` (or `relay-tcp`) sends media only through the TURN relay.
   const ice = new URLSearchParams(location.search).get('ice') ?? 'all';
   const room = await Room.join({ url, token: join.token, ice });
-  current = new Meeting(room, info.name, join.chat_channel_id);
+  current = new Meeting(room, info.name, join.chat_channel_id, roomId, tokenGrants(join.token));
   window.convene = { room }; // for debugging and the end-to-end tests
   // Whatever devices there are: both, else either, else join to watch and listen.
   const attempts = [{ audio: true, video: true }, { audio: true, video: false }, { audio: false, video: true }];
@@ -202,9 +202,20 @@ async function meetingPage(roomId) {
   current.notice(`No camera or microphone: ${error.message}`);
 }
 
+/** The grants in a room join token (a JWT; the server checks them, the page only adapts). */
+function tokenGrants(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).grants ?? {};
+  } catch {
+    return {};
+  }
+}
+
 class Meeting {
-  constructor(room, name, chatChannel) {
+  constructor(room, name, chatChannel, roomId, grants) {
     this.room = room;
+    this.recordingBadge = h('span.recording', { role: 'status', hidden: true }, '● Recording');
     this.chatChannel = chatChannel;
     this.shown = new Set(); // ids of the chat messages on screen
     this.grid = h('div.grid', { id: 'grid' });
@@ -227,14 +238,20 @@ class Meeting {
       screen: h('button', { name: 'screen', onclick: () => this.act(() => room.local.has('screen') ? room.stopScreenShare() : room.startScreenShare()) }),
       leave: h('button.danger', { name: 'leave', onclick: () => this.act(() => room.leave()) }, 'Leave'),
     };
+    if (grants.record) {
+      // Hosts start and stop the room's recording; everyone sees the badge.
+      this.buttons.record = h('button', { name: 'record', onclick: () => this.act(() => room.recording
+        ? api('POST', `/recordings/${room.recording}/stop`)
+        : api('POST', `/rooms/${roomId}/recordings`)) });
+    }
     show(h('section.meeting', {},
-      h('header.bar', {}, h('h1', {}, name), this.status),
+      h('header.bar', {}, h('h1', {}, name), this.recordingBadge, this.status),
       h('div.stage', {}, this.grid,
         h('aside', {}, h('h2', {}, 'Participants'), this.people, h('h2', {}, 'Chat'), this.chat, say)),
       h('footer.controls', {}, Object.values(this.buttons)),
       this.audio));
     for (const type of ['participant_joined', 'participant_left', 'track', 'track_updated', 'track_removed', 'local',
-      'speakers', 'connection_quality']) {
+      'recording', 'speakers', 'connection_quality']) {
       room.addEventListener(type, () => this.render());
     }
     room.addEventListener('reconnecting', () => this.notice('Connection lost, reconnecting…'));
@@ -348,6 +365,8 @@ class Meeting {
     this.buttons.camera.textContent = this.cameraOn() ? 'Stop video' : 'Start video';
     this.buttons.screen.textContent = local('screen') ? 'Stop sharing' : 'Share screen';
     this.buttons.screen.setAttribute('aria-pressed', String(!!local('screen')));
+    this.recordingBadge.hidden = !room.recording;
+    if (this.buttons.record) this.buttons.record.textContent = room.recording ? 'Stop recording' : 'Record';
   }
 }
 

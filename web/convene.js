@@ -283,6 +283,11 @@ export class Room extends EventTarget {
         for (const u of m.updates) this.quality.set(u.participant, u);
         this.#emit('connection_quality', { updates: m.updates });
         break;
+      case 'recording':
+        // Sent at start and stop, and right after joining a room that is being recorded.
+        this.recording = m.active ? m.recording_id : null;
+        this.#emit('recording', { active: m.active, recordingId: m.recording_id });
+        break;
       case 'removed':
         this.#close(m.reason);
         break;

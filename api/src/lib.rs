@@ -1,6 +1,7 @@
 //! The REST API: one router per feature, merged under `/api/v1`, documented as OpenAPI 3.1.
 
 mod analytics;
+mod audit;
 mod auth;
 mod boards;
 mod calendar;
@@ -17,6 +18,7 @@ mod notes;
 mod notifications;
 mod pagination;
 mod projects;
+pub mod recordings;
 pub mod rooms;
 mod search;
 mod sprints;
@@ -49,6 +51,7 @@ pub use state::{ApiConfig, AppState};
         (name = "auth", description = "Accounts, sessions and the caller's profile"),
         (name = "teams", description = "Teams, members, roles and invitations"),
         (name = "rooms", description = "Video rooms, their live state and join tokens"),
+        (name = "recordings", description = "Room recordings: start, stop, files per track with a manifest, downloads with ranges"),
         (name = "chat", description = "Channels, direct messages, messages, reactions, pins, read markers, typing and presence"),
         (name = "notifications", description = "A user's notifications and their read state"),
         (name = "projects", description = "A team's projects"),
@@ -90,9 +93,10 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, OpenApiDoc) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1/auth", auth::router())
-        .nest("/api/v1/teams", teams::router())
+        .nest("/api/v1/teams", teams::router().merge(audit::team_router()))
         .nest("/api/v1/invites", teams::invites_router())
         .nest("/api/v1/rooms", rooms::router())
+        .nest("/api/v1", recordings::router())
         .nest("/api/v1/chat", chat::router())
         .nest("/api/v1/notifications", notifications::router())
         .nest(
@@ -119,7 +123,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .nest("/api/v1/files", files::router())
         .nest("/api/v1/notes", notes::router())
         .nest("/api/v1/search", search::router())
-        .nest("/api/v1/me", gdpr::router())
+        .nest("/api/v1/me", gdpr::router().merge(audit::me_router()))
         .with_state(state.clone())
         .split_for_parts();
     let sockets = events::router().merge(chat::ws_router()).with_state(state);

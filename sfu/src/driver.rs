@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use convene_recorder::thread::{Finished, Input as RecorderInput, RecorderTx};
+
 use crate::engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 use crate::error::SfuError;
+use crate::record::RecordOutput;
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId, TrackSource,
 };
@@ -77,6 +81,8 @@ struct Worker {
     tcp_local: Option<SocketAddr>,
     /// Outgoing frame queues of the open ICE-TCP connections, by remote address.
     tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// The recorder thread's queue (packets of recorded rooms; never waited on).
+    recorder: RecorderTx,
     stop: bool,
 }
 
@@ -110,6 +116,26 @@ impl Worker {
         self.engine.handle_input(Instant::now(), proto, from, to, data);
     }
 
+    fn record(&self, r: RecordOutput) {
+        match r {
+            RecordOutput::Packet { room, track, pkt, at } => self.recorder.packet(RecorderInput::Packet {
+                room: room.to_string(),
+                track,
+                pkt,
+                at,
+            }),
+            RecordOutput::TrackEnded { room, track } => self.recorder.control(RecorderInput::TrackEnded {
+                room: room.to_string(),
+                track_id: track.to_string(),
+            }),
+            RecordOutput::RoomEnded { room } => self.recorder.control(RecorderInput::Stop {
+                room: room.to_string(),
+                at: Instant::now(),
+                reply: None,
+            }),
+        }
+    }
+
     fn flush(&mut self, socket: &UdpSocket) {
         let mut stuck = Vec::new();
         while let Some(output) = self.engine.poll_output() {
@@ -131,6 +157,7 @@ impl Worker {
                     frame.extend_from_slice(&t.contents);
                     let _ = conn.try_send(frame);
                 }
+                EngineOutput::Record(r) => self.record(r),
                 EngineOutput::Event { to, event } => {
                     let last = matches!(event, ParticipantEvent::Removed { .. });
                     if let Some(tx) = self.events.get(&to)
@@ -268,6 +295,9 @@ async fn call<R: Send + 'static>(
 
 struct Inner {
     workers: Vec<WorkerRef>,
+    recorder: RecorderTx,
+    /// Recordings that ended, for whoever persists them (taken once).
+    finished: Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
     placement: Mutex<HashMap<RoomId, usize>>,
     next_worker: AtomicUsize,
 }
@@ -297,6 +327,9 @@ impl Sfu {
         } else {
             config.advertise_ips.clone()
         };
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let (recorder, _) = convene_recorder::thread::spawn(convene_recorder::thread::DEFAULT_QUEUE, finished_tx)
+            .map_err(|e| SfuError::Io(e.to_string()))?;
         let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
             let mut addr = config.udp_addr;
@@ -345,6 +378,7 @@ impl Sfu {
                 tcp_candidates,
                 tcp_local,
                 tcp_conns: HashMap::new(),
+                recorder: recorder.clone(),
                 stop: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -380,6 +414,8 @@ impl Sfu {
         Ok(Sfu {
             inner: Arc::new(Inner {
                 workers,
+                recorder,
+                finished: Mutex::new(Some(finished_rx)),
                 placement: Mutex::new(HashMap::new()),
                 next_worker: AtomicUsize::new(0),
             }),
@@ -544,21 +580,97 @@ impl Sfu {
         for w in &self.inner.workers {
             total.add(&call(&w.requests, |w, _| w.engine.stats()).await?);
         }
+        total.recorder_dropped_packets = self.inner.recorder.dropped();
         Ok(total)
     }
 
+    /// Starts recording a live room into `dir` (files per track plus `manifest.json`, written
+    /// by the recorder thread). Everyone in the room is told (`ParticipantEvent::Recording`).
+    /// `started_at_ms` (unix ms) goes into the manifest.
+    pub async fn start_recording(
+        &self,
+        room: &RoomId,
+        recording_id: String,
+        dir: PathBuf,
+        started_at_ms: i64,
+    ) -> Result<(), SfuError> {
+        let worker = self.placed(room).ok_or(SfuError::UnknownRoom)?;
+        let r = room.clone();
+        call(&self.inner.workers[worker].requests, move |w, now| {
+            w.engine.start_recording(&r, &recording_id, now)?;
+            // Queued before any of the room's packets: those are flushed after this request.
+            w.recorder.control(RecorderInput::Start {
+                recording_id,
+                room: r.to_string(),
+                dir,
+                started_at_ms,
+                at: now,
+            });
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Stops a room's recording and waits until its files are finalized. `None`: the room was
+    /// not being recorded (or has ended, which finalizes its recording by itself).
+    pub async fn stop_recording(&self, room: &RoomId) -> Result<Option<Finished>, SfuError> {
+        let Some(worker) = self.placed(room) else {
+            return Ok(None);
+        };
+        let r = room.clone();
+        let reply = call(&self.inner.workers[worker].requests, move |w, now| {
+            w.engine.stop_recording(&r)?;
+            let (tx, rx) = oneshot::channel();
+            w.recorder.control(RecorderInput::Stop {
+                room: r.to_string(),
+                at: now,
+                reply: Some(tx),
+            });
+            Some(rx)
+        })
+        .await?;
+        match reply {
+            Some(rx) => Ok(rx.await.ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Every recording that ends (stopped, or its room emptied), once finalized. Only the first
+    /// caller gets the receiver.
+    pub fn finished_recordings(&self) -> Option<mpsc::UnboundedReceiver<Finished>> {
+        self.inner
+            .finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
     /// Ends every room (participants get `Removed { reason: "room_closed" }`, clients get DTLS
-    /// close_notify) and stops the workers; outstanding handles then fail with `WorkerGone`.
+    /// close_notify), finalizes running recordings and stops the workers; outstanding handles
+    /// then fail with `WorkerGone`.
     pub async fn shutdown(&self) {
         for w in &self.inner.workers {
             let _ = call(&w.requests, |w, now| {
                 for room in w.engine.rooms() {
+                    // Stopped here rather than by the room's end, whose output would only be
+                    // flushed after this request returns.
+                    if w.engine.stop_recording(&room).is_some() {
+                        w.recorder.control(RecorderInput::Stop {
+                            room: room.to_string(),
+                            at: now,
+                            reply: None,
+                        });
+                    }
                     let _ = w.engine.close_room(&room, now);
                 }
                 w.stop = true;
             })
             .await;
         }
+        // Every recording is finalized before this returns (the process may exit next).
+        let (tx, rx) = oneshot::channel();
+        self.inner.recorder.control(RecorderInput::Sync { reply: tx });
+        let _ = rx.await;
         self.inner
             .placement
             .lock()

@@ -26,6 +26,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::demux::Demux;
 use crate::error::SfuError;
 use crate::quality::{self, Flow, QualityMeter, StreamSample};
+use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
@@ -77,6 +78,8 @@ pub enum EngineOutput {
         /// What to tell it.
         event: ParticipantEvent,
     },
+    /// Something for the recorder thread (recorded rooms only).
+    Record(RecordOutput),
 }
 
 /// Static settings of one engine.
@@ -230,6 +233,8 @@ pub struct Engine {
     next_sweep: Instant,
     /// Rooms whose speaker list changed while forwarding; announced once events are handled.
     speaking: Vec<RoomId>,
+    /// Recorded rooms (`record.rs`).
+    recording: RecordTap,
 }
 
 impl Engine {
@@ -250,6 +255,7 @@ impl Engine {
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
             speaking: Vec::new(),
+            recording: RecordTap::default(),
         }
     }
 
@@ -683,6 +689,7 @@ impl Engine {
         }
         if empty {
             self.rooms.remove(&room_id);
+            self.recording.room_ended(&room_id, &mut self.out);
         }
         // Events of the departed peers are dropped with them.
         self.pending
@@ -760,6 +767,54 @@ impl Engine {
             nacks_received: self.counters.nacks_received,
             nacks_sent: self.counters.nacks_sent,
             retransmitted_packets: self.counters.retransmitted_packets,
+            ..SfuStats::default()
+        }
+    }
+
+    /// Starts handing `room`'s media to the recorder (`EngineOutput::Record`); everyone in the
+    /// room (and each later joiner) gets `ParticipantEvent::Recording`. Video tracks are asked
+    /// for a keyframe so their files can start.
+    pub fn start_recording(&mut self, room: &RoomId, recording_id: &str, now: Instant) -> Result<(), SfuError> {
+        self.advance(now);
+        let r = self.rooms.get(room).ok_or(SfuError::UnknownRoom)?;
+        if !self.recording.start(room, recording_id) {
+            return Err(SfuError::AlreadyRecording);
+        }
+        let video: Vec<TrackId> = r
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.info.kind == TrackKind::Video)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.tell_recording(room, true, recording_id);
+        for tid in video {
+            self.request_keyframe(room, &tid, KeyframeRequestKind::Pli);
+        }
+        self.process_events();
+        Ok(())
+    }
+
+    /// Stops recording `room`; returns the recording's id (`None`: it was not recorded). The
+    /// driver finalizes the files.
+    pub fn stop_recording(&mut self, room: &RoomId) -> Option<String> {
+        let id = self.recording.stop(room)?;
+        self.tell_recording(room, false, &id);
+        Some(id)
+    }
+
+    fn tell_recording(&mut self, room: &RoomId, active: bool, recording_id: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for key in r.members.values() {
+            emit(
+                &mut self.out,
+                *key,
+                ParticipantEvent::Recording {
+                    active,
+                    recording_id: recording_id.to_owned(),
+                },
+            );
         }
     }
 
@@ -813,6 +868,8 @@ impl Engine {
                 meter: QualityMeter::new(self.now),
             },
         );
+        // A joiner of a recorded room is told at once, before anything else about the room.
+        let recording = self.recording.active(&room).map(str::to_owned);
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: HashMap::new(),
             tracks: HashMap::new(),
@@ -820,6 +877,16 @@ impl Engine {
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
+        if let Some(recording_id) = recording {
+            emit(
+                &mut self.out,
+                key,
+                ParticipantEvent::Recording {
+                    active: true,
+                    recording_id,
+                },
+            );
+        }
         // Lists go out on change only: a newcomer needs the one in force.
         let speaking = r.speakers.current();
         if !speaking.is_empty() {
@@ -1313,6 +1380,7 @@ impl Engine {
             room.speakers.remove(&track.info.participant);
             self.speaking.push(room_id.clone());
         }
+        self.recording.track_ended(room_id, tid, &mut self.out);
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for k in &members {
             emit(
@@ -1530,6 +1598,7 @@ impl Engine {
             pending,
             counters,
             speaking,
+            recording,
             ..
         } = self;
         let Some(peer) = peers.get_mut(&pk) else {
@@ -1574,7 +1643,15 @@ impl Engine {
                 speaking.push(part.room.clone());
             }
         }
-        let mut needs_keyframe = false;
+        let tapped = Tapped {
+            room: &part.room,
+            publisher_name: &part.info.name,
+            track: &track.info,
+            rid,
+            params: &params,
+            pkt,
+        };
+        let mut needs_keyframe = recording.packet(&tapped, out);
         match track.layer {
             Some(layer) if layer != rid => return,
             Some(_) => {}

@@ -36,6 +36,9 @@ pub enum SfuError {
     /// A subscriber answer arrived with no subscriber offer outstanding.
     #[error("no subscriber offer outstanding")]
     NoPendingOffer,
+    /// The room is being recorded already.
+    #[error("room already recorded")]
+    AlreadyRecording,
     /// The media worker is gone (the SFU is shutting down).
     #[error("media worker stopped")]
     WorkerGone,

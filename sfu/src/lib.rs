@@ -12,14 +12,17 @@ mod driver;
 mod engine;
 mod error;
 mod quality;
+mod record;
 mod rewrite;
 mod speaker;
 mod throttle;
 mod types;
 
+pub use convene_recorder::thread::Finished as RecordingFinished;
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
 pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 pub use error::SfuError;
+pub use record::RecordOutput;
 pub use types::{
     ActiveSpeaker, ConnectionQuality, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot,
     PeerTarget, Quality, QualityReport, RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind,

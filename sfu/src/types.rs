@@ -377,6 +377,13 @@ pub enum ParticipantEvent {
     ConnectionQuality(Vec<ConnectionQuality>),
     /// This participant's own connection over the last few seconds (for analytics, not clients).
     QualityReport(QualityReport),
+    /// The room's recording started (also sent on joining a recorded room) or stopped.
+    Recording {
+        /// Whether it is recording now.
+        active: bool,
+        /// The recording (`RE_…`), as the REST API knows it.
+        recording_id: String,
+    },
     /// The participant was removed by the SFU (room closed); no more events follow.
     Removed {
         /// Why (`room_closed`, `event_queue_full`).
@@ -407,6 +414,8 @@ pub struct SfuStats {
     pub nacks_sent: u64,
     /// Packets sent again to subscribers (RFC 4588 RTX, or on the original SSRC without it).
     pub retransmitted_packets: u64,
+    /// Packets of recorded rooms dropped because the recorder's queue was full.
+    pub recorder_dropped_packets: u64,
 }
 
 impl SfuStats {

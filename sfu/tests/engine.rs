@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use convene_sfu::{
     Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantKey,
-    RoomId, TrackKind, TrackSource,
+    RecordOutput, RoomId, SfuError, TrackKind, TrackSource,
 };
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
@@ -61,6 +61,8 @@ struct World {
     retry_offer: Option<(usize, String)>,
     /// Client addresses whose datagrams are lost on the way to the server.
     silenced: Vec<SocketAddr>,
+    /// What the engine handed out for the recorder.
+    records: Vec<RecordOutput>,
 }
 
 fn new_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -108,6 +110,7 @@ impl World {
             mangle_next_answer: None,
             retry_offer: None,
             silenced: Vec::new(),
+            records: Vec::new(),
         }
     }
 
@@ -220,6 +223,7 @@ impl World {
                         }
                         self.clients[c].events.push(event);
                     }
+                    EngineOutput::Record(r) => self.records.push(r),
                 }
             }
             while let Some(d) = self.wire.pop_front() {
@@ -621,4 +625,117 @@ fn a_client_gone_silent_is_reported_disconnected_and_back() {
     w.send(1, mid, 1, 90_000, &vp8(1));
     w.run(100);
     assert_eq!(media_state(&w, 1), [true, false, true]);
+}
+
+/// The `recording` events a client got, as (active, recording id).
+fn recording_events(w: &World, c: usize) -> Vec<(bool, String)> {
+    w.clients[c]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::Recording { active, recording_id } => Some((*active, recording_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recorded_room_hands_its_packets_to_the_recorder_until_stopped() {
+    let (mut w, mid) = video_call();
+    let (sub, publ) = (0, 1);
+    let room = RoomId::parse("r").unwrap();
+    for n in 0..10 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    assert!(w.records.is_empty(), "nothing is tapped before recording starts");
+    w.run(600); // past the keyframe-request throttle
+    let requests = w.keyframe_requests(publ);
+    w.engine.start_recording(&room, "RE_1", w.now).unwrap();
+    assert_eq!(
+        w.engine.start_recording(&room, "RE_2", w.now),
+        Err(SfuError::AlreadyRecording)
+    );
+    assert_eq!(
+        w.engine
+            .start_recording(&RoomId::parse("empty").unwrap(), "RE_3", w.now),
+        Err(SfuError::UnknownRoom)
+    );
+    w.run(50);
+    assert_eq!(w.keyframe_requests(publ), requests + 1, "video is asked for a keyframe");
+    for c in [sub, publ] {
+        assert_eq!(recording_events(&w, c), vec![(true, "RE_1".to_owned())]);
+    }
+    for n in 10..30 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    let packets: Vec<(&convene_recorder::TrackMeta, &convene_recorder::RtpIn)> = w
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            RecordOutput::Packet {
+                room: r, track, pkt, ..
+            } if r.as_str() == "r" => Some((track.as_ref(), pkt)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(packets.len(), 20);
+    let (meta, _) = packets[0];
+    assert_eq!(meta.participant_id, "camera");
+    assert_eq!(meta.participant_name, "Camera");
+    assert_eq!(meta.kind, convene_recorder::MediaKind::Video);
+    assert_eq!((meta.codec.as_str(), meta.source.as_str()), ("vp8", "camera"));
+    // One continuous stream with the publisher's payloads and timing.
+    assert!(packets.windows(2).all(|p| p[1].1.seq == p[0].1.seq + 1));
+    assert!(
+        packets
+            .windows(2)
+            .all(|p| p[1].1.timestamp.wrapping_sub(p[0].1.timestamp) == 3000)
+    );
+    for (i, (_, pkt)) in packets.iter().enumerate() {
+        assert_eq!(&pkt.payload[..], &vp8(10 + i as u64)[..]);
+    }
+
+    // A joiner learns at once; stopping tells everyone and ends the tap.
+    let late = w.join("r", "late", ParticipantInfo::new("Late"));
+    w.run(10);
+    assert_eq!(recording_events(&w, late), vec![(true, "RE_1".to_owned())]);
+    assert_eq!(w.engine.stop_recording(&room), Some("RE_1".to_owned()));
+    assert_eq!(w.engine.stop_recording(&room), None);
+    w.run(10);
+    assert_eq!(recording_events(&w, sub).last(), Some(&(false, "RE_1".to_owned())));
+    let tapped = w.records.len();
+    for n in 30..40 {
+        w.send(publ, mid, n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    assert_eq!(w.records.len(), tapped, "nothing is tapped after the stop");
+
+    // A track that goes away closes its file; the room emptying ends the recording.
+    w.engine.start_recording(&room, "RE_2", w.now).unwrap();
+    w.send(publ, mid, 40, 40 * 3000, &vp8(40));
+    w.run(10);
+    w.engine.leave(w.clients[publ].key, w.now).unwrap();
+    w.run(10); // the others answer their new subscriber offers
+    for c in [sub, late] {
+        w.engine.leave(w.clients[c].key, w.now).unwrap();
+    }
+    w.run(10);
+    let tail: Vec<String> = w.records[tapped..]
+        .iter()
+        .map(|r| match r {
+            RecordOutput::Packet { .. } => "packet".to_owned(),
+            RecordOutput::TrackEnded { track, .. } => format!("ended {}", track.as_str()),
+            RecordOutput::RoomEnded { room } => format!("room {}", room.as_str()),
+        })
+        .collect();
+    let track = match &w.records[tapped] {
+        RecordOutput::Packet { track, .. } => track.track_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        tail,
+        vec!["packet".to_owned(), format!("ended {track}"), "room r".to_owned()]
+    );
 }

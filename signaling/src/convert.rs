@@ -103,6 +103,7 @@ pub(crate) fn event(e: ParticipantEvent) -> Option<ServerMessage> {
             updates: updates.iter().map(quality).collect(),
         },
         ParticipantEvent::QualityReport(_) => return None,
+        ParticipantEvent::Recording { active, recording_id } => ServerMessage::Recording { active, recording_id },
         ParticipantEvent::Removed { reason } => ServerMessage::Removed {
             reason: reason.to_owned(),
         },
@@ -121,6 +122,7 @@ pub(crate) fn error(id: Option<String>, e: &SfuError) -> ServerMessage {
         SfuError::DuplicateParticipant => "duplicate_participant",
         SfuError::NotAllowed => "not_allowed",
         SfuError::NoPendingOffer => "no_pending_offer",
+        SfuError::AlreadyRecording => "already_recording",
         SfuError::WorkerGone | SfuError::Io(_) | SfuError::Config(_) => "unavailable",
     };
     ServerMessage::Error {

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use convene_api::rooms::MediaRooms;
+use convene_api::rooms::{MediaRooms, RecordingEnded, RecordingRefused};
 use convene_auth::{IceConfig, JoinTokens, Secret};
 use convene_proto::LiveRoom;
-use convene_sfu::{RoomId, Sfu};
+use convene_sfu::{RoomId, Sfu, SfuError};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -150,5 +150,38 @@ impl MediaRooms for Signaling {
 
     fn set_locked(&self, room_id: &str, locked: bool) {
         self.lock(room_id, locked);
+    }
+
+    fn start_recording(
+        &self,
+        room_id: &str,
+        recording_id: &str,
+        dir: std::path::PathBuf,
+        started_at_ms: i64,
+    ) -> BoxFuture<'_, Result<(), RecordingRefused>> {
+        let (room, id) = (RoomId::parse(room_id), recording_id.to_owned());
+        Box::pin(async move {
+            let room = room.map_err(|_| RecordingRefused::NotLive)?;
+            self.sfu
+                .start_recording(&room, id, dir, started_at_ms)
+                .await
+                .map_err(|e| match e {
+                    SfuError::AlreadyRecording => RecordingRefused::AlreadyRecording,
+                    SfuError::UnknownRoom => RecordingRefused::NotLive,
+                    _ => RecordingRefused::Unavailable,
+                })
+        })
+    }
+
+    fn stop_recording(&self, room_id: &str) -> BoxFuture<'_, Option<RecordingEnded>> {
+        let room = RoomId::parse(room_id);
+        Box::pin(async move {
+            let f = self.sfu.stop_recording(&room.ok()?).await.ok()??;
+            Some(RecordingEnded {
+                recording_id: f.recording_id,
+                duration_ms: f.duration_ms,
+                error: f.error,
+            })
+        })
     }
 }

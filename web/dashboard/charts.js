@@ -61,3 +61,21 @@ export function lineChart(points, title) {
   const line = points.length ? `<path d="${path}" fill="none" stroke="#1c9a6c" stroke-width="2"/>` : '';
   return frame(title, top, line, xLabels(points, x));
 }
+
+/**
+ * A sprint burndown: remaining points per day (solid) against the ideal line (dashed), over
+ * [{label, remaining, ideal}].
+ */
+export function burndownChart(points, title) {
+  const top = niceMax(Math.max(0, ...points.flatMap((p) => [p.remaining, p.ideal])));
+  const plotW = W - PAD.left - PAD.right;
+  const plotH = H - PAD.top - PAD.bottom;
+  const x = (i) => PAD.left + (points.length > 1 ? (plotW * i) / (points.length - 1) : plotW / 2);
+  const y = (v) => PAD.top + plotH - (Math.max(0, v) / top) * plotH;
+  const path = (key) => points.map((p, i) => `${i ? 'L' : 'M'}${x(i)},${y(p[key])}`).join(' ');
+  const lines = points.length
+    ? `<path d="${path('ideal')}" fill="none" stroke="#999" stroke-width="1.5" stroke-dasharray="4 4"/>` +
+      `<path d="${path('remaining')}" fill="none" stroke="#e0533d" stroke-width="2"/>`
+    : '';
+  return frame(title, top, lines, xLabels(points, x));
+}

@@ -1,7 +1,7 @@
 // node --test web/dashboard/
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { barChart, esc, lineChart, niceMax } from './charts.js';
+import { barChart, burndownChart, esc, lineChart, niceMax } from './charts.js';
 
 test('scales end on nice numbers', () => {
   assert.equal(niceMax(0), 1);
@@ -25,4 +25,24 @@ test('lines have one point per value, empty series draw nothing', () => {
   assert.equal((svg.match(/[ML][\d.]+,[\d.]+/g) || []).length, 3);
   assert.ok(!lineChart([], 'none').includes('<path'));
   assert.equal(esc(`a&'`), 'a&amp;&#39;');
+});
+
+test('burndowns draw the remaining points against the ideal line on one scale', () => {
+  const days = [
+    { label: '03-01', remaining: 8, ideal: 8 },
+    { label: '03-02', remaining: 8, ideal: 4 },
+    { label: '03-03', remaining: 2, ideal: 0 },
+  ];
+  const svg = burndownChart(days, 'Sprint <1>');
+  const paths = [...svg.matchAll(/<path d="([^"]+)"/g)].map((m) => m[1]);
+  assert.equal(paths.length, 2);
+  const ys = (d) => [...d.matchAll(/[ML][\d.]+,([\d.]+)/g)].map((m) => Number(m[1]));
+  const [ideal, remaining] = paths.map(ys);
+  assert.equal(ideal.length, 3);
+  // Same value, same height; the ideal line ends on the axis, the remaining points above it.
+  assert.equal(ideal[0], remaining[0]);
+  assert.equal(remaining[0], remaining[1]);
+  assert.ok(remaining[2] < ideal[2]);
+  assert.ok(svg.includes('Sprint &lt;1&gt;'));
+  assert.ok(!burndownChart([], 'none').includes('<path'));
 });

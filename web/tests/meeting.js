@@ -220,6 +220,51 @@ test("Cyd leaves and the others' pages drop her", async () => {
   }
 });
 
+test("Cyd's dashboard draws the team's meeting minutes and a sprint's burndown", async () => {
+  const page = cyd.page;
+  // A project with a running sprint, set up through the API with Cyd's saved sign-in.
+  const api = (path, body) => page.evaluate(async ([path, body]) => {
+    const auth = JSON.parse(localStorage.getItem('convene.auth'));
+    const res = await fetch(`/api/v1${path}`, {
+      method: body ? 'POST' : 'GET',
+      headers: { authorization: `Bearer ${auth.access_token}`, 'content-type': 'application/json' },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return { status: res.status, body: await res.json() };
+  }, [path, body]);
+  const teams = await api('/teams');
+  const team = teams.body.items.find(t => t.name === 'Core');
+  const project = await api('/projects', { team_id: team.id, name: 'Web', key: 'WEB' });
+  check(project.status === 201, `project: ${JSON.stringify(project)}`);
+  const day = n => new Date(Date.now() + n * 86_400_000).toISOString().slice(0, 10);
+  const sprint = await api(`/projects/${project.body.id}/sprints`, { name: 'Sprint 1', start_date: day(0), end_date: day(9) });
+  check(sprint.status === 201, `sprint: ${JSON.stringify(sprint)}`);
+  for (const estimate of [3, 5]) {
+    const task = await api(`/projects/${project.body.id}/tasks`, { title: `t${estimate}`, estimate, sprint_id: sprint.body.id });
+    check(task.status === 201, `task: ${JSON.stringify(task)}`);
+  }
+  check((await api(`/sprints/${sprint.body.id}/start`, {})).status === 200, 'sprint starts');
+
+  await page.goto(`${BASE}/dashboard/`);
+  check(await page.locator('h1', { hasText: 'Dashboard' }).isVisible(), 'the dashboard page at /dashboard/');
+  const styled = await page.locator('#me .card').first().evaluate(e => getComputedStyle(e).borderTopStyle);
+  check(styled === 'solid', `the dashboard's stylesheet applies (the CSP allows no inline styles): ${styled}`);
+  const meetings = page.locator('svg[aria-label="Meeting minutes per member"]');
+  await meetings.waitFor();
+  const bars = await meetings.locator('rect').evaluateAll(rs => rs.map(r => ({
+    label: r.querySelector('title').textContent, height: Number(r.getAttribute('height')),
+  })));
+  for (const p of people) {
+    const bar = bars.find(b => b.label.startsWith(`${p.name}:`));
+    check(bar && bar.height > 0, `${p.name} has meeting minutes: ${JSON.stringify(bars)}`);
+  }
+  const burndown = page.locator('svg[aria-label="Remaining points of Sprint 1"]');
+  await burndown.waitFor();
+  check((await burndown.locator('path').count()) === 2, 'remaining and ideal lines');
+  const heading = await page.locator('#project-overview h2').textContent();
+  check(heading.includes('Sprint 1') && heading.includes('active'), `burndown heading: ${heading}`);
+});
+
 test('closing the tab leaves at once, without waiting out the resume grace period', async () => {
   await bob.page.close({ runBeforeUnload: true });
   bob.gone = true;

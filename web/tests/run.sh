@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
-# screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), then two more
-# show who speaks and how their connections are (quality.js).
+# screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), then a host
+# records one, checked with ffprobe, across kill -9 and a graceful stop (recording.js), and two
+# more show who speaks and how their connections are (quality.js).
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
-# Needs node + npm and Debian's /usr/bin/chromium: as root it apt-get installs chromium when
-# missing; it installs playwright-core here on first use (never a browser of its own). The last
+# Needs node + npm, Debian's /usr/bin/chromium and ffprobe: as root it apt-get installs chromium
+# and ffmpeg when missing; it installs playwright-core here on first use (never a browser of its own). The last
 # line is "N passed, M failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,6 +20,11 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || fail "no Chromium: apt-get install -y chromium"
+if ! command -v ffprobe >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== installing ffmpeg (ffprobe checks recordings)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+fi
+command -v ffprobe >/dev/null || fail "no ffprobe: apt-get install -y ffmpeg"
 command -v npm >/dev/null || fail "no node/npm: apt-get install -y nodejs npm"
 cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
@@ -56,4 +62,6 @@ status=0
 BASE_URL="http://$addr" SERVER_LOG="$log" node meeting.js || status=$?
 BASE_URL="http://$addr" SERVER_LOG="$log" node quality.js || status=$?
 [ "$status" -eq 0 ] && rm -f "$log"
+# Recording starts, kills and restarts servers of its own (recording.js).
+CONVENE_BIN="$bin" node recording.js || status=$?
 exit "$status"

@@ -4,7 +4,8 @@
 //! Team and project overviews are for the team's members, admins and owners (guests get 403,
 //! outsiders 404). Meetings have their own report (`meetings.rs`), fed by the media plane's room
 //! events.
-//! Sprint burndown lives with sprints (`/api/v1/sprints/{id}/burndown`).
+//! Sprint burndown lives with sprints (`/api/v1/sprints/{id}/burndown`); the project overview
+//! includes the current sprint's. Meeting minutes come from the rooms' attendance.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
 use crate::projects;
+use crate::sprints;
 use crate::state::AppState;
 use crate::teams::{self, Role};
 use crate::timer::{self, DayRange, Days, SessionFacts};
@@ -110,6 +112,8 @@ pub(crate) struct MemberActivity {
     tasks_created: i64,
     /// Tasks the member moved into a done column.
     tasks_completed: i64,
+    /// Minutes (and fractions) the member spent in the team's rooms within the range.
+    meeting_minutes: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -127,11 +131,15 @@ pub(crate) struct TeamOverview {
     file_bytes: i64,
     tasks_created: i64,
     tasks_completed: i64,
+    /// Minutes people spent in the team's rooms within the range, summed over participants
+    /// (until now for those still in), as `GET /analytics/meetings/{id}` counts them.
+    meeting_minutes: f64,
     members: Vec<MemberActivity>,
     days: Vec<DayActivity>,
 }
 
-/// Focus, messages, tasks, notes and files of a team per member and per day (default: 30 days).
+/// Focus, meetings, messages, tasks, notes and files of a team per member, and focus and
+/// messages per day (default: 30 days).
 #[utoipa::path(get, path = "/teams/{id}/overview", tag = "analytics", security(("bearer" = [])), params(DayRange),
     responses((status = 200, body = TeamOverview), (status = 403, body = convene_proto::ErrorBody),
               (status = 404, body = convene_proto::ErrorBody), (status = 422, body = convene_proto::ErrorBody)))]
@@ -261,6 +269,12 @@ async fn team_overview(
             m.files_uploaded = *n;
         }
     }
+    let meeting_ms = meeting_ms(&state.db, &team_id, start, end.min(now), now).await?;
+    for (user, ms) in &meeting_ms {
+        if let Some(m) = by_member.get_mut(user) {
+            m.meeting_minutes = minutes(*ms);
+        }
+    }
     Ok(AppJson(TeamOverview {
         team_id,
         from: timer::format_day(days.first),
@@ -273,6 +287,7 @@ async fn team_overview(
         file_bytes: files.iter().map(|f| f.2).sum(),
         tasks_created: tasks_created.iter().map(|t| t.1).sum(),
         tasks_completed: tasks_completed.iter().map(|t| t.1).sum(),
+        meeting_minutes: minutes(meeting_ms.values().sum()),
         members: by_member.into_values().collect(),
         days: series
             .into_values()
@@ -282,6 +297,33 @@ async fn team_overview(
             })
             .collect(),
     }))
+}
+
+#[allow(clippy::cast_precision_loss, reason = "durations far below 2^52 ms")]
+fn minutes(ms: i64) -> f64 {
+    ms as f64 / 60_000.0
+}
+
+/// Milliseconds each participant spent in team `team_id`'s rooms between `start` and `end`,
+/// from the attendance the media plane's room events recorded (an open attendance lasts until
+/// `now`). Participants are user ids for signed-in users.
+async fn meeting_ms(db: &Db, team_id: &str, start: i64, end: i64, now: i64) -> ApiResult<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT a.participant_id, a.joined_at, a.left_at FROM room_attendance a \
+         JOIN room_sessions s ON s.id = a.session_id JOIN rooms r ON r.id = s.room_id \
+         WHERE r.team_id = $1 AND a.joined_at < $3 AND (a.left_at IS NULL OR a.left_at > $2)",
+    )
+    .bind(team_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(db.pool())
+    .await?;
+    let mut by_participant = BTreeMap::new();
+    for (participant, joined, left) in rows {
+        let ms = left.unwrap_or(now).min(end) - joined.max(start);
+        *by_participant.entry(participant).or_default() += ms.max(0);
+    }
+    Ok(by_participant)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -381,6 +423,9 @@ pub(crate) struct ProjectOverview {
     completed_per_week: Vec<WeekCount>,
     /// Mean time from creation to the last move into a done column, of the tasks done now.
     average_cycle_hours: Option<f64>,
+    /// The burndown of the active sprint, else of the most recently started one (absent when
+    /// no sprint has started): the same series as `GET /sprints/{id}/burndown`.
+    burndown: Option<sprints::Burndown>,
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -468,6 +513,7 @@ async fn project_overview(
         .collect();
     let average_cycle_hours =
         (!cycles.is_empty()).then(|| cycles.iter().sum::<i64>() as f64 / cycles.len() as f64 / 3_600_000.0);
+    let burndown = sprints::project_burndown(&state.db, &project_id).await?;
     Ok(AppJson(ProjectOverview {
         project_id,
         tasks: by_column.iter().map(|c| c.tasks).sum(),
@@ -482,5 +528,6 @@ async fn project_overview(
             })
             .collect(),
         average_cycle_hours,
+        burndown,
     }))
 }

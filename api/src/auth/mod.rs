@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 pub(crate) use limiter::LoginLimiter;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AuthUser, ClientIp};
@@ -30,6 +31,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .routes(routes!(change_password))
         .routes(routes!(get_me, update_me))
 }
 
@@ -123,7 +125,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Starts a new session (refresh-token family) for `user` and issues its first tokens.
-async fn start_session(state: &AppState, user: UserRow) -> ApiResult<AuthResponse> {
+async fn start_session(state: &AppState, user: UserRow) -> ApiResult<(String, AuthResponse)> {
     let session_id = new_id();
     sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)")
         .bind(&session_id)
@@ -131,7 +133,8 @@ async fn start_session(state: &AppState, user: UserRow) -> ApiResult<AuthRespons
         .bind(now_ms())
         .execute(state.db.pool())
         .await?;
-    issue_tokens(state, &session_id, user).await
+    let tokens = issue_tokens(state, &session_id, user).await?;
+    Ok((session_id, tokens))
 }
 
 async fn issue_tokens(state: &AppState, session_id: &str, user: UserRow) -> ApiResult<AuthResponse> {
@@ -224,7 +227,7 @@ async fn register(
         other => other,
     })?;
     tracing::info!(user_id = %user.id, "user registered");
-    Ok((StatusCode::CREATED, AppJson(start_session(&state, user).await?)))
+    Ok((StatusCode::CREATED, AppJson(start_session(&state, user).await?.1)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -249,6 +252,7 @@ fn dummy_hash() -> &'static str {
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    origin: Origin,
     AppJson(req): AppJson<LoginRequest>,
 ) -> ApiResult<AppJson<AuthResponse>> {
     let login = req.login.trim().to_lowercase();
@@ -273,10 +277,17 @@ async fn login(
     match user {
         Some(user) if matches => {
             state.login_limiter.record_success(&login);
-            Ok(AppJson(start_session(&state, user).await?))
+            let user_id = user.id.clone();
+            let (session_id, tokens) = start_session(&state, user).await?;
+            let event = Event::new("auth.login", Some(&user_id), "session", &session_id);
+            audit::record(state.db.pool(), &origin, event).await?;
+            Ok(AppJson(tokens))
         }
-        _ => {
+        user => {
             state.login_limiter.record_failure(&login, ip, Instant::now());
+            // The login name itself is not kept: it may be an e-mail address.
+            let event = Event::account("auth.login_failed", user.as_ref().map(|u| u.id.as_str()));
+            audit::record(state.db.pool(), &origin, event).await?;
             Err(ApiError::Unauthorized("invalid_credentials"))
         }
     }
@@ -306,12 +317,21 @@ async fn revoke_session(state: &AppState, session_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Revokes the session (refresh-token family) of a reused refresh token, on the record.
+async fn revoke_reused(state: &AppState, origin: &Origin, row: &RefreshRow) -> ApiResult<()> {
+    revoke_session(state, &row.session_id).await?;
+    let event = Event::new("auth.session_revoked", Some(&row.user_id), "session", &row.session_id)
+        .metadata(serde_json::json!({ "reason": "refresh_token_reused" }));
+    audit::record(state.db.pool(), origin, event).await
+}
+
 /// Exchange a refresh token for new tokens. Each refresh token works once: presenting a used
 /// one is taken as theft and revokes the whole session.
 #[utoipa::path(post, path = "/token/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = AuthResponse), (status = 401, body = convene_proto::ErrorBody)))]
 async fn refresh(
     State(state): State<AppState>,
+    origin: Origin,
     AppJson(req): AppJson<RefreshRequest>,
 ) -> ApiResult<AppJson<AuthResponse>> {
     let token_hash = hash_token(&req.refresh_token);
@@ -329,7 +349,7 @@ async fn refresh(
     let now = now_ms();
     if row.used_at.is_some() {
         tracing::warn!(session_id = %row.session_id, "refresh token reused; revoking session");
-        revoke_session(&state, &row.session_id).await?;
+        revoke_reused(&state, &origin, &row).await?;
         return Err(ApiError::Unauthorized("refresh_token_reused"));
     }
     if row.expires_at <= now {
@@ -343,7 +363,7 @@ async fn refresh(
         .execute(state.db.pool())
         .await?;
     if claimed.rows_affected() != 1 {
-        revoke_session(&state, &row.session_id).await?;
+        revoke_reused(&state, &origin, &row).await?;
         return Err(ApiError::Unauthorized("refresh_token_reused"));
     }
     let user = load_user(&state, &row.user_id).await?;
@@ -353,8 +373,63 @@ async fn refresh(
 /// End the caller's session: its refresh token and access tokens stop working at once.
 #[utoipa::path(post, path = "/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = convene_proto::ErrorBody)))]
-async fn logout(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
+async fn logout(State(state): State<AppState>, auth: AuthUser, origin: Origin) -> ApiResult<StatusCode> {
     revoke_session(&state, &auth.session_id).await?;
+    let event = Event::new("auth.logout", Some(&auth.user_id), "session", &auth.session_id);
+    audit::record(state.db.pool(), &origin, event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the caller's password. Every other session of the account is signed out; the
+/// caller's stays.
+#[utoipa::path(post, path = "/password", tag = "auth", security(("bearer" = [])), request_body = ChangePassword,
+    responses((status = 204), (status = 401, body = convene_proto::ErrorBody),
+              (status = 403, body = convene_proto::ErrorBody, description = "the current password does not match"),
+              (status = 422, body = convene_proto::ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    origin: Origin,
+    AppJson(req): AppJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let new_password = validate::password(&req.new_password)
+        .map_err(|_| ApiError::field("new_password", "must be 8-128 characters"))?
+        .to_owned();
+    let user = load_user(&state, &auth.user_id).await?;
+    let (current, hash) = (req.current_password, user.password_hash);
+    let matches = current.len() <= 1024 && blocking(move || verify_password(&current, &hash).unwrap_or(false)).await?;
+    if !matches {
+        return Err(ApiError::Forbidden("the current password does not match"));
+    }
+    let new_hash = blocking(move || hash_password(&new_password))
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = now_ms();
+    let mut tx = state.db.pool().begin().await?;
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(&new_hash)
+        .bind(now)
+        .bind(&auth.user_id)
+        .execute(&mut *tx)
+        .await?;
+    let others =
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&auth.user_id)
+            .bind(&auth.session_id)
+            .execute(&mut *tx)
+            .await?;
+    let event = Event::new("auth.password_changed", Some(&auth.user_id), "user", &auth.user_id)
+        .metadata(serde_json::json!({ "sessions_revoked": others.rows_affected() }));
+    audit::record(&mut *tx, &origin, event).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -660,14 +660,27 @@ async fn delete_column(
     if column.category != target.category {
         sprints::refresh_for_column(&state.db, &target.id).await?;
     }
-    let audience = access.audience(&state.db).await?;
     for (task_id,) in &moving {
         let task = tasks::load_task(&state.db, task_id).await?;
+        let what = format!(
+            "moved {} to {} (column {} deleted)",
+            task.key(),
+            target.name,
+            column.name
+        );
         let data = json!({ "task": task, "from_column_id": column_id });
-        state
-            .events
-            .publish(audience.iter().map(String::as_str), "task.moved", &data);
+        projects::publish_task_change(
+            &state,
+            &access.team_id,
+            &board.project_id,
+            &auth.user_id,
+            "task.moved",
+            data,
+            &what,
+        )
+        .await?;
     }
+    let audience = access.audience(&state.db).await?;
     let data = json!({ "id": column_id, "board_id": column.board_id, "moved_to": target.id });
     state
         .events
@@ -751,8 +764,18 @@ async fn move_task(
     if let Some(sprint_id) = &current.sprint_id {
         sprints::record_snapshot(&state.db, sprint_id).await?;
     }
+    let what = format!("moved {} to {}", current.key(), target.name);
     let data = json!({ "task": current, "from_column_id": task.column_id });
-    projects::publish(&state, &access.team_id, "task.moved", data).await?;
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.moved",
+        data,
+        &what,
+    )
+    .await?;
     Ok(AppJson(current))
 }
 

@@ -191,6 +191,28 @@ async fn complete(db: &Db, rows: Vec<MessageRow>) -> ApiResult<Vec<Message>> {
         .collect())
 }
 
+/// Posts `body` as a system message (no author) and publishes it like any other message.
+pub(super) async fn post_system(state: &AppState, channel_id: &str, body: &str) -> ApiResult<()> {
+    let id = new_id();
+    sqlx::query("INSERT INTO chat_messages (id, channel_id, body, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(channel_id)
+        .bind(body)
+        .bind(now_ms())
+        .execute(state.db.pool())
+        .await?;
+    let message = load_message(&state.db, channel_id, &id).await?;
+    let members = member_ids(&state.db, channel_id).await?;
+    publish(
+        state,
+        channel_id,
+        &members,
+        "message.created",
+        &json!({ "channel_id": channel_id, "message": message }),
+    );
+    Ok(())
+}
+
 /// A live (not deleted) message of `channel_id`.
 async fn load_message(db: &Db, channel_id: &str, message_id: &str) -> ApiResult<Message> {
     let row: MessageRow = sqlx::query_as(&format!(

@@ -3,9 +3,13 @@
 //! `WS /ws/chat/{channel_id}`, a live stream of one channel.
 //!
 //! Visibility: a public channel is visible to the team's members and admins (not guests, who
-//! see only channels they were added to); a private channel or a DM only to its members.
-//! Everyone else gets 404, so ids leak nothing. Posting, reacting and read markers need
-//! channel membership; anyone who sees a public channel may join it.
+//! see only channels they were added to, and project channels); a private channel or a DM only
+//! to its members. Everyone else gets 404, so ids leak nothing. Posting, reacting and read
+//! markers need channel membership; anyone who sees a public channel may join it.
+//!
+//! Project channels: every project has a public channel (`project_channel`) where its task
+//! changes are pushed to `/ws/chat/{id}` subscribers and posted as system messages (no author),
+//! such as "Ann moved WEB-42 to Done" (`project_news`).
 //!
 //! Real-time: every change is published to the channel members' `/ws/events` streams (with
 //! sequence numbers and resume) and to `/ws/chat/{channel_id}` subscribers, after it commits.
@@ -25,10 +29,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(crate) use presence::{socket_closed, socket_opened};
+pub(crate) use presence::{focus_changed, socket_closed, socket_opened};
 pub(crate) use realtime::{Realtime, Status};
 pub(crate) use ws::router as ws_router;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -245,10 +250,11 @@ pub(crate) async fn access(db: &Db, channel_id: &str, user_id: &str) -> ApiResul
         kind: String,
         name: Option<String>,
         created_by: Option<String>,
+        project_id: Option<String>,
         member: Option<String>,
     }
     let row: Row = sqlx::query_as(
-        "SELECT c.team_id, c.kind, c.name, c.created_by, m.user_id AS member FROM chat_channels c \
+        "SELECT c.team_id, c.kind, c.name, c.created_by, c.project_id, m.user_id AS member FROM chat_channels c \
          LEFT JOIN chat_members m ON m.channel_id = c.id AND m.user_id = $2 WHERE c.id = $1",
     )
     .bind(channel_id)
@@ -265,7 +271,10 @@ pub(crate) async fn access(db: &Db, channel_id: &str, user_id: &str) -> ApiResul
         })?),
         None => None,
     };
-    let visible = member || (kind == ChannelKind::Public && role.is_some_and(|r| r >= Role::Member));
+    // Guests read projects, so they see project channels too.
+    let visible = member
+        || (kind == ChannelKind::Public && role.is_some_and(|r| r >= Role::Member))
+        || (row.project_id.is_some() && role.is_some());
     if !visible {
         return Err(ApiError::NotFound("channel"));
     }
@@ -437,6 +446,44 @@ pub(crate) async fn room_channel(state: &AppState, room_id: &str, team_id: &str,
         .await?;
     }
     Ok(channel_id)
+}
+
+/// The chat channel of a project, created on first use (with the project, or for projects
+/// older than project channels on their first change): a public channel of its team.
+pub(crate) async fn project_channel(conn: &mut sqlx::AnyConnection, project_id: &str) -> ApiResult<String> {
+    let now = now_ms();
+    // The name carries the project id: channel names are unique per team, and a user's channel
+    // may already be called after the project.
+    sqlx::query(
+        "INSERT INTO chat_channels (id, team_id, kind, name, project_id, created_at, updated_at) \
+         SELECT $1, team_id, 'public', $2, id, $3, $3 FROM projects WHERE id = $4 ON CONFLICT DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(format!("project-{project_id}"))
+    .bind(now)
+    .bind(project_id)
+    .execute(&mut *conn)
+    .await?;
+    let (channel_id,): (String,) = sqlx::query_as("SELECT id FROM chat_channels WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    Ok(channel_id)
+}
+
+/// Tells the project's channel about a change: `data` goes to its `/ws/chat` subscribers as
+/// `kind`, and `text` is posted as a system message.
+pub(crate) async fn project_news(
+    state: &AppState,
+    project_id: &str,
+    kind: &str,
+    data: &serde_json::Value,
+    text: &str,
+) -> ApiResult<()> {
+    let channel_id = project_channel(&mut *state.db.pool().acquire().await?, project_id).await?;
+    state.chat.to_channel(&channel_id, kind, data);
+    messages::post_system(state, &channel_id, text).await
 }
 
 async fn insert_member(
@@ -672,6 +719,7 @@ async fn update_channel(
 async fn delete_channel(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(channel_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     let access = access(&state.db, &channel_id, &auth.user_id).await?;
@@ -681,10 +729,19 @@ async fn delete_channel(
         ));
     }
     let members = member_ids(&state.db, &channel_id).await?;
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query("DELETE FROM chat_channels WHERE id = $1")
         .bind(&channel_id)
-        .execute(state.db.pool())
+        .execute(&mut *tx)
         .await?;
+    // `can_manage` excludes DMs, so the channel has a team.
+    if let Some(team_id) = &access.team_id {
+        let event = Event::new("channel.deleted", Some(&auth.user_id), "channel", &channel_id)
+            .team(team_id)
+            .metadata(json!({ "name": access.name }));
+        audit::record(&mut *tx, &origin, event).await?;
+    }
+    tx.commit().await?;
     tracing::info!(channel_id = %channel_id, "channel deleted");
     publish(
         &state,

@@ -1,6 +1,8 @@
-//! Presence: a user is online while at least one `/ws/events` stream is open, idle when they
-//! say so (`PUT /api/v1/chat/presence`), offline otherwise. Changes go out as
-//! `presence.changed` to everyone who shares a team or a DM with the user.
+//! Presence: a user is focusing while a focus session of theirs runs (a work phase, not
+//! paused), else online while at least one `/ws/events` stream is open, idle when they say so
+//! (`PUT /api/v1/chat/presence`), offline otherwise. Changes go out as `presence.changed` to
+//! everyone who shares a team or a DM with the user. Focus comes from the sessions table, so it
+//! survives restarts and is the same on every node.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,7 +35,48 @@ async fn audience(db: &Db, user_id: &str) -> ApiResult<Vec<String>> {
     Ok(rows.into_iter().map(|(id,)| id).filter(|id| id != user_id).collect())
 }
 
+/// The users among `users` with a running focus session (work phase).
+async fn focusing(db: &Db, users: &[String]) -> ApiResult<Vec<String>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = (1..=users.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT user_id FROM focus_sessions WHERE status = 'running' AND phase = 'work' AND user_id IN ({list})"
+    );
+    let mut q = sqlx::query_as::<_, (String,)>(&sql);
+    for u in users {
+        q = q.bind(u);
+    }
+    Ok(q.fetch_all(db.pool()).await?.into_iter().map(|(id,)| id).collect())
+}
+
+/// `status` (from the connections) unless the user is focusing.
+async fn effective(db: &Db, user_id: &str, status: Status) -> ApiResult<Status> {
+    let user = [user_id.to_owned()];
+    Ok(if focusing(db, &user).await?.is_empty() {
+        status
+    } else {
+        Status::Focusing
+    })
+}
+
+/// Called by the timer when `user_id` starts, pauses, resumes or stops a focus session.
+pub(crate) async fn focus_changed(state: &AppState, user_id: &str) {
+    announce(state, user_id, state.chat.status(user_id)).await;
+}
+
 async fn announce(state: &AppState, user_id: &str, status: Status) {
+    let status = match effective(&state.db, user_id, status).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "focus state unavailable");
+            status
+        }
+    };
     match audience(&state.db, user_id).await {
         Ok(users) => state.events.publish(
             users.iter().map(String::as_str),
@@ -71,11 +114,16 @@ async fn get_presence(State(state): State<AppState>, auth: AuthUser) -> ApiResul
     let mut users = audience(&state.db, &auth.user_id).await?;
     users.push(auth.user_id.clone());
     users.sort();
+    let focusing = focusing(&state.db, &users).await?;
     Ok(AppJson(
         users
             .into_iter()
             .map(|user_id| UserPresence {
-                status: state.chat.status(&user_id),
+                status: if focusing.contains(&user_id) {
+                    Status::Focusing
+                } else {
+                    state.chat.status(&user_id)
+                },
                 user_id,
             })
             .collect(),
@@ -101,7 +149,7 @@ async fn set_presence(
     let idle = match req.status {
         Status::Online => false,
         Status::Idle => true,
-        Status::Offline => {
+        Status::Offline | Status::Focusing => {
             return Err(ApiError::field("status", "must be online or idle"));
         }
     };

@@ -23,13 +23,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A user's presence: online (a connected event stream), idle (connected, said so), offline.
+/// A user's presence: online (a connected event stream), idle (connected, said so), offline;
+/// or focusing, while a focus session of the user runs (derived from the sessions, see
+/// `presence.rs`; never a connection state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Status {
     Online,
     Idle,
     Offline,
+    Focusing,
 }
 
 #[derive(Default)]

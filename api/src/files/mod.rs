@@ -7,7 +7,7 @@
 //! Rules: team members see, list and download a team's files (others get 404); members,
 //! admins and owners upload (guests only read); the uploader or an admin deletes.
 
-mod range;
+pub(crate) mod range;
 
 use std::path::PathBuf;
 
@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -416,6 +417,7 @@ async fn get_file(
 async fn delete_file(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     let (file, role) = load_file(&state.db, &id, &auth.user_id).await?;
@@ -424,10 +426,16 @@ async fn delete_file(
             "only the uploader or a team admin may delete a file",
         ));
     }
+    let mut tx = state.db.pool().begin().await?;
     sqlx::query("DELETE FROM files WHERE id = $1")
         .bind(&id)
-        .execute(state.db.pool())
+        .execute(&mut *tx)
         .await?;
+    let event = Event::new("file.deleted", Some(&auth.user_id), "file", &id)
+        .team(&file.team_id)
+        .metadata(serde_json::json!({ "name": file.name, "size": file.size }));
+    audit::record(&mut *tx, &origin, event).await?;
+    tx.commit().await?;
     remove_blobs(&state.config.data_dir, &[id]).await;
     Ok(StatusCode::NO_CONTENT)
 }

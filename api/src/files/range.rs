@@ -2,7 +2,7 @@
 //! (a full 200 is a valid answer to those).
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Range {
+pub(crate) enum Range {
     /// Serve the whole content.
     Ignore,
     /// Inclusive byte positions.
@@ -13,7 +13,7 @@ pub(super) enum Range {
     Unsatisfiable,
 }
 
-pub(super) fn parse(header: &str, size: u64) -> Range {
+pub(crate) fn parse(header: &str, size: u64) -> Range {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Range::Ignore;
     };

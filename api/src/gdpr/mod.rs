@@ -1,7 +1,7 @@
 //! `/api/v1/me`: the caller's data under the GDPR.
 //!
 //! **Export** (`POST /me/export`) starts a job that writes a zip archive: `data.json` (profile,
-//! sessions, team memberships, chat messages and reactions the user wrote, notifications, tasks
+//! sessions, the audit entries the user is the actor of, team memberships, chat messages and reactions the user wrote, notifications, tasks
 //! the user created or is assigned to, task comments the user wrote, time entries, focus
 //! sessions, interruptions and goals, notes and note versions the user wrote, metadata of files
 //! the user uploaded; times in unix milliseconds) and `files/<id>-<name>` with those files'
@@ -16,7 +16,7 @@
 //! and teams where the user was the only member (with their files and projects). Anonymized
 //! (kept, author set to null): messages, task comments, tasks and projects created, activity
 //! entries, notes and note versions, files uploaded to teams that live on, channels, rooms and
-//! invites created. A
+//! invites created, and security audit entries (which also lose their IP and user agent). A
 //! sole owner of a team that has other members must transfer ownership first (409).
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
@@ -195,6 +196,8 @@ async fn run_export(state: &AppState, id: &str, user_id: &str) -> ApiResult<i64>
         "profile": q("SELECT id, email, username, display_name, bio, location, timezone, avatar_url, company_name, \
                       created_at, updated_at FROM users WHERE id = $1").await?,
         "sessions": q("SELECT id, created_at, revoked_at FROM sessions WHERE user_id = $1 ORDER BY id").await?,
+        "security_log": q("SELECT id, team_id, action, target_type, target_id, metadata, ip, user_agent, created_at \
+                           FROM audit_log WHERE actor_id = $1 ORDER BY id").await?,
         "teams": q("SELECT m.team_id, t.name, m.role, m.joined_at FROM team_members m JOIN teams t ON t.id = m.team_id \
                     WHERE m.user_id = $1 ORDER BY m.team_id").await?,
         "channels": q("SELECT channel_id, joined_at, notify, muted FROM chat_members WHERE user_id = $1 \
@@ -373,6 +376,11 @@ async fn delete_me(
         .bind(&email)
         .execute(&mut *tx)
         .await?;
+    // The deletion is on record without anyone's name on it: the foreign key nulls the actor,
+    // and the account's events lose their IP and user agent.
+    audit::anonymize(&mut *tx, &user).await?;
+    let event = Event::new("account.deleted", Some(&user), "user", &user);
+    audit::record(&mut *tx, &Origin::default(), event).await?;
     // Cascades erase what is the user's; authored content keeps its row with the author nulled.
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(&user)

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::boards;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -123,6 +124,31 @@ pub(crate) async fn publish(state: &AppState, team_id: &str, kind: &str, data: s
     Ok(())
 }
 
+/// Publishes a change to a task as `kind` to the team (like [`publish`]) and tells the
+/// project's channel, where "{actor's name} {what}" is posted. The change is committed, so a
+/// failure to post is logged, not returned.
+pub(crate) async fn publish_task_change(
+    state: &AppState,
+    team_id: &str,
+    project_id: &str,
+    actor: &str,
+    kind: &str,
+    data: serde_json::Value,
+    what: &str,
+) -> ApiResult<()> {
+    publish(state, team_id, kind, data.clone()).await?;
+    let name: Option<(String,)> = sqlx::query_as("SELECT display_name FROM users WHERE id = $1")
+        .bind(actor)
+        .fetch_optional(state.db.pool())
+        .await?;
+    let name = name.map_or_else(|| "Someone".to_owned(), |(n,)| n);
+    let text = format!("{name} {what}");
+    if let Err(e) = crate::chat::project_news(state, project_id, kind, &data, &text).await {
+        tracing::warn!(error = %e, "task change not posted to the project channel");
+    }
+    Ok(())
+}
+
 /// A stored `YYYY-MM-DD` date.
 pub(crate) fn parse_date(raw: Option<String>) -> ApiResult<Option<NaiveDate>> {
     raw.map(|d| {
@@ -173,6 +199,9 @@ pub(crate) struct Project {
     archived_at: Option<DateTime<Utc>>,
     /// The board created with the project.
     default_board_id: Option<String>,
+    /// The project's chat channel, where its task changes are posted (absent for projects
+    /// older than project channels until their first change).
+    chat_channel_id: Option<String>,
     created_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -190,6 +219,7 @@ struct ProjectRow {
     end_date: Option<String>,
     archived_at: Option<i64>,
     default_board_id: Option<String>,
+    chat_channel_id: Option<String>,
     created_by: Option<String>,
     created_at: i64,
     updated_at: i64,
@@ -210,6 +240,7 @@ impl TryFrom<ProjectRow> for Project {
             description: r.description,
             key: r.key_prefix,
             default_board_id: r.default_board_id,
+            chat_channel_id: r.chat_channel_id,
             created_by: r.created_by,
             created_at: from_ms(r.created_at),
             updated_at: from_ms(r.updated_at),
@@ -220,6 +251,7 @@ impl TryFrom<ProjectRow> for Project {
 const PROJECT_SELECT: &str = "SELECT p.id, p.team_id, p.name, p.description, p.key_prefix, p.status, \
      p.start_date, p.end_date, p.archived_at, \
      (SELECT MIN(b.id) FROM boards b WHERE b.project_id = p.id) AS default_board_id, \
+     (SELECT c.id FROM chat_channels c WHERE c.project_id = p.id) AS chat_channel_id, \
      p.created_by, p.created_at, p.updated_at \
      FROM projects p JOIN team_members m ON m.team_id = p.team_id AND m.user_id = $1";
 
@@ -288,6 +320,7 @@ async fn create_project(
         other => other,
     })?;
     boards::insert_default_board(&mut tx, &id, "Board", now).await?;
+    crate::chat::project_channel(&mut tx, &id).await?;
     record(&mut tx, &id, &auth.user_id, &[Change::new("created", "project", &id)]).await?;
     tx.commit().await?;
     let project = load_project(&state.db, &id, &auth.user_id).await?;
@@ -483,16 +516,24 @@ async fn update_project(
 async fn delete_project(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(project_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     let access = access(&state.db, &project_id, &auth.user_id).await?;
     if !access.role.can_manage() {
         return Err(ApiError::Forbidden("only team admins and owners may delete a project"));
     }
-    sqlx::query("DELETE FROM projects WHERE id = $1")
+    let mut tx = state.db.pool().begin().await?;
+    let (name,): (String,) = sqlx::query_as("DELETE FROM projects WHERE id = $1 RETURNING name")
         .bind(&project_id)
-        .execute(state.db.pool())
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    let event = Event::new("project.deleted", Some(&auth.user_id), "project", &project_id)
+        .team(&access.team_id)
+        .metadata(json!({ "name": name }));
+    audit::record(&mut *tx, &origin, event).await?;
+    tx.commit().await?;
     tracing::info!(project_id = %project_id, "project deleted");
     publish(&state, &access.team_id, "project.deleted", json!({ "id": project_id })).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -40,6 +41,37 @@ pub trait MediaRooms: Send + Sync + 'static {
     fn mute(&self, room_id: &str, participant_id: &str, track_id: &str) -> BoxFuture<'_, bool>;
     /// While locked, only hosts may enter the live session (join tokens issued earlier included).
     fn set_locked(&self, room_id: &str, locked: bool);
+    /// Starts recording the live session into `dir` (files per track plus `manifest.json`);
+    /// everyone in the room is told. `started_at_ms` (unix ms) goes into the manifest.
+    fn start_recording(
+        &self,
+        room_id: &str,
+        recording_id: &str,
+        dir: std::path::PathBuf,
+        started_at_ms: i64,
+    ) -> BoxFuture<'_, Result<(), RecordingRefused>>;
+    /// Stops the room's recording and waits for its files to be finalized; `None` when none ran.
+    fn stop_recording(&self, room_id: &str) -> BoxFuture<'_, Option<RecordingEnded>>;
+}
+
+/// Why the media plane did not start a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingRefused {
+    /// Nobody is in the room.
+    NotLive,
+    /// A recording of the room runs already.
+    AlreadyRecording,
+    /// The media plane is stopping.
+    Unavailable,
+}
+
+/// A recording the media plane finished (stopped, or its room emptied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingEnded {
+    pub recording_id: String,
+    pub duration_ms: u64,
+    /// Why writing failed, if it did.
+    pub error: Option<String>,
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -107,6 +139,13 @@ const ROOM_COLUMNS: &str =
 struct Access {
     room: RoomRow,
     host: bool,
+}
+
+/// Who the caller is for a room: its team and whether the caller is a host. Non-members (and
+/// guests not invited) get 404, as for every room endpoint.
+pub(crate) async fn room_access(state: &AppState, room_id: &str, user_id: &str) -> ApiResult<(String, bool)> {
+    let a = access(state, room_id, user_id).await?;
+    Ok((a.room.team_id, a.host))
 }
 
 async fn access(state: &AppState, room_id: &str, user_id: &str) -> ApiResult<Access> {
@@ -262,14 +301,20 @@ async fn get_room(
 async fn delete_room(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(room_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    if !access(&state, &room_id, &auth.user_id).await?.host {
+    let access = access(&state, &room_id, &auth.user_id).await?;
+    if !access.host {
         return Err(ApiError::Forbidden(
             "only the room's creator and team admins may delete it",
         ));
     }
     delete(&state, &room_id).await?;
+    let event = Event::new("room.deleted", Some(&auth.user_id), "room", &room_id)
+        .team(&access.room.team_id)
+        .metadata(serde_json::json!({ "name": access.room.name }));
+    audit::record(state.db.pool(), &origin, event).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -372,6 +417,8 @@ pub(crate) async fn insert_meeting_room(
 
 /// Deletes a room and ends its live session.
 pub(crate) async fn delete(state: &AppState, room_id: &str) -> ApiResult<()> {
+    // Recordings go with the room: a running one is stopped first, then the files are removed.
+    crate::recordings::delete_for_room(state, room_id).await?;
     sqlx::query("DELETE FROM rooms WHERE id = $1")
         .bind(room_id)
         .execute(state.db.pool())

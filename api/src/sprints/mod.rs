@@ -644,6 +644,9 @@ pub(crate) struct BurndownDay {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Burndown {
     sprint_id: String,
+    /// The sprint's name.
+    name: String,
+    status: SprintStatus,
     start_date: NaiveDate,
     end_date: NaiveDate,
     /// One entry per day from the start date to the end date (or today, or completion,
@@ -704,12 +707,32 @@ async fn burndown(
     AppPath(sprint_id): AppPath<String>,
 ) -> ApiResult<AppJson<Burndown>> {
     let (sprint, _) = sprint_access(&state.db, &sprint_id, &auth.user_id).await?;
+    Ok(AppJson(burndown_of(&state.db, sprint).await?))
+}
+
+/// The burndown of the project's active sprint, else of its most recently started one; `None`
+/// when no sprint has started.
+pub(crate) async fn project_burndown(db: &Db, project_id: &str) -> ApiResult<Option<Burndown>> {
+    let id: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM sprints WHERE project_id = $1 AND status <> 'planned' \
+         ORDER BY CASE WHEN status = 'active' THEN 0 ELSE 1 END, started_at DESC, id DESC LIMIT 1",
+    )
+    .bind(project_id)
+    .fetch_optional(db.pool())
+    .await?;
+    match id {
+        Some((id,)) => Ok(Some(burndown_of(db, load_sprint(db, &id).await?).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn burndown_of(db: &Db, sprint: Sprint) -> ApiResult<Burndown> {
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT day, total_tasks, remaining_tasks, total_points, remaining_points FROM sprint_snapshots \
          WHERE sprint_id = $1 ORDER BY day",
     )
-    .bind(&sprint_id)
-    .fetch_all(state.db.pool())
+    .bind(&sprint.id)
+    .fetch_all(db.pool())
     .await?;
     let snapshots = rows
         .into_iter()
@@ -717,12 +740,14 @@ async fn burndown(
         .collect::<ApiResult<Vec<_>>>()?;
     let until = sprint.completed_at.map_or_else(today, |t| t.date_naive());
     let days = burndown_days(sprint.start_date, sprint.end_date, until, &snapshots);
-    Ok(AppJson(Burndown {
-        sprint_id,
+    Ok(Burndown {
+        sprint_id: sprint.id,
+        name: sprint.name,
+        status: sprint.status,
         start_date: sprint.start_date,
         end_date: sprint.end_date,
         days,
-    }))
+    })
 }
 
 #[cfg(test)]

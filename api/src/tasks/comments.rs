@@ -194,7 +194,17 @@ async fn create_comment(
         &[change],
     )
     .await?;
-    projects::publish(&state, &access.team_id, "task.comment.created", json!(comment)).await?;
+    let what = format!("commented on {}", task.key);
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.created",
+        json!(comment),
+        &what,
+    )
+    .await?;
     let mentioned_users: Vec<String> = mentioned
         .split(',')
         .filter(|u| !u.is_empty())
@@ -253,7 +263,17 @@ async fn update_comment(
         &[change],
     )
     .await?;
-    projects::publish(&state, &access.team_id, "task.comment.updated", json!(comment)).await?;
+    let what = format!("edited a comment on {}", task.key);
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.updated",
+        json!(comment),
+        &what,
+    )
+    .await?;
     Ok(AppJson(comment))
 }
 
@@ -287,7 +307,17 @@ async fn delete_comment(
         &[change],
     )
     .await?;
-    projects::publish(&state, &access.team_id, "task.comment.deleted", data).await?;
+    let what = format!("deleted a comment on {}", task.key);
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.comment.deleted",
+        data,
+        &what,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,6 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Event, Origin};
 use crate::boards::{self, PLACEMENT_ATTEMPTS, is_key_collision, placement_failed};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
@@ -128,6 +129,13 @@ pub(crate) struct Task {
     created_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+impl Task {
+    /// Readable key such as `WEB-42`.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 #[derive(FromRow)]
@@ -505,7 +513,17 @@ async fn create_task(
     if let Some(s) = &task.sprint_id {
         sprints::record_snapshot(&state.db, s).await?;
     }
-    projects::publish(&state, &access.team_id, "task.created", json!(task)).await?;
+    let what = format!("created {} \u{201c}{}\u{201d}", task.key, task.title);
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &new.creator,
+        "task.created",
+        json!(task),
+        &what,
+    )
+    .await?;
     let (title, key) = (format!("Assigned to you: {}", task.title), task.key.clone());
     notify(
         &state,
@@ -865,7 +883,22 @@ async fn update_task(
     for sprint in [&current.sprint_id, &task.sprint_id].into_iter().flatten() {
         sprints::record_snapshot(&state.db, sprint).await?;
     }
-    projects::publish(&state, &access.team_id, "task.updated", json!(task)).await?;
+    let fields: Vec<&str> = changes.iter().filter_map(|c| c.field).collect();
+    let what = if fields.is_empty() {
+        format!("updated {}", task.key)
+    } else {
+        format!("updated {} ({})", task.key, fields.join(", "))
+    };
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.updated",
+        json!(task),
+        &what,
+    )
+    .await?;
     let added: Vec<String> = task
         .assignee_ids
         .iter()
@@ -884,6 +917,7 @@ async fn update_task(
 async fn delete_task(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(task_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     let (task, access) = task_access(&state.db, &task_id, &auth.user_id).await?;
@@ -895,12 +929,26 @@ async fn delete_task(
         .await?;
     let gone = Change::on_task("deleted", "task", &task_id, &task_id).field("title", Some(task.title.clone()), None);
     record(&mut tx, &task.project_id, &auth.user_id, &[gone]).await?;
+    let event = Event::new("task.deleted", Some(&auth.user_id), "task", &task_id)
+        .team(&access.team_id)
+        .metadata(json!({ "key": task.key, "title": task.title, "project_id": task.project_id }));
+    audit::record(&mut *tx, &origin, event).await?;
     tx.commit().await?;
     if let Some(s) = &task.sprint_id {
         sprints::record_snapshot(&state.db, s).await?;
     }
     let data = json!({ "id": task.id, "project_id": task.project_id, "column_id": task.column_id });
-    projects::publish(&state, &access.team_id, "task.deleted", data).await?;
+    let what = format!("deleted {} \u{201c}{}\u{201d}", task.key, task.title);
+    projects::publish_task_change(
+        &state,
+        &access.team_id,
+        &task.project_id,
+        &auth.user_id,
+        "task.deleted",
+        data,
+        &what,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -912,5 +960,15 @@ async fn touched(state: &AppState, access: &Access, actor: &str, task_id: &str, 
         let mut conn = state.db.pool().acquire().await?;
         record(&mut conn, &task.project_id, actor, changes).await?;
     }
-    projects::publish(state, &access.team_id, "task.updated", json!(task)).await
+    let what = format!("updated {}", task.key);
+    projects::publish_task_change(
+        state,
+        &access.team_id,
+        &task.project_id,
+        actor,
+        "task.updated",
+        json!(task),
+        &what,
+    )
+    .await
 }

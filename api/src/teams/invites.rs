@@ -5,12 +5,14 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use convene_auth::{OpaqueToken, hash_token};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Role, Team, load_team, may_assign, member_role, require_manager};
+use crate::audit::{self, Event, Origin};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
@@ -91,6 +93,7 @@ pub(crate) struct CreateInvite {
 async fn create_invite(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(team_id): AppPath<String>,
     AppJson(req): AppJson<CreateInvite>,
 ) -> ApiResult<(StatusCode, AppJson<CreatedInvite>)> {
@@ -105,7 +108,7 @@ async fn create_invite(
         team_id,
         email: email.map(|e| e.as_str().to_owned()),
         role: req.role.as_str().to_owned(),
-        invited_by: Some(auth.user_id),
+        invited_by: Some(auth.user_id.clone()),
         expires_at: now.saturating_add(ttl),
         created_at: now,
     };
@@ -123,6 +126,11 @@ async fn create_invite(
     .bind(row.created_at)
     .execute(state.db.pool())
     .await?;
+    // Whether the invite names an address is kept, never the address.
+    let event = Event::new("invite.created", Some(&auth.user_id), "invite", &row.id)
+        .team(&row.team_id)
+        .metadata(json!({ "role": row.role, "email_bound": row.email.is_some() }));
+    audit::record(state.db.pool(), &origin, event).await?;
     let accept_url = format!("{}/api/v1/invites/{}/accept", state.config.public_url, token.as_str());
     Ok((
         StatusCode::CREATED,
@@ -164,6 +172,7 @@ async fn list_invites(
 async fn revoke_invite(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath((team_id, invite_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     require_manager(&state.db, &team_id, &auth.user_id).await?;
@@ -179,6 +188,8 @@ async fn revoke_invite(
     if done.rows_affected() == 0 {
         return Err(ApiError::NotFound("invite"));
     }
+    let event = Event::new("invite.revoked", Some(&auth.user_id), "invite", &invite_id).team(&team_id);
+    audit::record(state.db.pool(), &origin, event).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -201,6 +212,7 @@ struct PendingInvite {
 async fn accept_invite(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(token): AppPath<String>,
 ) -> ApiResult<AppJson<Team>> {
     let invite: PendingInvite = sqlx::query_as(
@@ -254,6 +266,10 @@ async fn accept_invite(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    let event = Event::new("invite.accepted", Some(&auth.user_id), "invite", &invite.id)
+        .team(&invite.team_id)
+        .metadata(json!({ "role": role }));
+    audit::record(&mut *tx, &origin, event).await?;
     tx.commit().await?;
     Ok(AppJson(load_team(&state.db, &invite.team_id, &auth.user_id).await?))
 }

@@ -2,7 +2,8 @@
 //!
 //! Rules: only members see a team (everyone else gets 404, so team ids leak nothing);
 //! admins and owners manage members and invites; only owners delete the team, grant the
-//! owner role or change an owner; the last owner can neither leave nor be demoted.
+//! owner role or change an owner; the last owner can neither leave nor be demoted. Membership
+//! changes and the team's deletion are recorded in the audit log (`crate::audit`).
 
 mod invites;
 mod role;
@@ -11,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +20,7 @@ use utoipa_axum::routes;
 
 pub use role::Role;
 
+use crate::audit::{self, Event, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -32,6 +35,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_team, update_team, delete_team))
         .routes(routes!(list_members, add_member))
         .routes(routes!(update_member, remove_member))
+        .routes(routes!(transfer_ownership))
         .merge(invites::team_router())
 }
 
@@ -53,7 +57,7 @@ pub async fn member_role(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Rol
     }
 }
 
-async fn require_manager(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Role> {
+pub(crate) async fn require_manager(db: &Db, team_id: &str, user_id: &str) -> ApiResult<Role> {
     let role = member_role(db, team_id, user_id).await?;
     if role.can_manage() {
         Ok(role)
@@ -234,16 +238,24 @@ async fn update_team(
 async fn delete_team(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(team_id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     if member_role(&state.db, &team_id, &auth.user_id).await? != Role::Owner {
         return Err(ApiError::Forbidden("only team owners may delete a team"));
     }
     let files = crate::files::team_file_ids(state.db.pool(), &team_id).await?;
-    sqlx::query("DELETE FROM teams WHERE id = $1")
+    let mut tx = state.db.pool().begin().await?;
+    let (name,): (String,) = sqlx::query_as("DELETE FROM teams WHERE id = $1 RETURNING name")
         .bind(&team_id)
-        .execute(state.db.pool())
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("team"))?;
+    let event = Event::new("team.deleted", Some(&auth.user_id), "team", &team_id)
+        .team(&team_id)
+        .metadata(json!({ "name": name }));
+    audit::record(&mut *tx, &origin, event).await?;
+    tx.commit().await?;
     crate::files::remove_blobs(&state.config.data_dir, &files).await;
     tracing::info!(team_id = %team_id, "team deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -323,6 +335,7 @@ fn may_assign(actor: Role, current: Option<Role>, target_role: Role) -> ApiResul
 async fn add_member(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(team_id): AppPath<String>,
     AppJson(req): AppJson<AddMember>,
 ) -> ApiResult<(StatusCode, AppJson<Member>)> {
@@ -357,6 +370,10 @@ async fn add_member(
             ApiError::Conflict { .. } => ApiError::conflict("already_member", "the user is already a member"),
             other => other,
         })?;
+    let event = Event::new("member.added", Some(&auth.user_id), "member", &user_id)
+        .team(&team_id)
+        .metadata(json!({ "role": req.role }));
+    audit::record(state.db.pool(), &origin, event).await?;
     Ok((
         StatusCode::CREATED,
         AppJson(load_member(&state.db, &team_id, &user_id).await?),
@@ -400,6 +417,7 @@ async fn change_unless_last_owner(
 async fn update_member(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath((team_id, user_id)): AppPath<(String, String)>,
     AppJson(req): AppJson<UpdateMember>,
 ) -> ApiResult<AppJson<Member>> {
@@ -423,6 +441,12 @@ async fn update_member(
             .execute(state.db.pool())
             .await?;
     }
+    if current != req.role {
+        let event = Event::new("member.role_changed", Some(&auth.user_id), "member", &user_id)
+            .team(&team_id)
+            .metadata(json!({ "from": current, "to": req.role }));
+        audit::record(state.db.pool(), &origin, event).await?;
+    }
     Ok(AppJson(load_member(&state.db, &team_id, &user_id).await?))
 }
 
@@ -434,6 +458,7 @@ async fn update_member(
 async fn remove_member(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath((team_id, user_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let actor = member_role(&state.db, &team_id, &auth.user_id).await?;
@@ -454,5 +479,64 @@ async fn remove_member(
         None,
     )
     .await?;
+    let action = if user_id == auth.user_id {
+        "member.left"
+    } else {
+        "member.removed"
+    };
+    let event = Event::new(action, Some(&auth.user_id), "member", &user_id)
+        .team(&team_id)
+        .metadata(json!({ "role": current }));
+    audit::record(state.db.pool(), &origin, event).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransferOwnership {
+    /// The member who becomes an owner.
+    user_id: String,
+}
+
+/// Hand the team over (owners): the member becomes an owner and the caller an admin, at once.
+#[utoipa::path(post, path = "/{team_id}/transfer-ownership", tag = "teams", security(("bearer" = [])),
+    request_body = TransferOwnership,
+    responses((status = 200, body = Member, description = "the new owner"), (status = 403, body = convene_proto::ErrorBody),
+              (status = 404, body = convene_proto::ErrorBody), (status = 422, body = convene_proto::ErrorBody)))]
+async fn transfer_ownership(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    origin: Origin,
+    AppPath(team_id): AppPath<String>,
+    AppJson(req): AppJson<TransferOwnership>,
+) -> ApiResult<AppJson<Member>> {
+    if member_role(&state.db, &team_id, &auth.user_id).await? != Role::Owner {
+        return Err(ApiError::Forbidden("only owners may transfer ownership"));
+    }
+    if req.user_id == auth.user_id {
+        return Err(ApiError::field("user_id", "name another member"));
+    }
+    let previous = Role::parse(&load_member(&state.db, &team_id, &req.user_id).await?.role)?;
+    let mut tx = state.db.pool().begin().await?;
+    sqlx::query("UPDATE team_members SET role = 'owner' WHERE team_id = $1 AND user_id = $2")
+        .bind(&team_id)
+        .bind(&req.user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE team_members SET role = 'admin' WHERE team_id = $1 AND user_id = $2")
+        .bind(&team_id)
+        .bind(&auth.user_id)
+        .execute(&mut *tx)
+        .await?;
+    let event = Event::new(
+        "team.ownership_transferred",
+        Some(&auth.user_id),
+        "member",
+        &req.user_id,
+    )
+    .team(&team_id)
+    .metadata(json!({ "from_user_id": auth.user_id, "previous_role": previous }));
+    audit::record(&mut *tx, &origin, event).await?;
+    tx.commit().await?;
+    Ok(AppJson(load_member(&state.db, &team_id, &req.user_id).await?))
 }

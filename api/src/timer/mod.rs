@@ -215,6 +215,12 @@ async fn announce(state: &AppState, kind: &str, row: &SessionRow, now: i64) {
         ),
         Err(e) => tracing::warn!(error = %e, "focus audience unavailable"),
     }
+    if matches!(
+        kind,
+        "timer.started" | "timer.paused" | "timer.resumed" | "timer.stopped"
+    ) {
+        crate::chat::focus_changed(state, &row.user_id).await;
+    }
 }
 
 async fn teammates(db: &Db, user_id: &str) -> ApiResult<Vec<String>> {

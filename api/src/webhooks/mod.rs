@@ -161,7 +161,7 @@ pub fn room_event_sink(state: AppState) -> RoomEventSink {
 
 /// Tells everyone who may join the room (team members; guests only when invited) on their
 /// `/ws/events` stream, so room lists can show who is in a meeting.
-async fn publish_live(state: &AppState, team_id: &str, event: &RoomEvent, data: &Value) -> ApiResult<()> {
+pub(crate) async fn publish_live(state: &AppState, team_id: &str, event: &RoomEvent, data: &Value) -> ApiResult<()> {
     let kind = match event.kind {
         EventType::RoomStarted => "room.started",
         EventType::RoomFinished => "room.finished",

@@ -3,7 +3,9 @@
 //! - [`ErrorBody`]: the body of every REST error.
 //! - [`signal`]: the JSON messages of `GET /ws/signal`.
 //! - [`IceServer`] and [`LiveRoom`]: what the rooms API hands out and shows.
+//! - [`recording`]: a recording's `manifest.json`.
 
+pub mod recording;
 mod room;
 pub mod signal;
 

@@ -207,6 +207,11 @@ pub enum ServerMessage {
     ConnectionQuality {
         updates: Vec<ConnectionQuality>,
     },
+    /// The room's recording started or stopped; also sent right after `joined` while one runs.
+    Recording {
+        active: bool,
+        recording_id: String,
+    },
     /// The session is over (room closed, removed by a host, left); the socket closes next.
     Removed {
         reason: String,

@@ -83,6 +83,8 @@ impl App {
             team_storage_quota: config.team_storage_quota,
         };
         let mut state = AppState::new(db.clone(), &secret, api_config);
+        // Recordings the previous process did not finish were cut short (crash, kill -9).
+        convene_api::recordings::mark_interrupted(&state).await?;
         let media = match &config.media {
             Some(media) => {
                 let sfu = Sfu::start(SfuConfig {
@@ -102,6 +104,9 @@ impl App {
                 );
                 signaling.report_room_events(convene_api::webhooks::room_event_sink(state.clone()));
                 state = state.with_media(signaling.clone());
+                if let Some(finished) = sfu.finished_recordings() {
+                    tokio::spawn(persist_finished_recordings(state.clone(), finished));
+                }
                 Some(signaling)
             }
             None => None,
@@ -163,6 +168,8 @@ impl App {
         })
         .await?;
         if let Some(media) = &self.media {
+            // Files finalized and rows `finished` before the media plane goes.
+            convene_api::recordings::stop_all(&self.state).await;
             media.sfu().shutdown().await;
         }
         if let Err(e) = self.digests.await {
@@ -174,6 +181,23 @@ impl App {
         self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Marks recordings the media plane finished by itself (their room emptied).
+async fn persist_finished_recordings(
+    state: AppState,
+    mut finished: tokio::sync::mpsc::UnboundedReceiver<convene_sfu::RecordingFinished>,
+) {
+    while let Some(f) = finished.recv().await {
+        let ended = convene_api::rooms::RecordingEnded {
+            recording_id: f.recording_id,
+            duration_ms: f.duration_ms,
+            error: f.error,
+        };
+        if let Err(e) = convene_api::recordings::finished(&state, ended).await {
+            tracing::warn!(error = %e, "persisting a finished recording failed");
+        }
     }
 }
 

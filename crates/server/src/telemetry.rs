@@ -243,6 +243,11 @@ impl Collector for MediaCollector {
                 "Packets resent to subscribers from the retransmission cache",
                 s.retransmitted_packets,
             ),
+            (
+                "media_recorder_dropped_packets",
+                "Packets of recorded rooms dropped because the recorder fell behind",
+                s.recorder_dropped_packets,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);

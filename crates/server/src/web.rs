@@ -27,10 +27,13 @@ pub(crate) async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Respo
     if api || !(method == Method::GET || method == Method::HEAD) || path.split('/').any(|s| s == "..") {
         return ApiError::NotFound("route").into_response();
     }
-    let name = match path.trim_start_matches('/') {
-        "" => "index.html",
-        name => name,
-    };
+    // A folder's page is its index.html (`/` and `/dashboard/`).
+    let name = format!(
+        "{}{}",
+        path.trim_start_matches('/'),
+        if path.ends_with('/') { "index.html" } else { "" }
+    );
+    let name = name.as_str();
     let Some(file) = Assets::get(name) else {
         return ApiError::NotFound("file").into_response();
     };

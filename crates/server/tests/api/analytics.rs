@@ -211,11 +211,103 @@ async fn the_dashboard_page_is_served_with_the_web_client() {
     let app = crate::helpers::spawn_app().await;
     for (path, needle) in [
         ("/dashboard/index.html", "dashboard.js"),
+        ("/dashboard/", "dashboard.js"),
         ("/dashboard/dashboard.js", "/analytics/users/me"),
         ("/dashboard/charts.js", "export function barChart"),
+        ("/dashboard/charts.js", "export function burndownChart"),
+        ("/dashboard/dashboard.js", "meeting_minutes"),
     ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         assert!(res.text().await.unwrap().contains(needle), "{path}");
     }
+}
+
+/// The member of `overview` with `user_id`.
+fn member<'a>(overview: &'a serde_json::Value, user_id: &str) -> &'a serde_json::Value {
+    overview["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == user_id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn team_overview_counts_meeting_minutes_from_real_attendance() {
+    use crate::meetings::{join, next_of, send, signal};
+
+    let app = spawn_app().await;
+    let host = app.register("host").await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let team = app.team(&host, "T").await;
+    app.add(&host, &team, &alice, "member").await;
+    app.add(&host, &team, &bob, "member").await;
+    let (_, meeting) = app
+        .post(
+            "/api/v1/meetings",
+            Some(&host.access),
+            json!({ "title": "Sync", "team_id": team,
+                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
+        )
+        .await;
+    let room = meeting["room_id"].as_str().unwrap();
+    // Bob watches the room's activity: it is published after the attendance is recorded.
+    let mut bob_events = crate::chat::events(&app, &bob, "").await;
+
+    let before = std::time::Instant::now();
+    let (_, host_join) = join(&app, room, &host).await;
+    let (_, alice_join) = join(&app, room, &alice).await;
+    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
+    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    next_of(&mut host_ws, &["participant_joined"]).await;
+    send(&mut alice_ws, json!({ "type": "leave", "id": "l" })).await;
+    next_of(&mut host_ws, &["participant_left"]).await;
+    send(&mut host_ws, json!({ "type": "leave", "id": "l" })).await;
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        let e = crate::chat::next_of(&mut bob_events, "room.participant_left").await;
+        left.push(e["data"]["participant_id"].as_str().unwrap().to_owned());
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let wall_minutes = before.elapsed().as_millis() as f64 / 60_000.0;
+    left.sort();
+    let mut expected = vec![host.user_id.clone(), alice.user_id.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+
+    let (status, o) = app
+        .get(&format!("/api/v1/analytics/teams/{team}/overview"), &bob.access)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    let minutes = |who: &str| member(&o, who)["meeting_minutes"].as_f64().unwrap();
+    let (h, a) = (minutes(&host.user_id), minutes(&alice.user_id));
+    assert!(h > 0.0 && h <= wall_minutes, "host {h} of {wall_minutes}");
+    assert!(a > 0.0 && a <= h, "alice left first: {a} vs {h}");
+    assert!(minutes(&bob.user_id).abs() < f64::EPSILON);
+    let total = o["meeting_minutes"].as_f64().unwrap();
+    assert!((total - (h + a)).abs() < 1e-9, "{total} vs {h} + {a}");
+
+    // The meeting's own report counts the same attendance.
+    let (status, report) = app
+        .get(
+            &format!("/api/v1/analytics/meetings/{}", meeting["id"].as_str().unwrap()),
+            &host.access,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let reported = report["participant_minutes"].as_f64().unwrap();
+    assert!((total - reported).abs() < 1e-9, "{total} vs {reported}");
+
+    // Days without meetings count none.
+    let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    let yesterday = day(chrono::Utc::now().date_naive() - chrono::Duration::days(1));
+    let (_, past) = app
+        .get(
+            &format!("/api/v1/analytics/teams/{team}/overview?from={yesterday}&to={yesterday}"),
+            &bob.access,
+        )
+        .await;
+    assert!(past["meeting_minutes"].as_f64().unwrap().abs() < f64::EPSILON, "{past}");
 }

@@ -168,6 +168,13 @@ async fn export_holds_the_users_data_and_nothing_of_others() {
     assert_eq!(data["notes"][0]["title"], "alice note");
     assert_eq!(data["focus_sessions"].as_array().unwrap().len(), 1);
     assert_eq!(data["files"].as_array().unwrap().len(), 1);
+    // Her audit entries (adding bob to the team), none of bob's.
+    let audit = data["security_log"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (&audit[0]["action"], &audit[0]["target_id"]),
+        (&json!("member.added"), &json!(bob.user_id))
+    );
     assert_eq!(data["tasks_created"][0]["title"], "alice task");
     assert_eq!(data["task_assignments"].as_array().unwrap().len(), 1);
     assert_eq!(data["task_comments"][0]["body"], "alice task comment");
@@ -230,6 +237,17 @@ async fn deletion_erases_personal_data_and_keeps_others_content() {
     let (team, channel) = history(&app, &alice, &bob).await;
     let solo = app.team(&bob, "Solo").await;
     assert_eq!(rows_containing(&db, "bob@example.com").await, ["users.email"]);
+    // Bob's sign-ins are in the audit log with where they came from.
+    for password in ["not his password", "correct horse battery"] {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("user-agent", "bobs-browser/7")
+            .json(&json!({ "login": "bob", "password": password }))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows_containing(&db, "bobs-browser").await, ["audit_log.user_agent"]);
 
     // Wrong password, then a sole owner of a team with members: refused.
     let (status, body) = app
@@ -284,6 +302,23 @@ async fn deletion_erases_personal_data_and_keeps_others_content() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(rows_containing(&db, "bob@example.com").await.is_empty());
     assert!(rows_containing(&db, &bob_hash).await.is_empty());
+    // His audit entries stay, without an actor, IP or user agent; the deletion is on record.
+    assert!(rows_containing(&db, "bobs-browser").await.is_empty());
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+    let audit: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor_id, ip FROM audit_log WHERE action LIKE 'auth.%' OR action = 'account.deleted' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        [
+            ("auth.login_failed".to_owned(), None, None),
+            ("auth.login".to_owned(), None, None),
+            ("account.deleted".to_owned(), None, None),
+        ]
+    );
 
     // Bob's solo team is gone, the shared one keeps his message without an author.
     let (status, _) = app.get(&format!("/api/v1/teams/{solo}"), &alice.access).await;

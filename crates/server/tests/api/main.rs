@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod analytics;
+mod audit;
 mod auth;
 mod boards;
 mod calendar;
@@ -16,7 +17,9 @@ mod meetings;
 mod notes;
 mod notifications;
 mod ops;
+mod project_channel;
 mod projects;
+mod recordings;
 mod rooms;
 mod search;
 mod signal;

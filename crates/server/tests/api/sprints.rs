@@ -287,3 +287,103 @@ async fn sprint_editing_and_validation() {
         "a deleted sprint's tasks return to the backlog"
     );
 }
+
+/// The project overview's burndown, which must be the sprint's own burndown.
+async fn overview_burndown(app: &TestApp, c: &Crew) -> Value {
+    let (status, o) = app
+        .get(
+            &format!("/api/v1/analytics/projects/{}/overview", c.project),
+            &c.member.access,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    o["burndown"].clone()
+}
+
+async fn sprint_burndown(app: &TestApp, c: &Crew, sprint: &str) -> Value {
+    let (status, b) = app
+        .get(&format!("/api/v1/sprints/{sprint}/burndown"), &c.member.access)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    b
+}
+
+#[tokio::test]
+async fn project_overview_shows_the_current_sprints_burndown() {
+    let app = spawn_app().await;
+    let c = crew(&app).await;
+    assert!(overview_burndown(&app, &c).await.is_null(), "no sprint yet");
+    let s1 = sprint(&app, &c, "Sprint 1").await;
+    let s2 = sprint(&app, &c, "Sprint 2").await;
+    assert!(overview_burndown(&app, &c).await.is_null(), "no sprint has started");
+    let mut tasks = Vec::new();
+    for points in [2, 3] {
+        let t = create_task(
+            &app,
+            &c.member,
+            &c.project,
+            json!({ "title": "t", "estimate": points, "sprint_id": s1 }),
+        )
+        .await;
+        tasks.push(t);
+    }
+    let start = |s: String| {
+        let app = &app;
+        let token = c.member.access.clone();
+        async move {
+            let (status, body) = app
+                .post(&format!("/api/v1/sprints/{s}/start"), Some(&token), json!({}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    start(s1.clone()).await;
+    let b = overview_burndown(&app, &c).await;
+    assert_eq!(b, sprint_burndown(&app, &c, &s1).await);
+    assert_eq!(
+        (b["sprint_id"].as_str(), b["status"].as_str()),
+        (Some(s1.as_str()), Some("active"))
+    );
+    assert_eq!(burndown_today(&app, &c, &s1).await, expected_today(&app, &c, &s1).await);
+
+    // A task done: the overview follows the sprint's series.
+    let (status, _) = put(
+        &app,
+        &format!(
+            "/api/v1/boards/{}/tasks/{}/move",
+            c.board,
+            tasks[1]["id"].as_str().unwrap()
+        ),
+        &c.member.access,
+        json!({ "column_id": c.columns[3], "expected_version": tasks[1]["version"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let b = overview_burndown(&app, &c).await;
+    assert_eq!(b, sprint_burndown(&app, &c, &s1).await);
+    let today = b["days"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (today["total_points"].as_i64(), today["remaining_points"].as_i64()),
+        (Some(5), Some(2))
+    );
+
+    // Completed, it is still the latest; the next one takes over when it starts.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/sprints/{s1}/complete"),
+            Some(&c.member.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let b = overview_burndown(&app, &c).await;
+    assert_eq!(
+        (b["sprint_id"].as_str(), b["status"].as_str()),
+        (Some(s1.as_str()), Some("completed"))
+    );
+    assert_eq!(b, sprint_burndown(&app, &c, &s1).await);
+    start(s2.clone()).await;
+    let b = overview_burndown(&app, &c).await;
+    assert_eq!(b["sprint_id"], s2.as_str());
+    assert_eq!(b, sprint_burndown(&app, &c, &s2).await);
+}

@@ -367,3 +367,124 @@ async fn other_devices_and_teammates_see_focus() {
         .await;
     assert_eq!(list, json!([]));
 }
+
+/// The next `presence.changed` of `user_id`, skipping everything else.
+async fn presence_of(ws: &mut Ws, user_id: &str) -> String {
+    loop {
+        let e = event_of(ws, "presence.changed").await;
+        if e["data"]["user_id"] == user_id {
+            return e["data"]["status"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn team_presence_shows_focusing_while_a_work_session_runs() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let eve = app.register("eve").await;
+    let team = app.team(&alice, "Core").await;
+    app.add(&alice, &team, &bob, "member").await;
+    let mut bob_ws = events(&app, &bob.access).await;
+    let mut eve_ws = events(&app, &eve.access).await;
+    let _alice_ws = events(&app, &alice.access).await;
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "online");
+    let presence = |who: &str| {
+        let app = &app;
+        let token = bob.access.clone();
+        let who = who.to_owned();
+        async move {
+            let (status, all) = app.get("/api/v1/chat/presence", &token).await;
+            assert_eq!(status, StatusCode::OK, "{all}");
+            all.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["user_id"] == who.as_str())
+                .map(|p| p["status"].as_str().unwrap().to_owned())
+                .unwrap()
+        }
+    };
+
+    let (status, s) = start(
+        &app,
+        &alice.access,
+        json!({ "focus_type": "deep_work", "planned_minutes": 50 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
+    assert_eq!(presence(&alice.user_id).await, "focusing");
+    let base = format!("/api/v1/timer/sessions/{}", s["id"].as_str().unwrap());
+
+    // Idle does not hide focus; a pause does, a resume brings it back, a stop ends it.
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&alice.access),
+            Some(json!({ "status": "idle" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&alice.access),
+            Some(json!({ "status": "online" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
+    assert_eq!(
+        app.post(&format!("{base}/pause"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "online");
+    assert_eq!(presence(&alice.user_id).await, "online");
+    assert_eq!(
+        app.post(&format!("{base}/resume"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "focusing");
+    assert_eq!(
+        app.post(&format!("{base}/stop"), Some(&alice.access), json!({}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(presence_of(&mut bob_ws, &alice.user_id).await, "online");
+    assert_eq!(presence(&alice.user_id).await, "online");
+
+    // Nobody outside alice's teams heard any of it: eve's next event is her own.
+    let (status, _) = start(
+        &app,
+        &eve.access,
+        json!({ "focus_type": "custom", "planned_minutes": 5 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let first = next_event(&mut eve_ws).await;
+    assert_eq!(
+        first["type"], "timer.started",
+        "eve saw nothing of alice before: {first}"
+    );
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/v1/chat/presence",
+            Some(&eve.access),
+            Some(json!({ "status": "focusing" })),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+}

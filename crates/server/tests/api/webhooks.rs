@@ -17,16 +17,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{TestApp, error_code, spawn_app_with};
 
-const SECRET: &str = "a-shared-secret-of-some-length";
+pub(crate) const SECRET: &str = "a-shared-secret-of-some-length";
 
-struct Received {
-    timestamp: String,
-    signature: String,
-    body: String,
+pub(crate) struct Received {
+    pub(crate) timestamp: String,
+    pub(crate) signature: String,
+    pub(crate) body: String,
 }
 
 /// A local receiver answering 500 to its first request and 204 afterwards.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let seen = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new().route(
@@ -56,7 +56,7 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>) {
 }
 
 /// What a receiver does: recompute the signature over the timestamp and the raw body.
-fn verify(secret: &str, timestamp: &str, body: &str, signature: &str) -> bool {
+pub(crate) fn verify(secret: &str, timestamp: &str, body: &str, signature: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{timestamp}.{body}").as_bytes());
     let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -203,7 +203,9 @@ async fn signed_room_events_reach_a_local_receiver_with_retries_and_a_log() {
     assert!(!verify("wrong-secret", &first.timestamp, &first.body, &first.signature));
     assert!(!verify(SECRET, "1", &first.body, &first.signature));
 
-    // The log: every delivery ends delivered; the retried one took two attempts.
+    // The log: every delivery ends delivered; the retried one took two attempts. The runner
+    // writes the outcome after the receiver has answered, and nothing announces it (no event
+    // on /ws/events, the receiver cannot see past its response), so this polls with a deadline.
     let path = format!("/api/v1/webhooks/{id}/deliveries");
     let log = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
