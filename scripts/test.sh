@@ -37,12 +37,15 @@ echo "== browser: TURN relay (Chromium, relay-only, UDP and TCP)"
 (cd turn-server/tests/browser && npm ci --no-audit --no-fund --silent >/dev/null)
 cargo test --locked -p convene-turn --test browser_relay -- --ignored
 
-echo "== browser: the web client end to end (meeting, simulcast: three Chromium pages each; recording checked with ffprobe)"
+echo "== browser: the web client end to end (meeting, simulcast: three Chromium pages each; recording checked with ffprobe; speakers and quality with two)"
 cargo build --locked -p convene
 web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 
 echo "== browser: WHIP publisher to WHEP viewer (Chromium, own network namespace)"
 sfu/tests/browser/whip.sh
+
+echo "== browser: 10 % packet loss between Chromium participants and the SFU (own network namespace)"
+web/tests/impairment.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 
 echo "== API tests (PostgreSQL)"
 pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")

@@ -250,7 +250,8 @@ class Meeting {
         h('aside', {}, h('h2', {}, 'Participants'), this.people, h('h2', {}, 'Chat'), this.chat, say)),
       h('footer.controls', {}, Object.values(this.buttons)),
       this.audio));
-    for (const type of ['participant_joined', 'participant_left', 'track', 'track_updated', 'track_removed', 'local', 'recording']) {
+    for (const type of ['participant_joined', 'participant_left', 'track', 'track_updated', 'track_removed', 'local',
+      'recording', 'speakers', 'connection_quality']) {
       room.addEventListener(type, () => this.render());
     }
     room.addEventListener('reconnecting', () => this.notice('Connection lost, reconnecting…'));
@@ -327,7 +328,7 @@ class Meeting {
     const { room } = this;
     const local = source => room.local.get(source);
     const tiles = [{
-      key: 'me:camera', name: `${room.me.name} (you)`, source: 'camera', self: true,
+      key: 'me:camera', participant: room.me.id, name: `${room.me.name} (you)`, source: 'camera', self: true,
       media: local('camera')?.track, videoOff: !local('camera') || local('camera').muted,
       micOff: !local('microphone') || local('microphone').muted,
     }];
@@ -347,10 +348,14 @@ class Meeting {
       }
       for (const t of tracks.filter(t => t.kind === 'audio')) audio.push({ key: t.id, media: room.mediaTrack(t.id) });
     }
+    for (const t of tiles) {
+      t.speaking = t.source === 'camera' && room.speakers.includes(t.participant);
+      t.quality = t.source === 'camera' ? room.quality.get(t.participant)?.quality : undefined;
+    }
     reconcile(this.grid, tiles, tile, (el, t) => updateTile(el, t, room));
     reconcile(this.audio, audio.filter(a => a.media), a => h('audio', { autoplay: true }), (el, a) => attach(el, a.media));
     const people = [{ key: 'me', name: `${room.me.name} (you)`, micOff: tiles[0].micOff, videoOff: tiles[0].videoOff },
-      ...tiles.filter(t => t.participant && t.source === 'camera').map(t => ({ ...t, key: t.participant }))];
+      ...tiles.filter(t => !t.self && t.source === 'camera').map(t => ({ ...t, key: t.participant }))];
     reconcile(this.people, people, () => h('li'), (li, p) => {
       const state = [p.micOff && 'muted', p.videoOff && 'camera off'].filter(Boolean).join(', ');
       li.replaceChildren(p.name, state ? h('span.muted', {}, ` · ${state}`) : '');
@@ -367,9 +372,10 @@ class Meeting {
 }
 
 function tile(t) {
-  return h('figure.tile', { 'data-source': t.source, 'data-participant': t.participant ?? 'me' },
+  return h('figure.tile', { 'data-source': t.source, 'data-participant': t.self ? 'me' : t.participant },
     h('video', { autoplay: true, playsInline: true, muted: true }),
-    h('figcaption', {}, t.name));
+    h('figcaption', {}, t.name),
+    h('span.quality', { title: 'Connection quality' }));
 }
 
 function updateTile(el, t, room) {
@@ -378,6 +384,12 @@ function updateTile(el, t, room) {
   el.classList.toggle('self', !!t.self);
   el.classList.toggle('video-off', !!t.videoOff || !t.media);
   el.classList.toggle('mic-off', !!t.micOff);
+  el.classList.toggle('speaking', !!t.speaking);
+  const quality = el.querySelector('.quality');
+  quality.textContent = t.quality ?? '';
+  quality.hidden = !t.quality;
+  if (t.quality) el.dataset.quality = t.quality;
+  else delete el.dataset.quality;
   const video = el.querySelector('video');
   attach(video, t.media);
   // The SFU sends each remote tile the simulcast layer that fits its size.

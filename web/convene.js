@@ -13,7 +13,10 @@
 // Events (`e.detail`): participant_joined / participant_left {participant}, track {track} (a
 // remote track whose media arrived), track_updated {track}, track_removed {track},
 // data {participantId, participant, payload: Uint8Array} (a data channel message from someone else),
-// media_state {target, connected}, reconnecting, reconnected, closed {reason}, error {code, message}.
+// media_state {target, connected}, speakers {speakers: [{participant, level}]} (who speaks now,
+// loudest first; ids include our own), connection_quality {updates: [{participant, quality, loss,
+// rtt_ms, jitter_ms, bitrate_kbps}]} (quality: excellent | good | poor | lost), reconnecting,
+// reconnected, closed {reason}, error {code, message}.
 //
 // Simulcast: the camera goes out in three encodings (rid q/h/f: 1/4, 1/2 and full size), a
 // screen share in two (h/f). The SFU forwards each receiver the one that fits how it shows the
@@ -49,6 +52,10 @@ export class Room extends EventTarget {
   participants = new Map();
   /** Our own media: source → {source, track, transceiver, muted}. */
   local = new Map();
+  /** Who speaks now, loudest first: participant ids (ours included). */
+  speakers = [];
+  /** Connection quality by participant id (ours included): {quality, loss, rtt_ms, jitter_ms, bitrate_kbps}. */
+  quality = new Map();
   closed = false;
 
   #url;
@@ -343,6 +350,14 @@ export class Room extends EventTarget {
       case 'media_state':
         this.#emit('media_state', { target: m.target, connected: m.connected });
         break;
+      case 'speakers':
+        this.speakers = m.speakers.map(s => s.participant);
+        this.#emit('speakers', { speakers: m.speakers });
+        break;
+      case 'connection_quality':
+        for (const u of m.updates) this.quality.set(u.participant, u);
+        this.#emit('connection_quality', { updates: m.updates });
+        break;
       case 'recording':
         // Sent at start and stop, and right after joining a room that is being recorded.
         this.recording = m.active ? m.recording_id : null;
@@ -547,6 +562,7 @@ export class Room extends EventTarget {
     if (p.id === this.me?.id) return;
     const participant = { id: p.id, name: p.name, tracks: new Map() };
     this.participants.set(p.id, participant);
+    if (p.connection_quality) this.quality.set(p.id, p.connection_quality);
     this.#emit('participant_joined', { participant });
     for (const t of p.tracks) this.#setTrack(t);
   }
@@ -556,6 +572,8 @@ export class Room extends EventTarget {
     if (!participant) return;
     for (const t of [...participant.tracks.keys()]) this.#removeTrack(id, t);
     this.participants.delete(id);
+    this.quality.delete(id);
+    this.speakers = this.speakers.filter(s => s !== id);
     this.#emit('participant_left', { participant });
   }
 

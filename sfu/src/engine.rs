@@ -21,6 +21,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::allocator::{self, Demand};
@@ -28,8 +29,10 @@ use crate::demux::Demux;
 use crate::error::SfuError;
 use crate::keyframe;
 use crate::layers::{LayerId, LayerSelector, Layers, Verdict};
+use crate::quality::{self, Flow, QualityMeter, StreamSample};
 use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
+use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
@@ -128,13 +131,12 @@ struct Peer {
     heard: Instant,
     /// Reported disconnected for `SILENCE`; the next datagram reports it connected again.
     silent: bool,
-    /// NACK totals str0m last reported per stream (its stats are cumulative).
-    nacks: HashMap<(Mid, Option<Rid>), u64>,
 }
 
 struct Room {
     members: HashMap<ParticipantId, ParticipantKey>,
     tracks: HashMap<TrackId, Track>,
+    speakers: SpeakerDetector,
 }
 
 struct Track {
@@ -167,6 +169,8 @@ struct DownTrack {
     selector: LayerSelector,
     /// The layer the allocator would choose if every layer were flowing: what dynacast keeps on.
     demand: Option<LayerId>,
+    /// Packets written to str0m for this subscriber; what str0m sent beyond it was resent.
+    written: u64,
 }
 
 impl DownTrack {
@@ -180,6 +184,7 @@ impl DownTrack {
             settings: TrackSettings::default(),
             selector: LayerSelector::default(),
             demand: None,
+            written: 0,
         }
     }
 }
@@ -238,6 +243,7 @@ struct Participant {
     estimate: Option<u64>,
     /// The (minimum, desired) bitrates last given to the estimator.
     bwe_target: (u64, u64),
+    meter: QualityMeter,
 }
 
 impl Participant {
@@ -256,6 +262,7 @@ struct Counters {
     nacks_received: u64,
     nacks_sent: u64,
     layer_switches: u64,
+    retransmitted_packets: u64,
 }
 
 /// The room engine of one media worker.
@@ -276,8 +283,10 @@ pub struct Engine {
     reallocate: Vec<ParticipantKey>,
     out: VecDeque<EngineOutput>,
     counters: Counters,
-    /// When connected peers are next checked for silence.
+    /// When connected peers are next checked for silence and participants' quality measured.
     next_sweep: Instant,
+    /// Rooms whose speaker list changed while forwarding; announced once events are handled.
+    speaking: Vec<RoomId>,
     /// Recorded rooms (`record.rs`).
     recording: RecordTap,
 }
@@ -300,6 +309,7 @@ impl Engine {
             out: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
+            speaking: Vec::new(),
             recording: RecordTap::default(),
         }
     }
@@ -365,7 +375,18 @@ impl Engine {
                     );
                 }
             }
+            self.measure_quality(now);
         }
+        let quiet: Vec<RoomId> = self
+            .rooms
+            .iter_mut()
+            .filter(|(_, r)| r.speakers.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, r)| {
+                r.speakers.handle_timeout(now);
+                id.clone()
+            })
+            .collect();
+        self.speaking.extend(quiet);
         let due: Vec<PeerKey> = self
             .peers
             .iter()
@@ -390,9 +411,11 @@ impl Engine {
 
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let speakers = self.rooms.values().filter_map(|r| r.speakers.poll_timeout());
         self.peers
             .values()
             .map(|p| p.timeout)
+            .chain(speakers)
             .min()
             .map(|t| t.min(self.next_sweep))
     }
@@ -738,6 +761,8 @@ impl Engine {
         let mut empty = false;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.remove(&part.id);
+            room.speakers.remove(&part.id);
+            self.speaking.push(room_id.clone());
             for t in room.tracks.values_mut() {
                 t.down.remove(&key);
             }
@@ -810,6 +835,7 @@ impl Engine {
                     id: p.id.clone(),
                     name: p.info.name.clone(),
                     tracks,
+                    quality: p.meter.current().cloned(),
                 }
             })
             .collect();
@@ -833,6 +859,7 @@ impl Engine {
             nacks_received: self.counters.nacks_received,
             nacks_sent: self.counters.nacks_sent,
             layer_switches: self.counters.layer_switches,
+            retransmitted_packets: self.counters.retransmitted_packets,
             ..SfuStats::default()
         }
     }
@@ -935,6 +962,7 @@ impl Engine {
                 sub: SubscriberSide::default(),
                 estimate: None,
                 bwe_target: (0, 0),
+                meter: QualityMeter::new(self.now),
             },
         );
         // A joiner of a recorded room is told at once, before anything else about the room.
@@ -942,6 +970,7 @@ impl Engine {
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: HashMap::new(),
             tracks: HashMap::new(),
+            speakers: SpeakerDetector::default(),
         });
         let others: Vec<ParticipantKey> = r.members.values().copied().collect();
         r.members.insert(id.clone(), key);
@@ -954,6 +983,11 @@ impl Engine {
                     recording_id,
                 },
             );
+        }
+        // Lists go out on change only: a newcomer needs the one in force.
+        let speaking = r.speakers.current();
+        if !speaking.is_empty() {
+            emit(&mut self.out, key, ParticipantEvent::ActiveSpeakers(speaking));
         }
         if !hidden {
             for other in others {
@@ -1070,7 +1104,7 @@ impl Engine {
         let mut config = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
-            .set_stats_interval(Some(SWEEP_INTERVAL))
+            .set_stats_interval(Some(quality::STATS_INTERVAL))
             .set_crypto_provider(self.crypto.clone());
         if target == PeerTarget::Subscriber {
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
@@ -1100,7 +1134,6 @@ impl Engine {
             timeout: self.now,
             heard: self.now,
             silent: false,
-            nacks: HashMap::new(),
         };
         drain(pk, &mut peer, &mut self.out, &mut self.pending);
         self.peers.insert(pk, peer);
@@ -1110,6 +1143,7 @@ impl Engine {
     fn process_events(&mut self) {
         loop {
             self.handle_pending_events();
+            self.announce_speakers();
             if !self.renegotiate.is_empty() {
                 for key in std::mem::take(&mut self.renegotiate) {
                     self.offer_if_needed(key);
@@ -1174,6 +1208,13 @@ impl Engine {
                 Event::StreamPaused(p) if target == PeerTarget::Publisher => {
                     self.layer_flow(owner, p.mid, p.rid, !p.paused);
                 }
+                Event::PeerStats(s) => {
+                    if let Some(p) = self.participants.get_mut(&owner) {
+                        p.meter.on_peer_rtt(s.rtt);
+                    }
+                }
+                Event::MediaIngressStats(s) if target == PeerTarget::Publisher => self.ingress_stats(owner, &s),
+                Event::MediaEgressStats(s) if target == PeerTarget::Subscriber => self.egress_stats(owner, &s),
                 Event::KeyframeRequest(req) if target == PeerTarget::Subscriber => {
                     self.subscriber_keyframe_request(owner, req.mid, req.kind);
                 }
@@ -1184,21 +1225,131 @@ impl Engine {
                         self.reallocate.push(owner);
                     }
                 }
-                Event::MediaEgressStats(st) => {
-                    if let Some(peer) = self.peers.get_mut(&pk) {
-                        let last = peer.nacks.insert((st.mid, st.rid), st.nacks).unwrap_or(0);
-                        self.counters.nacks_received += st.nacks.saturating_sub(last);
-                    }
-                }
-                Event::MediaIngressStats(st) => {
-                    if let Some(peer) = self.peers.get_mut(&pk) {
-                        let last = peer.nacks.insert((st.mid, st.rid), st.nacks).unwrap_or(0);
-                        self.counters.nacks_sent += st.nacks.saturating_sub(last);
-                    }
-                }
                 _ => {}
             }
         }
+    }
+
+    /// Tells the rooms whose speaker list changed.
+    fn announce_speakers(&mut self) {
+        for room_id in std::mem::take(&mut self.speaking) {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let Some(list) = room.speakers.poll_list() else {
+                continue;
+            };
+            for key in room.members.values() {
+                emit(&mut self.out, *key, ParticipantEvent::ActiveSpeakers(list.clone()));
+            }
+        }
+    }
+
+    /// Measures every visible participant whose media connection is up (once per
+    /// `SWEEP_INTERVAL`): its room hears of changed classes, the participant gets its analytics
+    /// report when a window is complete.
+    fn measure_quality(&mut self, now: Instant) {
+        let Engine {
+            rooms,
+            participants,
+            peers,
+            out,
+            ..
+        } = self;
+        for room in rooms.values() {
+            let mut changes = Vec::new();
+            for key in room.members.values() {
+                let Some(p) = participants.get_mut(key) else {
+                    continue;
+                };
+                let conns: Vec<&Peer> = [p.publisher, p.subscriber]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| peers.get(&k))
+                    .collect();
+                if p.info.grants.hidden || !conns.iter().any(|c| c.rtc.is_connected()) {
+                    continue;
+                }
+                let heard = conns.iter().map(|c| c.heard).max().unwrap_or(now);
+                let unmuted = p
+                    .published
+                    .values()
+                    .filter_map(|tid| room.tracks.get(tid))
+                    .filter(|t| !t.info.muted);
+                let (mut publishing, mut expected_up_kbps) = (false, 0);
+                for t in unmuted {
+                    publishing = true;
+                    if t.info.kind == TrackKind::Video {
+                        expected_up_kbps += quality::EXPECTED_VIDEO_KBPS;
+                    }
+                }
+                let cx = quality::Context {
+                    heard,
+                    expected_up_kbps,
+                    publishing,
+                };
+                let evaluation = p.meter.evaluate(&p.id, now, cx);
+                changes.extend(evaluation.changed);
+                if let Some(report) = evaluation.report {
+                    emit(out, *key, ParticipantEvent::QualityReport(report));
+                }
+            }
+            if !changes.is_empty() {
+                for key in room.members.values() {
+                    emit(out, *key, ParticipantEvent::ConnectionQuality(changes.clone()));
+                }
+            }
+        }
+    }
+
+    /// str0m's statistics of a stream from a publisher.
+    fn ingress_stats(&mut self, owner: ParticipantKey, s: &MediaIngressStats) {
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let kind = p
+            .published
+            .get(&s.mid)
+            .and_then(|tid| self.rooms.get(&p.room)?.tracks.get(tid))
+            .map(|t| t.info.kind);
+        let sample = StreamSample {
+            packets: s.packets,
+            bytes: s.bytes,
+            nacks: s.nacks,
+            resent: 0,
+            loss: s.loss,
+            jitter_ms: kind.map(|k| jitter_ms(s.jitter, k)),
+            rtt: s.rtt,
+        };
+        let growth = p.meter.on_stream(Flow::Up, s.mid, s.rid, sample);
+        self.counters.nacks_sent += growth.nacks;
+    }
+
+    /// str0m's statistics of a stream to a subscriber. Its packet count includes resends, so
+    /// what it sent beyond the packets written to it were retransmissions.
+    fn egress_stats(&mut self, owner: ParticipantKey, s: &MediaEgressStats) {
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let track = p
+            .sub
+            .mids
+            .get(&s.mid)
+            .and_then(|tid| self.rooms.get(&p.room)?.tracks.get(tid));
+        let written = track.and_then(|t| Some((t.info.kind, t.down.get(&owner)?.written)));
+        let sample = StreamSample {
+            packets: s.packets,
+            bytes: s.bytes,
+            nacks: s.nacks,
+            // Without its down-track the count is unknown; the meter keeps the last one.
+            resent: written.map_or(0, |(_, w)| s.packets.saturating_sub(w)),
+            loss: s.loss,
+            jitter_ms: written.zip(s.remote.as_ref()).map(|((k, _), r)| jitter_ms(r.jitter, k)),
+            rtt: s.rtt,
+        };
+        let growth = p.meter.on_stream(Flow::Down, s.mid, s.rid, sample);
+        self.counters.nacks_received += growth.nacks;
+        self.counters.retransmitted_packets += growth.resent;
     }
 
     fn publish(&mut self, owner: ParticipantKey, pk: PeerKey, mid: Mid, kind: MediaKind, simulcast: Option<Simulcast>) {
@@ -1334,6 +1485,10 @@ impl Engine {
         let Some(track) = room.tracks.remove(tid) else {
             return;
         };
+        if track.info.source == TrackSource::Microphone {
+            room.speakers.remove(&track.info.participant);
+            self.speaking.push(room_id.clone());
+        }
         self.recording.track_ended(room_id, tid, &mut self.out);
         let members: Vec<ParticipantKey> = room.members.values().copied().collect();
         for k in &members {
@@ -1693,10 +1848,14 @@ impl Engine {
             out,
             pending,
             counters,
+            speaking,
             recording,
             ..
         } = self;
-        let Some(track) = rooms.get_mut(&room_id).and_then(|r| r.tracks.get_mut(&tid)) else {
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(track) = room.tracks.get_mut(&tid) else {
             return;
         };
         if track.info.muted {
@@ -1705,6 +1864,12 @@ impl Engine {
         let Some(publisher) = participants.get(&owner) else {
             return;
         };
+        if let (TrackSource::Microphone, Some(level)) = (track.info.source, pkt.header.ext_vals.audio_level) {
+            room.speakers.on_level(&publisher.id, level, pkt.timestamp);
+            if room.speakers.has_news() {
+                speaking.push(room_id.clone());
+            }
+        }
         let tapped = Tapped {
             room: &room_id,
             publisher_name: &publisher.info.name,
@@ -1788,6 +1953,7 @@ impl Engine {
                     .ext_vals(ext.clone()),
             );
             drain(sk, sub_peer, out, pending);
+            dt.written += 1;
             counters.forwarded_packets += 1;
             counters.forwarded_bytes += pkt.payload.len() as u64;
             if !dt.started {
@@ -1913,6 +2079,18 @@ fn update_dynacast(
             },
         );
     }
+}
+
+/// RFC 3550 jitter in RTP timestamp units as milliseconds, at the clock rate str0m's codecs use
+/// for the kind (Opus 48 kHz, video 90 kHz).
+fn jitter_ms(units: u32, kind: TrackKind) -> f32 {
+    let per_ms = match kind {
+        TrackKind::Audio => 48.0,
+        TrackKind::Video => 90.0,
+    };
+    #[allow(clippy::cast_precision_loss)] // jitter far below 2^24
+    let units = units as f32;
+    units / per_ms
 }
 
 fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: ParticipantEvent) {

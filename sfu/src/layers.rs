@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
-use crate::types::{Quality, TrackSettings};
+use crate::types::{LayerQuality, TrackSettings};
 
 /// One layer of a track: a simulcast rid, or the single stream of a track without simulcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,9 +232,9 @@ impl Layers {
             None => top,
         };
         let cap = match settings.quality {
-            Some(Quality::Low) => 0,
-            Some(Quality::Medium) => 1.min(top),
-            Some(Quality::High) | None => top,
+            Some(LayerQuality::Low) => 0,
+            Some(LayerQuality::Medium) => 1.min(top),
+            Some(LayerQuality::High) | None => top,
         };
         Some(self.layers[by_size.min(cap)].id)
     }
@@ -375,9 +375,12 @@ mod tests {
         assert_eq!(l.wanted(&s(Some((320, 180)), None)), Some(rid("q")));
         assert_eq!(l.wanted(&s(Some((321, 180)), None)), Some(rid("h")));
         assert_eq!(l.wanted(&s(Some((1920, 1080)), None)), Some(rid("f")));
-        assert_eq!(l.wanted(&s(Some((1920, 1080)), Some(Quality::Medium))), Some(rid("h")));
-        assert_eq!(l.wanted(&s(None, Some(Quality::Low))), Some(rid("q")));
-        assert_eq!(l.wanted(&s(Some((100, 50)), Some(Quality::High))), Some(rid("q")));
+        assert_eq!(
+            l.wanted(&s(Some((1920, 1080)), Some(LayerQuality::Medium))),
+            Some(rid("h"))
+        );
+        assert_eq!(l.wanted(&s(None, Some(LayerQuality::Low))), Some(rid("q")));
+        assert_eq!(l.wanted(&s(Some((100, 50)), Some(LayerQuality::High))), Some(rid("q")));
         let off = TrackSettings {
             enabled: false,
             ..TrackSettings::default()
@@ -387,7 +390,7 @@ mod tests {
         let mut single = Layers::new(false);
         single.declare(LayerId(None));
         assert_eq!(
-            single.wanted(&s(Some((10, 10)), Some(Quality::Low))),
+            single.wanted(&s(Some((10, 10)), Some(LayerQuality::Low))),
             Some(LayerId(None))
         );
     }

@@ -14,8 +14,10 @@ mod engine;
 mod error;
 mod keyframe;
 mod layers;
+mod quality;
 mod record;
 mod rewrite;
+mod speaker;
 mod throttle;
 mod types;
 
@@ -25,6 +27,7 @@ pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined,
 pub use error::SfuError;
 pub use record::RecordOutput;
 pub use types::{
-    Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, Quality, RoomId,
-    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
+    ActiveSpeaker, ConnectionQuality, Grants, LayerQuality, ParticipantEvent, ParticipantId, ParticipantInfo,
+    ParticipantSnapshot, PeerTarget, Quality, QualityReport, RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId,
+    TrackInfo, TrackKind, TrackSettings, TrackSource,
 };

@@ -232,6 +232,76 @@ pub struct ParticipantSnapshot {
     pub name: String,
     /// The tracks it publishes.
     pub tracks: Vec<TrackInfo>,
+    /// Its connection as last measured (`None` until its media connection is up).
+    pub quality: Option<ConnectionQuality>,
+}
+
+/// A participant in the speaker list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSpeaker {
+    /// Who speaks.
+    pub participant: ParticipantId,
+    /// Smoothed audio level, 0 (silence) ..= 100 (0 dBov).
+    pub level: u8,
+}
+
+/// How well a participant's media gets through, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Quality {
+    /// Little loss, low delay and jitter, the bitrate it should have.
+    Excellent,
+    /// Noticeable loss, delay or jitter, or a reduced bitrate; media still flows well.
+    Good,
+    /// Heavy loss, delay or jitter, or far too little bitrate: video freezes, audio breaks up.
+    Poor,
+    /// No media for a few seconds.
+    Lost,
+}
+
+impl Quality {
+    /// Wire name: `excellent`, `good`, `poor`, `lost`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Excellent => "excellent",
+            Quality::Good => "good",
+            Quality::Poor => "poor",
+            Quality::Lost => "lost",
+        }
+    }
+}
+
+/// A participant's connection as measured over the last second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionQuality {
+    /// Whose connection.
+    pub participant: ParticipantId,
+    /// The classification.
+    pub quality: Quality,
+    /// Worst packet loss of its streams in either direction, per mille.
+    pub loss_permille: u16,
+    /// Round-trip time, when the client's reports allow computing one.
+    pub rtt_ms: Option<u32>,
+    /// Worst interarrival jitter of its streams (RFC 3550 §6.4.1), milliseconds.
+    pub jitter_ms: u32,
+    /// Media bitrate to and from the participant together, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+/// A participant's connection summed over a few seconds, for meeting analytics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityReport {
+    /// The span covered, milliseconds.
+    pub window_ms: u64,
+    /// Media bytes received from the participant.
+    pub bytes_up: u64,
+    /// Media bytes sent to the participant (retransmissions included).
+    pub bytes_down: u64,
+    /// Time-weighted mean of the loss (as in `ConnectionQuality`), per mille.
+    pub loss_permille: u16,
+    /// Worst one-second loss, per mille.
+    pub max_loss_permille: u16,
+    /// Mean round-trip time, if measured.
+    pub rtt_ms: Option<u32>,
 }
 
 /// A room's live state: participants (hidden ones left out) and their tracks.
@@ -256,7 +326,7 @@ pub struct SubscribedTrack {
 
 /// A subscriber's explicit quality preference for one track: caps the simulcast layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quality {
+pub enum LayerQuality {
     /// The lowest layer.
     Low,
     /// At most the middle layer.
@@ -265,13 +335,13 @@ pub enum Quality {
     High,
 }
 
-impl FromStr for Quality {
+impl FromStr for LayerQuality {
     type Err = SfuError;
     fn from_str(s: &str) -> Result<Self, SfuError> {
         match s {
-            "low" => Ok(Quality::Low),
-            "medium" => Ok(Quality::Medium),
-            "high" => Ok(Quality::High),
+            "low" => Ok(LayerQuality::Low),
+            "medium" => Ok(LayerQuality::Medium),
+            "high" => Ok(LayerQuality::High),
             _ => Err(SfuError::InvalidSettings),
         }
     }
@@ -285,7 +355,7 @@ pub struct TrackSettings {
     /// Rendered size in device pixels, if known: the smallest layer covering it is enough.
     pub size: Option<(u32, u32)>,
     /// Explicit preference, capping the layer.
-    pub quality: Option<Quality>,
+    pub quality: Option<LayerQuality>,
 }
 
 impl Default for TrackSettings {
@@ -355,6 +425,12 @@ pub enum ParticipantEvent {
         /// Rids to keep sending, lowest quality first.
         active: Vec<String>,
     },
+    /// Who speaks in the room now, dominant speaker first (empty: nobody). Sent on change only.
+    ActiveSpeakers(Vec<ActiveSpeaker>),
+    /// Participants of the room whose connection quality class changed (on joining: its first).
+    ConnectionQuality(Vec<ConnectionQuality>),
+    /// This participant's own connection over the last few seconds (for analytics, not clients).
+    QualityReport(QualityReport),
     /// The room's recording started (also sent on joining a recorded room) or stopped.
     Recording {
         /// Whether it is recording now.
@@ -392,6 +468,8 @@ pub struct SfuStats {
     pub nacks_sent: u64,
     /// Simulcast layer switches made by down-tracks (at keyframes).
     pub layer_switches: u64,
+    /// Packets sent again to subscribers (RFC 4588 RTX, or on the original SSRC without it).
+    pub retransmitted_packets: u64,
     /// Packets of recorded rooms dropped because the recorder's queue was full.
     pub recorder_dropped_packets: u64,
 }
@@ -408,5 +486,6 @@ impl SfuStats {
         self.nacks_received += o.nacks_received;
         self.nacks_sent += o.nacks_sent;
         self.layer_switches += o.layer_switches;
+        self.retransmitted_packets += o.retransmitted_packets;
     }
 }

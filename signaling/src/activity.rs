@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use convene_api::webhooks::{EventType, RoomEvent, RoomEventSink};
-use convene_sfu::RoomId;
+use convene_api::webhooks::{EventType, QualitySample, RoomEvent, RoomEventSink};
+use convene_sfu::{QualityReport, RoomId};
 
 use crate::Signaling;
 
@@ -17,17 +17,20 @@ pub(crate) struct Activity {
     live: Mutex<HashSet<String>>,
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Activity {
     fn report(&self, kind: EventType, room: &str, participant: Option<&str>) {
         if let Some(sink) = self.sink.get() {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             sink.report(RoomEvent {
                 kind,
                 room_id: room.to_owned(),
                 participant: participant.map(str::to_owned),
-                at,
+                at: now_ms(),
             });
         }
     }
@@ -42,6 +45,24 @@ impl Signaling {
     pub fn report_room_events(&self, sink: RoomEventSink) {
         // Connected once at startup; a second sink is ignored.
         let _ = self.activity.sink.set(sink);
+    }
+
+    /// A participant's connection over the last few seconds, for meeting analytics.
+    pub(crate) fn report_quality(&self, room: &str, participant: &str, r: &QualityReport) {
+        if let Some(sink) = self.activity.sink.get() {
+            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            sink.report_quality(QualitySample {
+                room_id: room.to_owned(),
+                participant: participant.to_owned(),
+                at: now_ms(),
+                window_ms: int(r.window_ms),
+                bytes_up: int(r.bytes_up),
+                bytes_down: int(r.bytes_down),
+                loss: f64::from(r.loss_permille) / 1000.0,
+                max_loss: f64::from(r.max_loss_permille) / 1000.0,
+                rtt_ms: r.rtt_ms.map(i64::from),
+            });
+        }
     }
 
     pub(crate) fn report_joined(&self, room: &str, participant: &str) {

@@ -1,8 +1,8 @@
 //! SFU types to wire types.
 
-use convene_proto::signal::{ServerMessage, Target, TrackMid};
+use convene_proto::signal::{ServerMessage, Speaker, Target, TrackMid};
 use convene_proto::{LiveParticipant, LiveTrack};
-use convene_sfu::{ParticipantEvent, ParticipantSnapshot, PeerTarget, SfuError, TrackInfo};
+use convene_sfu::{ConnectionQuality, ParticipantEvent, ParticipantSnapshot, PeerTarget, SfuError, TrackInfo};
 
 pub(crate) fn track(t: &TrackInfo) -> LiveTrack {
     LiveTrack {
@@ -19,6 +19,18 @@ pub(crate) fn participant(p: &ParticipantSnapshot) -> LiveParticipant {
         id: p.id.to_string(),
         name: p.name.clone(),
         tracks: p.tracks.iter().map(track).collect(),
+        connection_quality: p.quality.as_ref().map(quality),
+    }
+}
+
+pub(crate) fn quality(q: &ConnectionQuality) -> convene_proto::ConnectionQuality {
+    convene_proto::ConnectionQuality {
+        participant: q.participant.to_string(),
+        quality: q.quality.as_str().to_owned(),
+        loss: f32::from(q.loss_permille) / 1000.0,
+        rtt_ms: q.rtt_ms,
+        jitter_ms: q.jitter_ms,
+        bitrate_kbps: q.bitrate_kbps,
     }
 }
 
@@ -36,8 +48,10 @@ pub(crate) fn peer_target(t: Target) -> PeerTarget {
     }
 }
 
-pub(crate) fn event(e: ParticipantEvent) -> ServerMessage {
-    match e {
+/// The message an SFU event becomes for the client; `None` for events meant for the server
+/// (quality reports, which go to analytics).
+pub(crate) fn event(e: ParticipantEvent) -> Option<ServerMessage> {
+    let message = match e {
         ParticipantEvent::SubscriberOffer { sdp, tracks } => ServerMessage::Offer {
             target: Target::Subscriber,
             sdp,
@@ -61,6 +75,7 @@ pub(crate) fn event(e: ParticipantEvent) -> ServerMessage {
                 id: participant.to_string(),
                 name,
                 tracks: Vec::new(),
+                connection_quality: None,
             },
         },
         ParticipantEvent::ParticipantLeft { participant } => ServerMessage::ParticipantLeft {
@@ -80,11 +95,25 @@ pub(crate) fn event(e: ParticipantEvent) -> ServerMessage {
             track_id: track.to_string(),
             active,
         },
+        ParticipantEvent::ActiveSpeakers(list) => ServerMessage::Speakers {
+            speakers: list
+                .into_iter()
+                .map(|s| Speaker {
+                    participant: s.participant.to_string(),
+                    level: f32::from(s.level) / 100.0,
+                })
+                .collect(),
+        },
+        ParticipantEvent::ConnectionQuality(updates) => ServerMessage::ConnectionQuality {
+            updates: updates.iter().map(quality).collect(),
+        },
+        ParticipantEvent::QualityReport(_) => return None,
         ParticipantEvent::Recording { active, recording_id } => ServerMessage::Recording { active, recording_id },
         ParticipantEvent::Removed { reason } => ServerMessage::Removed {
             reason: reason.to_owned(),
         },
-    }
+    };
+    Some(message)
 }
 
 /// An SFU refusal as a signaling error.

@@ -173,7 +173,18 @@ impl Session {
 async fn pump(session: Arc<Session>, mut events: mpsc::Receiver<ParticipantEvent>) {
     while let Some(event) = events.recv().await {
         let removed = matches!(event, ParticipantEvent::Removed { .. });
-        if !session.deliver(convert::event(event)) {
+        if let ParticipantEvent::QualityReport(report) = &event {
+            if let Some(signaling) = session.signaling.upgrade()
+                && !session.standing.hidden
+            {
+                signaling.report_quality(&session.room, &session.me.id, report);
+            }
+            continue;
+        }
+        let Some(message) = convert::event(event) else {
+            continue;
+        };
+        if !session.deliver(message) {
             tracing::warn!(room = %session.room, participant = %session.me.id, "too many held events; ending session");
             break;
         }

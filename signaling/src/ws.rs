@@ -10,7 +10,7 @@ use axum::response::Response;
 use convene_auth::{OpaqueToken, PublishSource, TokenError, hash_token};
 use convene_proto::signal::{ClientMessage, Me, ServerMessage, Target};
 use convene_sfu::{
-    Grants, ParticipantId, ParticipantInfo, Quality, RoomId, SfuError, TrackId, TrackSettings, TrackSource,
+    Grants, LayerQuality, ParticipantId, ParticipantInfo, RoomId, SfuError, TrackId, TrackSettings, TrackSource,
 };
 
 use crate::session::{Attached, Session, Standing};
@@ -480,7 +480,7 @@ fn track_settings(
         (None, None) => None,
         _ => return Err(SfuError::InvalidSettings),
     };
-    let quality = quality.map(str::parse::<Quality>).transpose()?;
+    let quality = quality.map(str::parse::<LayerQuality>).transpose()?;
     Ok(TrackSettings { enabled, size, quality })
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web client: headless Chromium pages (fake camera, microphone and
 # screen) hold a meeting through a real `convene serve` on 127.0.0.1 (meeting.js), then a host
-# records one, checked with ffprobe, across kill -9 and a graceful stop (recording.js), and
-# simulcast layer selection and dynacast are exercised (simulcast.js).
+# records one, checked with ffprobe, across kill -9 and a graceful stop (recording.js),
+# simulcast layer selection and dynacast are exercised (simulcast.js), and two more show who
+# speaks and how their connections are (quality.js).
 #
 #   web/tests/run.sh [path/to/convene]     (default: $CARGO_TARGET_DIR or target, debug build)
 #
@@ -60,7 +61,7 @@ fi
 
 status=0
 # WEB_TESTS picks scripts (default: all); each prints its own "N passed, M failed".
-tests="${WEB_TESTS:-meeting.js simulcast.js recording.js}"
+tests="${WEB_TESTS:-meeting.js simulcast.js quality.js recording.js}"
 for script in $tests; do
   [ "$script" = recording.js ] && continue
   echo "== $script"

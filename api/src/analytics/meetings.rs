@@ -1,5 +1,7 @@
 //! `/api/v1/analytics/meetings/{id}`: a meeting's live sessions, who attended when, minutes and
-//! peak concurrency, recorded from the media plane's room events ([`record`]).
+//! peak concurrency, recorded from the media plane's room events ([`record`]), and packet loss,
+//! bitrate and round-trip time per participant and for the meeting, summed from the media plane's
+//! quality samples ([`record_quality`]).
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -15,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
 use crate::state::AppState;
 use crate::time::from_ms;
-use crate::webhooks::{EventType, RoomEvent};
+use crate::webhooks::{EventType, QualitySample, RoomEvent};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(meeting_analytics))
@@ -84,6 +86,44 @@ pub(crate) async fn record(state: &AppState, event: &RoomEvent) -> Result<(), sq
     Ok(())
 }
 
+/// Adds one quality sample to its participant's row for the room's open session (samples of a
+/// room without one, such as a room unknown to the database, are dropped).
+pub(crate) async fn record_quality(state: &AppState, q: &QualitySample) -> Result<(), sqlx::Error> {
+    let Some(session) = open_session(state, &q.room_id).await? else {
+        return Ok(());
+    };
+    #[allow(clippy::cast_precision_loss)] // windows of seconds
+    let loss_ms = q.loss * q.window_ms as f64;
+    let (rtt_sum, rtt_samples) = q.rtt_ms.map_or((0, 0), |r| (r, 1));
+    sqlx::query(
+        "INSERT INTO room_quality (session_id, participant_id, measured_ms, bytes_up, bytes_down, loss_ms, \
+         max_loss, rtt_ms_sum, rtt_samples, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (session_id, participant_id) DO UPDATE SET \
+         measured_ms = room_quality.measured_ms + excluded.measured_ms, \
+         bytes_up = room_quality.bytes_up + excluded.bytes_up, \
+         bytes_down = room_quality.bytes_down + excluded.bytes_down, \
+         loss_ms = room_quality.loss_ms + excluded.loss_ms, \
+         max_loss = CASE WHEN excluded.max_loss > room_quality.max_loss \
+                    THEN excluded.max_loss ELSE room_quality.max_loss END, \
+         rtt_ms_sum = room_quality.rtt_ms_sum + excluded.rtt_ms_sum, \
+         rtt_samples = room_quality.rtt_samples + excluded.rtt_samples, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&session)
+    .bind(&q.participant)
+    .bind(q.window_ms)
+    .bind(q.bytes_up)
+    .bind(q.bytes_down)
+    .bind(loss_ms)
+    .bind(q.max_loss)
+    .bind(rtt_sum)
+    .bind(rtt_samples)
+    .bind(q.at)
+    .execute(state.db.pool())
+    .await?;
+    Ok(())
+}
+
 async fn finish(state: &AppState, room_id: &str, at: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE room_attendance SET left_at = $1 WHERE left_at IS NULL \
@@ -124,6 +164,31 @@ pub(crate) struct SessionStats {
     participants: Vec<Attendance>,
 }
 
+/// Connection figures summed over the time the media plane measured.
+#[derive(Debug, Serialize, ToSchema, PartialEq)]
+pub(crate) struct QualitySummary {
+    /// Participant-minutes measured (a few seconds per participant may be missing at the end).
+    measured_minutes: f64,
+    /// Mean packet loss (the worse direction of each participant), 0.0 ..= 1.0.
+    mean_loss: f64,
+    /// Worst one-second loss seen.
+    max_loss: f64,
+    /// Mean bitrate from a participant (what it published), kbit/s.
+    mean_bitrate_up_kbps: f64,
+    /// Mean bitrate to a participant (what it received), kbit/s.
+    mean_bitrate_down_kbps: f64,
+    /// Mean round-trip time, when the clients' reports allowed measuring one.
+    mean_rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ParticipantQuality {
+    participant_id: String,
+    display_name: Option<String>,
+    #[serde(flatten)]
+    summary: QualitySummary,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MeetingAnalytics {
     meeting_id: String,
@@ -131,6 +196,75 @@ pub(crate) struct MeetingAnalytics {
     sessions: Vec<SessionStats>,
     unique_participants: usize,
     participant_minutes: f64,
+    /// Loss and bitrate over all participants and sessions; absent until something was measured.
+    quality: Option<QualitySummary>,
+    /// The same per participant (over all sessions), most loss first.
+    participant_quality: Vec<ParticipantQuality>,
+}
+
+#[derive(FromRow, Default, Clone)]
+struct QualityRow {
+    participant_id: String,
+    display_name: Option<String>,
+    measured_ms: i64,
+    bytes_up: i64,
+    bytes_down: i64,
+    loss_ms: f64,
+    max_loss: f64,
+    rtt_ms_sum: i64,
+    rtt_samples: i64,
+}
+
+impl QualityRow {
+    fn add(&mut self, o: &QualityRow) {
+        self.measured_ms += o.measured_ms;
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+        self.loss_ms += o.loss_ms;
+        self.max_loss = self.max_loss.max(o.max_loss);
+        self.rtt_ms_sum += o.rtt_ms_sum;
+        self.rtt_samples += o.rtt_samples;
+    }
+
+    #[allow(clippy::cast_precision_loss)] // sums far below 2^52
+    fn summary(&self) -> QualitySummary {
+        let ms = self.measured_ms.max(1) as f64;
+        QualitySummary {
+            measured_minutes: self.measured_ms as f64 / 60_000.0,
+            mean_loss: self.loss_ms / ms,
+            max_loss: self.max_loss,
+            // bytes × 8 / ms = kbit/s
+            mean_bitrate_up_kbps: self.bytes_up as f64 * 8.0 / ms,
+            mean_bitrate_down_kbps: self.bytes_down as f64 * 8.0 / ms,
+            mean_rtt_ms: (self.rtt_samples > 0).then(|| self.rtt_ms_sum as f64 / self.rtt_samples as f64),
+        }
+    }
+}
+
+/// Sums quality rows (one per participant and session) per participant and for the meeting.
+fn quality(rows: &[QualityRow]) -> (Option<QualitySummary>, Vec<ParticipantQuality>) {
+    let mut total = QualityRow::default();
+    let mut by_participant: Vec<QualityRow> = Vec::new();
+    for row in rows {
+        total.add(row);
+        match by_participant
+            .iter_mut()
+            .find(|p| p.participant_id == row.participant_id)
+        {
+            Some(p) => p.add(row),
+            None => by_participant.push(row.clone()),
+        }
+    }
+    let mut participants: Vec<ParticipantQuality> = by_participant
+        .into_iter()
+        .map(|p| ParticipantQuality {
+            summary: p.summary(),
+            participant_id: p.participant_id,
+            display_name: p.display_name,
+        })
+        .collect();
+    participants.sort_by(|a, b| b.summary.mean_loss.total_cmp(&a.summary.mean_loss));
+    ((total.measured_ms > 0).then(|| total.summary()), participants)
 }
 
 #[derive(FromRow)]
@@ -185,6 +319,15 @@ async fn meeting_analytics(
     .bind(&room_id)
     .fetch_all(state.db.pool())
     .await?;
+    let quality_rows: Vec<QualityRow> = sqlx::query_as(
+        "SELECT q.participant_id, u.display_name, q.measured_ms, q.bytes_up, q.bytes_down, q.loss_ms, q.max_loss, \
+         q.rtt_ms_sum, q.rtt_samples FROM room_quality q JOIN room_sessions s ON s.id = q.session_id \
+         LEFT JOIN users u ON u.id = q.participant_id WHERE s.room_id = $1 ORDER BY s.started_at, q.participant_id",
+    )
+    .bind(&room_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let (quality, participant_quality) = quality(&quality_rows);
     let now = now_ms();
     let mut unique = std::collections::HashSet::new();
     let mut total = 0.0;
@@ -224,12 +367,49 @@ async fn meeting_analytics(
         sessions,
         unique_participants: unique.len(),
         participant_minutes: total,
+        quality,
+        participant_quality,
     }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::peak;
+    use super::{QualityRow, peak, quality};
+
+    #[test]
+    fn quality_sums_per_participant_and_meeting() {
+        let row = |who: &str, ms, up, down, loss: f64, max_loss, rtt: Option<i64>| QualityRow {
+            participant_id: who.to_owned(),
+            display_name: None,
+            measured_ms: ms,
+            bytes_up: up,
+            bytes_down: down,
+            loss_ms: loss * ms as f64,
+            max_loss,
+            rtt_ms_sum: rtt.unwrap_or(0),
+            rtt_samples: i64::from(rtt.is_some()),
+        };
+        assert_eq!(quality(&[]).0, None);
+        let rows = [
+            // alice in two sessions: 60 s at 1 % then 60 s at 3 %; bob 120 s clean.
+            row("alice", 60_000, 7_500_000, 0, 0.01, 0.05, Some(40)),
+            row("bob", 120_000, 0, 15_000_000, 0.0, 0.0, None),
+            row("alice", 60_000, 0, 0, 0.03, 0.10, Some(60)),
+        ];
+        let (total, people) = quality(&rows);
+        let total = total.unwrap();
+        assert!((total.measured_minutes - 4.0).abs() < 1e-9);
+        assert!((total.mean_loss - 0.01).abs() < 1e-9, "{}", total.mean_loss);
+        assert!((total.max_loss - 0.10).abs() < 1e-9);
+        assert!((total.mean_bitrate_up_kbps - 250.0).abs() < 1e-9);
+        assert_eq!(total.mean_rtt_ms, Some(50.0));
+        assert_eq!(people.len(), 2);
+        assert_eq!(people[0].participant_id, "alice", "most loss first");
+        assert!((people[0].summary.mean_loss - 0.02).abs() < 1e-9);
+        assert!((people[0].summary.mean_bitrate_up_kbps - 500.0).abs() < 1e-9);
+        assert!((people[1].summary.mean_bitrate_down_kbps - 1000.0).abs() < 1e-9);
+        assert_eq!(people[1].summary.mean_rtt_ms, None);
+    }
 
     #[test]
     fn peak_concurrency() {

@@ -27,7 +27,7 @@ use crate::timer::{self, DayRange, Days, SessionFacts};
 
 mod meetings;
 
-pub(crate) use meetings::record;
+pub(crate) use meetings::{record, record_quality};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -81,23 +81,64 @@ pub struct RoomEvent {
     pub at: i64,
 }
 
+/// A participant's connection over a few seconds, measured by the media plane; only meeting
+/// analytics takes these in (summed per participant and session, not kept one by one).
+#[derive(Debug, Clone)]
+pub struct QualitySample {
+    pub room_id: String,
+    pub participant: String,
+    /// When the window ended, unix milliseconds.
+    pub at: i64,
+    /// The span measured, milliseconds.
+    pub window_ms: i64,
+    /// Media bytes received from the participant.
+    pub bytes_up: i64,
+    /// Media bytes sent to the participant.
+    pub bytes_down: i64,
+    /// Mean packet loss over the window (worst direction), 0.0 ..= 1.0.
+    pub loss: f64,
+    /// Worst one-second loss in the window.
+    pub max_loss: f64,
+    /// Mean round-trip time, when measured.
+    pub rtt_ms: Option<i64>,
+}
+
+#[derive(Debug)]
+enum Intake {
+    Activity(RoomEvent),
+    Quality(QualitySample),
+}
+
 /// Where the media plane reports room activity; cheap to clone, never blocks.
 #[derive(Debug, Clone)]
-pub struct RoomEventSink(mpsc::UnboundedSender<RoomEvent>);
+pub struct RoomEventSink(mpsc::UnboundedSender<Intake>);
 
 impl RoomEventSink {
     pub fn report(&self, event: RoomEvent) {
         // Closed only when the server is stopping.
-        let _ = self.0.send(event);
+        let _ = self.0.send(Intake::Activity(event));
+    }
+
+    pub fn report_quality(&self, sample: QualitySample) {
+        let _ = self.0.send(Intake::Quality(sample));
     }
 }
 
 /// Takes in reported room activity, in order: records it for meeting analytics and turns it into
-/// deliveries for the room's team's webhooks.
+/// deliveries for the room's team's webhooks. Quality samples only feed analytics.
 pub fn room_event_sink(state: AppState) -> RoomEventSink {
-    let (tx, mut rx) = mpsc::unbounded_channel::<RoomEvent>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Intake>();
     tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
+        while let Some(intake) = rx.recv().await {
+            let event = match intake {
+                Intake::Activity(event) => event,
+                Intake::Quality(sample) => {
+                    if let Err(e) = analytics::record_quality(&state, &sample).await {
+                        tracing::warn!(error = %e, "recording connection quality failed");
+                    }
+                    continue;
+                }
+            };
             let team: Result<Option<(String,)>, _> = sqlx::query_as("SELECT team_id FROM rooms WHERE id = $1")
                 .bind(&event.room_id)
                 .fetch_optional(state.db.pool())

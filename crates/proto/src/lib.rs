@@ -9,7 +9,7 @@ pub mod recording;
 mod room;
 pub mod signal;
 
-pub use room::{IceServer, LiveParticipant, LiveRoom, LiveTrack};
+pub use room::{ConnectionQuality, IceServer, LiveParticipant, LiveRoom, LiveTrack};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

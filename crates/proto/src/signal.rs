@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IceServer, LiveParticipant, LiveTrack};
+use crate::{ConnectionQuality, IceServer, LiveParticipant, LiveTrack};
 
 /// Which of a participant's two peer connections a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +148,14 @@ pub struct TrackMid {
     pub participant_id: String,
 }
 
+/// A participant in the speaker list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speaker {
+    pub participant: String,
+    /// Smoothed audio level, 0.0 (silence) ..= 1.0 (0 dBov).
+    pub level: f32,
+}
+
 /// Server → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -219,6 +227,14 @@ pub enum ServerMessage {
         track_id: String,
         active: Vec<String>,
     },
+    /// Who speaks now, dominant speaker first (empty: nobody); sent when that changes.
+    Speakers {
+        speakers: Vec<Speaker>,
+    },
+    /// Participants whose connection quality class changed (and, on joining, everyone's first).
+    ConnectionQuality {
+        updates: Vec<ConnectionQuality>,
+    },
     /// The room's recording started or stopped; also sent right after `joined` while one runs.
     Recording {
         active: bool,
@@ -278,6 +294,31 @@ mod tests {
         assert_eq!(
             out,
             serde_json::json!({"type": "layers", "mid": "0", "track_id": "TR_1", "active": ["q", "f"]})
+        );
+        let speakers = ServerMessage::Speakers {
+            speakers: vec![Speaker {
+                participant: "alice".into(),
+                level: 0.5,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(speakers).unwrap(),
+            serde_json::json!({"type": "speakers", "speakers": [{"participant": "alice", "level": 0.5}]})
+        );
+        let quality = ServerMessage::ConnectionQuality {
+            updates: vec![ConnectionQuality {
+                participant: "bob".into(),
+                quality: "poor".into(),
+                loss: 0.125,
+                rtt_ms: None,
+                jitter_ms: 12,
+                bitrate_kbps: 800,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(quality).unwrap(),
+            serde_json::json!({"type": "connection_quality", "updates": [{"participant": "bob", "quality": "poor",
+                "loss": 0.125, "rtt_ms": null, "jitter_ms": 12, "bitrate_kbps": 800}]})
         );
     }
 }

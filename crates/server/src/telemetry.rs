@@ -244,6 +244,11 @@ impl Collector for MediaCollector {
                 s.layer_switches,
             ),
             (
+                "media_retransmitted_packets",
+                "Packets resent to subscribers from the retransmission cache",
+                s.retransmitted_packets,
+            ),
+            (
                 "media_recorder_dropped_packets",
                 "Packets of recorded rooms dropped because the recorder fell behind",
                 s.recorder_dropped_packets,

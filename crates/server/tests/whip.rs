@@ -70,7 +70,8 @@ async fn watcher(app: &TestApp, room: &str, user: &Session) -> Ws {
     ws
 }
 
-/// The next signaling message other than the SFU's subscriber offers and media state.
+/// The next signaling message other than the SFU's subscriber offers, media state, speaker lists
+/// and quality ratings.
 async fn next(ws: &mut Ws) -> Value {
     next_within(ws, Duration::from_secs(15)).await
 }
@@ -84,7 +85,9 @@ async fn next_within(ws: &mut Ws, limit: Duration) -> Value {
             .expect("frame");
         if let Message::Text(t) = frame {
             let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "offer" && v["type"] != "media_state" {
+            // Offers, media state, speakers and quality ratings come whenever the media plane has
+            // them; these tests follow the roster and the tracks.
+            if !["offer", "media_state", "speakers", "connection_quality"].contains(&v["type"].as_str().unwrap_or("")) {
                 return v;
             }
         }

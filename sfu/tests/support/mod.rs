@@ -9,10 +9,11 @@ use anyhow::{Context, bail};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, PeerTarget};
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -34,6 +35,10 @@ pub const VP8_PT: u8 = 96;
 /// Deliberately not str0m's PT for this H.264 profile (108), so the SFU must map it.
 pub const H264_PT: u8 = 102;
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// RTX (RFC 4588) for VP8, when a client offers it.
+pub const RTX_PT: u8 = 97;
+/// RFC 6464 client-to-mixer audio level.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub const AUDIO_SSRC: u32 = 0x1111_0001;
 pub const VIDEO_SSRC: u32 = 0x2222_0002;
 
@@ -189,6 +194,25 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// What a test client offers beyond Opus, VP8 and H.264.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// RTX for VP8 (str0m answers NACKs only with RTX).
+    pub rtx: bool,
+    /// The RFC 6464 audio level header extension on audio.
+    pub audio_level: bool,
+}
+
+/// The id `sdp` maps the extension `uri` to (`a=extmap:<id> <uri>`).
+pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=extmap:")?;
+        let (id, name) = rest.split_once(' ')?;
+        let id = id.split('/').next()?;
+        (name.split_whitespace().next()? == uri).then(|| id.parse().ok())?
+    })
+}
+
 /// A webrtc-rs peer connection bound to 127.0.0.1 only.
 pub struct Client {
     pub pc: Box<dyn PeerConnection>,
@@ -206,9 +230,37 @@ impl Client {
     /// `tcp`: gather only active ICE-TCP candidates (RFC 6544), no UDP at all.
     /// `h264_only`: offer H.264 as the only video codec.
     pub async fn with_options(tcp: bool, h264_only: bool) -> anyhow::Result<Client> {
+        Self::build(tcp, h264_only, Extras::default()).await
+    }
+
+    /// A UDP client with Opus, VP8 and H.264 that also offers `extras`.
+    pub async fn with_extras(extras: Extras) -> anyhow::Result<Client> {
+        Self::build(false, false, extras).await
+    }
+
+    async fn build(tcp: bool, h264_only: bool, extras: Extras) -> anyhow::Result<Client> {
         let mut media = MediaEngine::default();
         for (codec, kind) in codecs(h264_only) {
             media.register_codec(codec, kind)?;
+        }
+        if extras.rtx {
+            let rtx = RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={VP8_PT}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: RTX_PT,
+            };
+            media.register_codec(rtx, RtpCodecKind::Video)?;
+        }
+        if extras.audio_level {
+            let uri = RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            };
+            media.register_header_extension(uri, RtpCodecKind::Audio, None)?;
         }
         let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
             Slot::from(14_000),
@@ -317,6 +369,17 @@ impl Client {
 
 /// A local RTP track with a fixed SSRC.
 pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalStaticRTP> {
+    local_track_with_rtx(kind, ssrc, h264, None)
+}
+
+/// A local RTP track with a fixed SSRC and, given `rtx_ssrc`, retransmissions on that SSRC
+/// (RFC 4588; the client must offer RTX, see `Extras::rtx`).
+pub fn local_track_with_rtx(
+    kind: RtpCodecKind,
+    ssrc: u32,
+    h264: bool,
+    rtx_ssrc: Option<u32>,
+) -> Arc<TrackLocalStaticRTP> {
     let codec = codecs(h264).into_iter().find(|(_, k)| *k == kind).unwrap().0.rtp_codec;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher-stream".to_owned(),
@@ -326,6 +389,7 @@ pub fn local_track(kind: RtpCodecKind, ssrc: u32, h264: bool) -> Arc<TrackLocalS
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             codec,

@@ -356,9 +356,15 @@ impl Drop for Publisher {
 
 /// Publishes a microphone track on `ws`'s session.
 async fn publish_audio(ws: &mut Ws) -> Publisher {
+    publish_audio_with(ws, false).await
+}
+
+/// Publishes a microphone track on `ws`'s session; with `talk`, sends an Opus frame every 20 ms
+/// at -20 dBov (RFC 6464 audio level) once connected.
+async fn publish_audio_with(ws: &mut Ws, talk: bool) -> Publisher {
     use std::time::Instant;
     use str0m::change::SdpAnswer;
-    use str0m::media::{Direction, MediaKind};
+    use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
     use str0m::net::{Protocol, Receive};
     use str0m::{Candidate, Input, Output, Rtc};
 
@@ -386,7 +392,24 @@ async fn publish_audio(ws: &mut Ws) -> Publisher {
     let stopping = stop.clone();
     let thread = std::thread::spawn(move || {
         let mut buf = vec![0; 2000];
+        let (mut next_frame, mut frames) = (Instant::now(), 0u64);
         while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let talking = talk && rtc.is_connected();
+            if !talking {
+                // Frames are timed from the moment the connection is up.
+                next_frame = Instant::now();
+            } else if Instant::now() >= next_frame {
+                if let Some(writer) = rtc.writer(mid) {
+                    let pt = writer.payload_params().next().unwrap().pt();
+                    let at = MediaTime::new(frames * 960, Frequency::FORTY_EIGHT_KHZ);
+                    let _ = writer
+                        .audio_level(-20, true)
+                        .write(pt, Instant::now(), at, vec![0xF8u8; 80]);
+                }
+                frames += 1;
+                next_frame += Duration::from_millis(20);
+                continue;
+            }
             let timeout = match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => t,
                 Ok(Output::Transmit(t)) => {
@@ -397,6 +420,7 @@ async fn publish_audio(ws: &mut Ws) -> Publisher {
                 Err(_) => return,
             };
             let wait = timeout
+                .min(if talking { next_frame } else { timeout })
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(50));
             if wait.is_zero() {
@@ -536,4 +560,87 @@ async fn meeting_analytics_show_sessions_attendance_and_peak() {
 
     assert_eq!(app.get(&path, &alice.access).await.0, StatusCode::FORBIDDEN);
     assert_eq!(app.get(&path, &outsider.access).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_talker_is_announced_rated_and_summed_in_the_meeting_analytics() {
+    let app = spawn_app().await;
+    let host = app.register("host").await;
+    let alice = app.register("alice").await;
+    let team = app.team(&host, "T").await;
+    app.add(&host, &team, &alice, "member").await;
+    let (_, meeting) = app
+        .post(
+            "/api/v1/meetings",
+            Some(&host.access),
+            json!({ "title": "Standup", "team_id": team,
+                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
+        )
+        .await;
+    let id = meeting["id"].as_str().unwrap();
+    let room = meeting["room_id"].as_str().unwrap();
+    let (_, host_join) = join(&app, room, &host).await;
+    let (_, alice_join) = join(&app, room, &alice).await;
+    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
+    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    let publisher = publish_audio_with(&mut alice_ws, true).await;
+
+    // Alice talks at -20 dBov: the host hears she speaks, and how her connection is.
+    let speakers = next_of(&mut host_ws, &["speakers"]).await;
+    assert_eq!(
+        speakers["speakers"][0]["participant"],
+        alice.user_id.as_str(),
+        "{speakers}"
+    );
+    assert!(speakers["speakers"][0]["level"].as_f64().unwrap() > 0.5, "{speakers}");
+    let rated = loop {
+        let m = next_of(&mut host_ws, &["connection_quality"]).await;
+        let updates = m["updates"].as_array().unwrap();
+        if let Some(u) = updates.iter().find(|u| u["participant"] == alice.user_id.as_str()) {
+            break u.clone();
+        }
+    };
+    assert!(
+        ["excellent", "good", "poor", "lost"].contains(&rated["quality"].as_str().unwrap()),
+        "{rated}"
+    );
+    for field in ["loss", "jitter_ms", "bitrate_kbps"] {
+        assert!(rated[field].is_number(), "{field} in {rated}");
+    }
+    let (_, live) = app.get(&format!("/api/v1/rooms/{room}"), &host.access).await;
+    let alice_live = live["live"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == alice.user_id.as_str())
+        .unwrap();
+    assert!(alice_live["connection_quality"]["quality"].is_string(), "{live}");
+
+    // The SFU sums a participant's connection every 5 s; the sample is stored off the media path,
+    // so poll (no event announces the write) until the analytics show it.
+    let path = format!("/api/v1/analytics/meetings/{id}");
+    let stats = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (status, stats) = app.get(&path, &host.access).await;
+            assert_eq!(status, StatusCode::OK, "{stats}");
+            if stats["participant_quality"].as_array().is_some_and(|a| !a.is_empty()) {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("a quality sample is recorded");
+    drop(publisher);
+    let mine = &stats["participant_quality"][0];
+    assert_eq!(mine["participant_id"], alice.user_id.as_str(), "{stats}");
+    assert_eq!(mine["display_name"], "alice");
+    assert!(mine["measured_minutes"].as_f64().unwrap() >= 4.0 / 60.0, "{stats}");
+    // 80-byte Opus frames every 20 ms are 32 kbit/s of payload.
+    let up = mine["mean_bitrate_up_kbps"].as_f64().unwrap();
+    assert!((20.0..80.0).contains(&up), "{stats}");
+    assert!(mine["mean_loss"].as_f64().unwrap() < 0.02, "{stats}");
+    assert_eq!(stats["quality"]["mean_bitrate_up_kbps"], mine["mean_bitrate_up_kbps"]);
+    // The host has no media connection: nothing of it was measured.
+    assert_eq!(stats["participant_quality"].as_array().unwrap().len(), 1, "{stats}");
 }

@@ -114,6 +114,12 @@ async fn join_roster_and_leave() {
         .unwrap();
     assert!(metrics.contains("convene_media_participants 2"), "{metrics}");
     assert!(metrics.contains("convene_media_rooms 1"), "{metrics}");
+    for counter in ["nacks_received", "nacks_sent", "retransmitted_packets"] {
+        assert!(
+            metrics.contains(&format!("convene_media_{counter}_total 0")),
+            "{counter}: {metrics}"
+        );
+    }
     assert!(
         metrics.contains(r#"route="/ws/signal",status="101""#),
         "signaling requests are counted: {metrics}"

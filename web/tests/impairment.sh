@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# 10 % packet loss between Chromium participants and the real `convene serve`, inside a fresh
+# network namespace with only a loopback interface (nothing can reach any other address): the
+# server advertises 127.0.0.2, where impairment.js relays to its socket on 127.0.0.1 and drops
+# 10 % of the datagrams, and checks that video keeps decoding, NACKs and retransmissions are
+# counted and the lossy connection is rated below excellent. Needs root (unshare -n),
+# /usr/bin/chromium and node; installs playwright-core here on first use.
+#
+#   web/tests/impairment.sh [path/to/convene]   (default: $CARGO_TARGET_DIR or target, debug build)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="${1:-${CARGO_TARGET_DIR:-$root/target}/debug/convene}"
+[ -x "$bin" ] || { echo "no convene binary at $bin: build it with 'cargo build -p convene'" >&2; exit 1; }
+cd "$here"
+[ -d node_modules/playwright-core ] || npm install --no-audit --no-fund --no-save --silent >/dev/null
+data="$(mktemp -d)"
+log="$data/convene.log"
+trap 'rm -rf "$data"' EXIT
+unshare -n bash -c "
+  ip link set lo up
+  '$bin' serve --http-addr 127.0.0.1:8093 --data-dir '$data' --media-bind-ip 127.0.0.1 \
+    --advertise-ip 127.0.0.2 --media-udp-port 7990 --media-tcp=false --turn-addr 127.0.0.1:0 \
+    > '$log' 2>&1 &
+  server=\$!
+  for _ in \$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8093) 2>/dev/null && break; sleep 0.1; done
+  status=0; BASE_URL=http://127.0.0.1:8093 MEDIA_PORT=7990 node impairment.js || status=\$?
+  kill \$server; wait \$server 2>/dev/null || true
+  [ \$status -eq 0 ] || tail -n 30 '$log'
+  exit \$status
+"
