@@ -229,6 +229,7 @@ impl JanusParticipant {
                 )
                 .await?;
         }
+        self.trickle_done(&h).await?;
         self.handle = Some(h);
         Ok(started)
     }
@@ -245,6 +246,17 @@ impl JanusParticipant {
                 &format!("/{}/{}", h.session, h.handle),
                 json!({ "janus": "message", "body": { "request": "start" },
                         "jsep": { "type": "answer", "sdp": sdp } }),
+            )
+            .await?;
+        self.trickle_done(&h).await
+    }
+
+    /// Our SDP carries all our candidates: without this Janus waits for trickled ones.
+    async fn trickle_done(&self, h: &Handle) -> Result<()> {
+        self.janus
+            .post(
+                &format!("/{}/{}", h.session, h.handle),
+                json!({ "janus": "trickle", "candidate": { "completed": true } }),
             )
             .await
             .map(drop)

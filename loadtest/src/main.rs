@@ -28,6 +28,10 @@ struct Cli {
     /// The target server's pid, for CPU and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The address the `sfu` scenario's peers bind to (Janus offers no loopback candidates:
+    /// give it a local interface address).
+    #[arg(long, default_value = "127.0.0.1")]
+    client_ip: std::net::IpAddr,
     /// Write the JSON report here instead of stdout.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -162,6 +166,7 @@ async fn run(cli: &Cli) -> Result<serde_json::Value> {
                 ready_timeout: secs(*ready_timeout),
                 join_rate: *join_rate,
                 server_pid: cli.server_pid,
+                client_ip: cli.client_ip,
             })
             .await?;
             report.print();

@@ -1,9 +1,9 @@
-//! One client peer connection: a str0m `Rtc` (RTP mode) on its own UDP socket on 127.0.0.1.
+//! One client peer connection: a str0m `Rtc` (RTP mode) on its own UDP socket.
 //!
 //! Each peer needs its own address because SFUs tell peers apart by their remote address. All
 //! peers of a run live on one current-thread runtime, so one core drives them all.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -30,14 +30,15 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer on a fresh 127.0.0.1 port.
-    pub fn bind(now: Instant) -> Result<Peer> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    /// A peer on a fresh port of `ip` (127.0.0.1 unless the server only offers another local
+    /// address, as Janus does).
+    pub fn bind(ip: IpAddr, now: Instant) -> Result<Peer> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(SocketAddr::new(ip, 0)), socket2::Type::DGRAM, None)?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
         socket.set_nonblocking(true)?;
-        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
         let socket = UdpSocket::from_std(socket.into())?;
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()

@@ -128,7 +128,7 @@ pub async fn join_storm(
 /// One join to connected media; returns (ms to `joined`, ms to media connected).
 async fn join_once(mut signal: Signal, limit: Duration) -> Result<(f64, f64)> {
     let result = tokio::time::timeout(limit, async {
-        let mut peer = Peer::bind(Instant::now())?;
+        let mut peer = Peer::bind(std::net::Ipv4Addr::LOCALHOST.into(), Instant::now())?;
         let started = signal.join(None).await?;
         let mut signaled = None;
         let mut events = Vec::new();

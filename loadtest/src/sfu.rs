@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub struct SfuParams {
     pub join_rate: f64,
     /// The target server's pid, for CPU and memory.
     pub server_pid: Option<u32>,
+    /// The address the client peers bind to.
+    pub client_ip: IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +244,7 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
                 };
                 let signal = params.target.signal(room, &name, role == Role::Publisher);
                 let expected_streams = if role == Role::Subscriber { params.publishers * kinds } else { 0 };
-                let p = Participant::new(shared.clone(), role, r, expected_streams, params.audio, params.video)?;
+                let p = Participant::new(shared.clone(), role, r, expected_streams, &params)?;
                 tasks.push(tokio::task::spawn_local(p.run(signal)));
                 tokio::time::sleep(gap).await;
             }
@@ -359,17 +362,17 @@ impl Participant {
         role: Role,
         room: usize,
         expected_streams: usize,
-        audio: bool,
-        video: bool,
+        params: &SfuParams,
     ) -> Result<Participant> {
         let now = Instant::now();
-        let publisher = (role == Role::Publisher).then(|| Peer::bind(now)).transpose()?;
+        let ip = params.client_ip;
+        let publisher = (role == Role::Publisher).then(|| Peer::bind(ip, now)).transpose()?;
         let mut p = Participant {
             shared,
             role,
             expected_streams,
             publisher,
-            subscriber: Peer::bind(now)?,
+            subscriber: Peer::bind(ip, now)?,
             audio: None,
             video: None,
             encoder: VideoEncoder::default(),
@@ -393,8 +396,8 @@ impl Participant {
                 ts: 0,
                 next: now,
             };
-            p.audio = audio.then(|| add(MediaKind::Audio));
-            p.video = video.then(|| add(MediaKind::Video));
+            p.audio = params.audio.then(|| add(MediaKind::Audio));
+            p.video = params.video.then(|| add(MediaKind::Video));
             let (offer, pending) = api.apply().context("publisher offer")?;
             p.pending_offer = Some(pending);
             let mut events = Vec::new();
