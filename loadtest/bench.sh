@@ -117,6 +117,10 @@ EOF
     wait_http "http://127.0.0.1:$JANUS_PORT/janus/info"
 }
 
+# UDP datagrams the namespace's kernel dropped for full receive buffers (any socket: server or
+# generator), printed after each sfu run to tell server loss from a starved generator.
+udp_rcvbuf_errors() { awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+
 loadtest() {
     taskset -c "$LOAD_CORE" "$LOADTEST" --url "http://127.0.0.1:$HTTP_PORT" \
         --janus-url "http://127.0.0.1:$JANUS_PORT/janus" --jwt-secret "$SECRET" --server-pid "$SERVER" "$@"
@@ -127,11 +131,15 @@ SFU=(sfu --rooms "$ROOMS" --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS
 echo "== sfu: ${SFU[*]}"
 for round in $(seq "$ROUNDS"); do
     start_convene
+    drops=$(udp_rcvbuf_errors)
     loadtest --target convene --json "$OUT/sfu-convene-$round.json" "${SFU[@]}"
+    echo "  UDP receive-buffer drops in the namespace: $(( $(udp_rcvbuf_errors) - drops ))"
     stop_server
     if ! skip janus; then
         start_janus
+        drops=$(udp_rcvbuf_errors)
         loadtest --target janus --client-ip 10.99.0.1 --json "$OUT/sfu-janus-$round.json" "${SFU[@]}"
+        echo "  UDP receive-buffer drops in the namespace: $(( $(udp_rcvbuf_errors) - drops ))"
         stop_server
     fi
 done
@@ -165,15 +173,12 @@ if "convene" in rows and "janus" in rows:
           f"ratio {rows['convene'] / rows['janus']:.2f} (target ≤ 0.66)")
 EOF
 
+# Each session scenario on a fresh server, so memory figures start from the same baseline.
 if ! skip sessions; then
-    start_convene
-    echo "== rest"; loadtest --json "$OUT/rest.json" rest --clients "$REST_CLIENTS" --duration 10
-    echo "== chat"; loadtest --json "$OUT/chat.json" chat --sockets "$CHAT_SOCKETS" --messages 20
-    echo "== signaling"; loadtest --json "$OUT/signaling.json" signaling --sessions "$SESSIONS"
-    stop_server
-    start_convene
-    echo "== join-storm"; loadtest --json "$OUT/join-storm.json" join-storm --max-rate "$STORM_MAX"
-    stop_server
+    start_convene; loadtest --json "$OUT/signaling.json" signaling --sessions "$SESSIONS"; stop_server
+    start_convene; loadtest --json "$OUT/chat.json" chat --sockets "$CHAT_SOCKETS" --messages 20; stop_server
+    start_convene; loadtest --json "$OUT/rest.json" rest --clients "$REST_CLIENTS" --duration 10; stop_server
+    start_convene; loadtest --json "$OUT/join-storm.json" join-storm --max-rate "$STORM_MAX"; stop_server
 fi
 
 if ! skip turn; then

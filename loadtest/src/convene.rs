@@ -81,7 +81,12 @@ impl Api {
 
     pub async fn create_team(&self, owner: &User, name: &str) -> Result<String> {
         let body = self
-            .post("/api/v1/teams", Some(&owner.access), json!({ "name": name }), "create team")
+            .post(
+                "/api/v1/teams",
+                Some(&owner.access),
+                json!({ "name": name }),
+                "create team",
+            )
             .await?;
         Ok(body["id"].as_str().context("team id")?.to_owned())
     }
@@ -112,7 +117,12 @@ impl Api {
     /// `POST /api/v1/rooms/{room}/join`: the join token.
     pub async fn join_token(&self, user: &User, room: &str) -> Result<String> {
         let body = self
-            .post(&format!("/api/v1/rooms/{room}/join"), Some(&user.access), json!({}), "join")
+            .post(
+                &format!("/api/v1/rooms/{room}/join"),
+                Some(&user.access),
+                json!({}),
+                "join",
+            )
             .await?;
         Ok(body["token"].as_str().context("join token")?.to_owned())
     }
@@ -123,7 +133,9 @@ impl Api {
 /// as it checks the REST API's.
 pub fn mint_join_token(secret: &str, room: &str, participant: &str) -> Result<String> {
     let tokens = convene_auth::JoinTokens::new(&convene_auth::Secret::new(secret));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let grant = convene_auth::JoinGrant {
         participant: participant.to_owned(),
         name: participant.to_owned(),

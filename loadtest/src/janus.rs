@@ -115,7 +115,9 @@ impl Janus {
     }
 
     async fn destroy(&self, h: &Handle) {
-        let _ = self.post(&format!("/{}", h.session), json!({ "janus": "destroy" })).await;
+        let _ = self
+            .post(&format!("/{}", h.session), json!({ "janus": "destroy" }))
+            .await;
     }
 
     pub fn participant(&self, room: &str, publisher: bool) -> JanusParticipant {

@@ -11,7 +11,10 @@ use convene_loadtest::signal::Target;
 use convene_loadtest::{sessions, sfu};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Load generator: str0m WebRTC peers and WebSocket/REST clients on one thread")]
+#[command(
+    version,
+    about = "Load generator: str0m WebRTC peers and WebSocket/REST clients on one thread"
+)]
 struct Cli {
     /// Convene's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -196,8 +199,15 @@ async fn run(cli: &Cli) -> Result<serde_json::Value> {
             per_room,
             hold,
         } => {
-            let report =
-                sessions::signaling(&api, cli.jwt_secret.as_deref(), *n, *per_room, secs(*hold), cli.server_pid).await?;
+            let report = sessions::signaling(
+                &api,
+                cli.jwt_secret.as_deref(),
+                *n,
+                *per_room,
+                secs(*hold),
+                cli.server_pid,
+            )
+            .await?;
             report.print();
             serde_json::to_value(report)?
         }

@@ -33,7 +33,11 @@ impl Peer {
     /// A peer on a fresh port of `ip` (127.0.0.1 unless the server only offers another local
     /// address, as Janus does).
     pub fn bind(ip: IpAddr, now: Instant) -> Result<Peer> {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(SocketAddr::new(ip, 0)), socket2::Type::DGRAM, None)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+            socket2::Type::DGRAM,
+            None,
+        )?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
@@ -41,10 +45,7 @@ impl Peer {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
         let socket = UdpSocket::from_std(socket.into())?;
         let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_stats_interval(None)
-            .build(now);
+        let mut rtc = Rtc::builder().set_rtp_mode(true).set_stats_interval(None).build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp").context("host candidate")?);
         Ok(Peer {
             rtc,

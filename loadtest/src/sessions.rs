@@ -185,7 +185,10 @@ impl JoinStormReport {
                         s.signaled_ms.p99,
                         s.media_ms.p50,
                         s.media_ms.p99,
-                        s.errors.first().map(|e| format!("; first error: {e}")).unwrap_or_default()
+                        s.errors
+                            .first()
+                            .map(|e| format!("; first error: {e}"))
+                            .unwrap_or_default()
                     ),
                 )
             })
@@ -279,11 +282,20 @@ impl SignalingReport {
         print_table(
             "signaling (idle sessions)",
             &[
-                ("sessions", format!("{}/{} joined in {} rooms", self.joined, self.sessions, self.rooms)),
-                ("join ms", format!("p50 {:.1} p99 {:.1}", self.join_ms.p50, self.join_ms.p99)),
+                (
+                    "sessions",
+                    format!("{}/{} joined in {} rooms", self.joined, self.sessions, self.rooms),
+                ),
+                (
+                    "join ms",
+                    format!("p50 {:.1} p99 {:.1}", self.join_ms.p50, self.join_ms.p99),
+                ),
                 (
                     "server RSS",
-                    format!("{:?} -> {:?} KiB", self.server_rss_kib_before, self.server_rss_kib_after),
+                    format!(
+                        "{:?} -> {:?} KiB",
+                        self.server_rss_kib_before, self.server_rss_kib_after
+                    ),
                 ),
                 (
                     "RSS per session",
@@ -411,7 +423,10 @@ impl ChatReport {
                 ("delivered/expected", format!("{}/{}", self.delivered, self.expected)),
                 (
                     "fan-out ms",
-                    format!("p50 {:.1} p99 {:.1} max {:.1}", self.fanout_ms.p50, self.fanout_ms.p99, self.fanout_ms.max),
+                    format!(
+                        "p50 {:.1} p99 {:.1} max {:.1}",
+                        self.fanout_ms.p50, self.fanout_ms.p99, self.fanout_ms.max
+                    ),
                 ),
             ],
         );
@@ -489,10 +504,14 @@ impl RestReport {
                 ("clients", self.clients.to_string()),
                 ("requests", format!("{} ({} errors)", self.requests, self.errors)),
                 ("requests/s", format!("{:.0}", self.requests_per_s)),
-                ("latency ms", format!("p50 {:.2} p99 {:.2}", self.latency_ms.p50, self.latency_ms.p99)),
+                (
+                    "latency ms",
+                    format!("p50 {:.2} p99 {:.2}", self.latency_ms.p50, self.latency_ms.p99),
+                ),
                 (
                     "server CPU per request",
-                    self.server_cpu_us_per_request.map_or("-".into(), |v| format!("{v:.0} µs")),
+                    self.server_cpu_us_per_request
+                        .map_or("-".into(), |v| format!("{v:.0} µs")),
                 ),
             ],
         );

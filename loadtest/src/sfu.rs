@@ -190,19 +190,28 @@ impl SfuReport {
                 ("forwarded packets/s", format!("{:.0}", self.forwarded_packets_per_s)),
                 (
                     "one-way delay ms",
-                    format!("p50 {:.2}  p99 {:.2}  max {:.2}", self.delay_ms.p50, self.delay_ms.p99, self.delay_ms.max),
+                    format!(
+                        "p50 {:.2}  p99 {:.2}  max {:.2}",
+                        self.delay_ms.p50, self.delay_ms.p99, self.delay_ms.max
+                    ),
                 ),
                 (
                     "join ms (signaled/media)",
                     format!(
                         "p50 {:.0}/{:.0}  p99 {:.0}/{:.0}",
-                        self.join_signaled_ms.p50, self.join_media_ms.p50, self.join_signaled_ms.p99, self.join_media_ms.p99
+                        self.join_signaled_ms.p50,
+                        self.join_media_ms.p50,
+                        self.join_signaled_ms.p99,
+                        self.join_media_ms.p99
                     ),
                 ),
                 ("server CPU", opt(self.server_cpu_s, "s")),
                 ("server CPU per packet", opt(self.server_cpu_us_per_packet, "µs")),
                 ("RSS per subscriber", opt(self.rss_kib_per_subscriber, "KiB")),
-                ("RSS per subscribed track", opt(self.rss_kib_per_subscribed_track, "KiB")),
+                (
+                    "RSS per subscribed track",
+                    opt(self.rss_kib_per_subscribed_track, "KiB"),
+                ),
                 ("client send drops", self.client_send_drops.to_string()),
                 ("errors", self.errors.len().to_string()),
             ],
@@ -243,7 +252,11 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
                     Role::Subscriber => format!("s{r}x{i}"),
                 };
                 let signal = params.target.signal(room, &name, role == Role::Publisher);
-                let expected_streams = if role == Role::Subscriber { params.publishers * kinds } else { 0 };
+                let expected_streams = if role == Role::Subscriber {
+                    params.publishers * kinds
+                } else {
+                    0
+                };
                 let p = Participant::new(shared.clone(), role, r, expected_streams, &params)?;
                 tasks.push(tokio::task::spawn_local(p.run(signal)));
                 tokio::time::sleep(gap).await;
@@ -273,7 +286,9 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
     for t in tasks {
         outcomes.push(t.await.context("participant task")?);
     }
-    Ok(summarize(&params, &shared, outcomes, ready, measured, base, before, after))
+    Ok(summarize(
+        &params, &shared, outcomes, ready, measured, base, before, after,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -38,8 +38,8 @@ pub enum SignalIn {
 
 /// One participant's signaling session.
 pub enum Signal {
-    Convene(ConveneSignal),
-    Janus(Box<JanusParticipant>),
+    Convene(Box<ConveneSignal>),
+    Janus(JanusParticipant),
 }
 
 pub struct ConveneSignal {
@@ -91,7 +91,7 @@ impl Target {
     /// A participant-to-be called `name` in `room`.
     pub fn signal(&self, room: &Room, name: &str, publisher: bool) -> Signal {
         match self {
-            Target::Convene { api, jwt_secret } => Signal::Convene(ConveneSignal {
+            Target::Convene { api, jwt_secret } => Signal::Convene(Box::new(ConveneSignal {
                 api: api.clone(),
                 jwt_secret: jwt_secret.clone(),
                 room: room.clone(),
@@ -99,8 +99,8 @@ impl Target {
                 publisher,
                 offer: None,
                 ws: None,
-            }),
-            Target::Janus(janus) => Signal::Janus(Box::new(janus.participant(&room.id, publisher))),
+            })),
+            Target::Janus(janus) => Signal::Janus(janus.participant(&room.id, publisher)),
         }
     }
 }

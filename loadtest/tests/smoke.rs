@@ -39,7 +39,10 @@ fn one_publisher_two_subscribers_lose_nothing() {
     }));
 
     // The clients as the load generator runs them: one current thread.
-    let clients = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let clients = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let params = SfuParams {
         target: Target::Convene {
             api: Api::new(&format!("http://{addr}")),
@@ -57,9 +60,7 @@ fn one_publisher_two_subscribers_lose_nothing() {
         server_pid: None,
         client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    let report = tokio::task::LocalSet::new()
-        .block_on(&clients, run(params))
-        .unwrap();
+    let report = tokio::task::LocalSet::new().block_on(&clients, run(params)).unwrap();
     let _ = stop.send(());
 
     assert!(report.errors.is_empty(), "{:?}", report.errors);

@@ -194,9 +194,7 @@ impl Bench {
         tx.write_rtp(RtpWrite::new(pt, self.seq.into(), ts, self.now, payload).marker(true));
         let mut out = VecDeque::new();
         drain(&mut self.publisher, &mut out);
-        out.into_iter()
-            .find(|(_, dst, _)| *dst == SERVER)
-            .unwrap()
+        out.into_iter().find(|(_, dst, _)| *dst == SERVER).unwrap()
     }
 
     /// Feeds one publisher packet to the engine; returns how many datagrams went out.

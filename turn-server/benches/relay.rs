@@ -23,7 +23,9 @@ fn relay(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("client_to_peer", |b| {
         b.iter(|| {
-            h.server.handle_client_packet(black_box(&frame), alice.addr, h.now).unwrap();
+            h.server
+                .handle_client_packet(black_box(&frame), alice.addr, h.now)
+                .unwrap();
             let out = h.server.poll_command();
             assert!(matches!(out, Some(Command::SendToPeer { .. })));
             black_box(out)
