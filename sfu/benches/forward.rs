@@ -1,7 +1,8 @@
 //! The forwarding hot path of the sans-IO engine: one SRTP video packet from a publisher in,
 //! decrypted, rewritten (SSRC, sequence, timestamp) and SRTP-protected once per subscriber out.
 //! str0m client peers and the engine exchange datagrams in memory with virtual time (as
-//! `tests/engine.rs` does); only `handle_input` + draining `poll_output` is timed, per forwarded
+//! `tests/engine.rs` does); only the engine's work for the packet is timed (`handle_input`,
+//! `handle_timeout` for str0m's pacer, draining `poll_output`, `poll_timeout`), per forwarded
 //! packet. `cargo bench -p convene-sfu --bench forward`
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -119,7 +120,8 @@ impl Bench {
             b.engine.handle_input(b.now, Protocol::Udp, d.0, d.1, &d.2);
             b.tick(Duration::from_millis(10), true);
         }
-        assert_eq!(b.forward_once(), n, "every subscriber gets the packet");
+        let packet = b.next_packet();
+        assert_eq!(b.forward(packet), n, "every subscriber gets the packet");
         b
     }
 
@@ -192,22 +194,33 @@ impl Bench {
         let mut api = self.publisher.rtc.direct_api();
         let tx = api.stream_tx_by_mid(self.mid, None).unwrap();
         tx.write_rtp(RtpWrite::new(pt, self.seq.into(), ts, self.now, payload).marker(true));
+        // The pacer releases the packet on the next timeout.
+        let _ = self.publisher.rtc.handle_input(Input::Timeout(self.now));
         let mut out = VecDeque::new();
         drain(&mut self.publisher, &mut out);
-        out.into_iter().find(|(_, dst, _)| *dst == SERVER).unwrap()
+        let at = out.iter().position(|(_, dst, d)| *dst == SERVER && is_rtp(d)).unwrap();
+        let packet = out.remove(at).unwrap();
+        // RTCP and the like travel at the next tick.
+        self.wire.extend(out);
+        packet
     }
 
-    /// Feeds one publisher packet to the engine; returns how many datagrams went out.
-    fn forward_once(&mut self) -> usize {
-        let (src, dst, bytes) = self.next_packet();
+    /// Feeds one publisher packet to the engine and runs it as the driver does (input, then the
+    /// timeout that str0m's pacer asks for, then the next deadline); returns the RTP datagrams
+    /// that went out.
+    fn forward(&mut self, (src, dst, bytes): (SocketAddr, SocketAddr, Vec<u8>)) -> usize {
         self.engine.handle_input(self.now, Protocol::Udp, src, dst, &bytes);
+        self.engine.handle_timeout(self.now);
         let mut sent = 0;
         while let Some(out) = self.engine.poll_output() {
-            if let EngineOutput::Transmit(t) = out {
+            if let EngineOutput::Transmit(t) = &out
+                && is_rtp(&t.contents)
+            {
                 sent += 1;
-                black_box(t);
             }
+            black_box(out);
         }
+        black_box(self.engine.poll_timeout());
         sent
     }
 }
@@ -226,12 +239,9 @@ fn forward(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
                 for i in 0..iters {
-                    let (src, dst, bytes) = bench.next_packet();
+                    let packet = bench.next_packet();
                     let start = Instant::now();
-                    bench.engine.handle_input(bench.now, Protocol::Udp, src, dst, &bytes);
-                    while let Some(out) = bench.engine.poll_output() {
-                        black_box(out);
-                    }
+                    black_box(bench.forward(packet));
                     timed += start.elapsed();
                     // Keep ICE consent, RTCP and timers going (untimed; media is dropped).
                     if i % 100 == 99 {
