@@ -117,9 +117,14 @@ EOF
     wait_http "http://127.0.0.1:$JANUS_PORT/janus/info"
 }
 
-# UDP datagrams the namespace's kernel dropped for full receive buffers (any socket: server or
-# generator), printed after each sfu run to tell server loss from a starved generator.
-udp_rcvbuf_errors() { awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+# UDP datagrams the namespace's kernel dropped for full receive or send buffers (any socket:
+# server or generator), printed after each sfu run to tell server loss from a starved generator.
+udp_counter() { awk -v f="$1" '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == f) c = i; h = 1 } else print $c }' /proc/net/snmp; }
+udp_drops() { echo "$(udp_counter RcvbufErrors) $(udp_counter SndbufErrors)"; }
+print_drops() {
+    read -r r0 s0 <<<"$1"; read -r r1 s1 <<<"$(udp_drops)"
+    echo "  UDP drops in the namespace: $((r1 - r0)) receive-buffer, $((s1 - s0)) send-buffer"
+}
 
 loadtest() {
     taskset -c "$LOAD_CORE" "$LOADTEST" --url "http://127.0.0.1:$HTTP_PORT" \
@@ -131,15 +136,16 @@ SFU=(sfu --rooms "$ROOMS" --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS
 echo "== sfu: ${SFU[*]}"
 for round in $(seq "$ROUNDS"); do
     start_convene
-    drops=$(udp_rcvbuf_errors)
+    drops=$(udp_drops)
     loadtest --target convene --json "$OUT/sfu-convene-$round.json" "${SFU[@]}"
-    echo "  UDP receive-buffer drops in the namespace: $(( $(udp_rcvbuf_errors) - drops ))"
+    print_drops "$drops"
+    echo "  convene's own counters: $(python3 -c "import urllib.request,sys; print(' '.join(l for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith('convene_media_') and ('packets' in l or 'keyframe' in l)))" "http://127.0.0.1:$HTTP_PORT/metrics")"
     stop_server
     if ! skip janus; then
         start_janus
-        drops=$(udp_rcvbuf_errors)
+        drops=$(udp_drops)
         loadtest --target janus --client-ip 10.99.0.1 --json "$OUT/sfu-janus-$round.json" "${SFU[@]}"
-        echo "  UDP receive-buffer drops in the namespace: $(( $(udp_rcvbuf_errors) - drops ))"
+        print_drops "$drops"
         stop_server
     fi
 done
