@@ -1,3 +1,19 @@
-//! Load generator and side-by-side benchmarks (not built yet).
+//! Load generator and side-by-side benchmarks for Convene (and, with the same clients, Janus).
 //!
-//! Placeholder: this crate holds no code yet; see the open issues.
+//! - [`sfu`]: rooms of publishers and subscribers, every one a real WebRTC peer (str0m, sans-IO,
+//!   all on one thread), with stamped synthetic Opus/VP8 ([`media`]); loss, one-way delay, join
+//!   latency, and the target's CPU and memory from `/proc` ([`report`]).
+//! - [`sessions`]: join storms, idle signaling sessions, chat fan-out, authenticated REST GETs.
+//! - [`signal`]: the targets (Convene's REST + `/ws/signal` in [`convene`], Janus's videoroom in
+//!   [`janus`]) behind one participant-facing interface.
+//!
+//! Everything runs on the current thread: call the scenarios inside a `tokio::task::LocalSet`.
+
+pub mod convene;
+pub mod janus;
+pub mod media;
+pub mod peer;
+pub mod report;
+pub mod sessions;
+pub mod sfu;
+pub mod signal;
