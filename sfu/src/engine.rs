@@ -1318,7 +1318,9 @@ impl Engine {
             nacks: s.nacks,
             resent: 0,
             loss: s.loss,
-            jitter_ms: kind.map(|k| jitter_ms(s.jitter, k)),
+            // Audio only: video leaves in frame bursts, and simulcast layers pause and resume
+            // (dynacast), so RFC 3550 jitter on video says little about what people hear.
+            jitter_ms: kind.filter(|k| *k == TrackKind::Audio).map(|k| jitter_ms(s.jitter, k)),
             rtt: s.rtt,
         };
         let growth = p.meter.on_stream(Flow::Up, s.mid, s.rid, sample);
@@ -1344,7 +1346,11 @@ impl Engine {
             // Without its down-track the count is unknown; the meter keeps the last one.
             resent: written.map_or(0, |(_, w)| s.packets.saturating_sub(w)),
             loss: s.loss,
-            jitter_ms: written.zip(s.remote.as_ref()).map(|((k, _), r)| jitter_ms(r.jitter, k)),
+            // Audio only, as for ingress; a forwarded video stream also jumps at layer switches.
+            jitter_ms: written
+                .zip(s.remote.as_ref())
+                .filter(|((k, _), _)| *k == TrackKind::Audio)
+                .map(|((k, _), r)| jitter_ms(r.jitter, k)),
             rtt: s.rtt,
         };
         let growth = p.meter.on_stream(Flow::Down, s.mid, s.rid, sample);

@@ -190,8 +190,10 @@ test('a graceful stop (SIGTERM) finalizes a running recording as `finished`', as
   s.meeting = await openMeeting(s.browser, s.server.base, s.auth, s.room);
   const started = await rest(s.server.base, 'POST', `/rooms/${s.room}/recordings`, s.token);
   await s.meeting.page.locator('.recording').waitFor({ state: 'visible' });
-  await until('both files growing', () => rest(s.server.base, 'GET', `/recordings/${started.id}`, s.token),
-    r => r.files.filter(f => f.track && f.size > 0).length === 2);
+  // A couple of seconds of media first (Opus is ~4 KB/s): a one-frame video file has no duration.
+  const grown = f => f.size > (f.track.kind === 'audio' ? 8_000 : 40_000);
+  await until('both files hold a few seconds', () => rest(s.server.base, 'GET', `/recordings/${started.id}`, s.token),
+    r => r.files.filter(f => f.track && grown(f)).length === 2);
   s.server.proc.kill('SIGTERM');
   const { code } = await s.server.exited;
   check(code === 0, `server exit code ${code}`);
