@@ -575,8 +575,8 @@ pub(crate) mod tests {
                     assert_eq!(d.scalability.is_some(), b0 & 0x02 != 0);
                 }
             }
-            assert_eq!(Descriptor::parse(&[]), Err(DescriptorError::Truncated));
         }
+        assert_eq!(Descriptor::parse(&[]), Err(DescriptorError::Truncated));
     }
 
     #[test]
