@@ -2,9 +2,9 @@
 //!
 //! - [`opus::OggOpus`] writes Opus packets into Ogg (RFC 7845), granule positions from RTP
 //!   timestamps (48 kHz), gaps filled with lost-frame packets so time stays true.
-//! - [`vp8::Vp8Frames`] assembles VP8 frames from RTP payloads (RFC 7741), dropping frames
-//!   that lost a packet; [`webm::WebmVp8`] writes them as a live WebM (unknown-size Segment and
-//!   Clusters, so a file cut at any point still plays).
+//! - [`vp8::Vp8Frames`] and [`vp9::Vp9Frames`] assemble VP8 / VP9 frames from RTP payloads
+//!   (RFC 7741, RFC 9628), dropping frames that lost a packet; [`webm::Webm`] writes them as a
+//!   live WebM (unknown-size Segment and Clusters, so a file cut at any point still plays).
 //! - [`recording::Recording`] is one recording directory: a file per track and `manifest.json`
 //!   (rewritten atomically as tracks come and go).
 //! - [`thread::Recorder`] is the thread that owns the recordings; the SFU hands it packets
@@ -17,6 +17,7 @@ pub mod opus;
 pub mod recording;
 pub mod thread;
 pub mod vp8;
+pub mod vp9;
 pub mod webm;
 
 use std::sync::Arc;
@@ -37,6 +38,17 @@ pub struct RtpIn {
 }
 
 pub use convene_proto::recording::MediaKind;
+
+/// One assembled video frame (VP9: one picture, all its spatial layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// RTP timestamp (90 kHz).
+    pub timestamp: u32,
+    /// An intra frame the file can start at.
+    pub keyframe: bool,
+    /// The codec's bitstream of the frame.
+    pub data: Vec<u8>,
+}
 
 /// What a recorded track is; the manifest repeats it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::opus::{OggOpus, SAMPLE_RATE};
 use crate::vp8::Vp8Frames;
-use crate::webm::WebmVp8;
-use crate::{MediaKind, RtpIn, TrackMeta, TsUnwrap};
+use crate::vp9::Vp9Frames;
+use crate::webm::{VideoCodec, Webm};
+use crate::{MediaKind, RtpIn, TrackMeta, TsUnwrap, VideoFrame};
 
 pub use convene_proto::recording::{MANIFEST, Manifest, ManifestTrack};
 
@@ -32,14 +33,29 @@ fn write_manifest(manifest: &Manifest, dir: &Path) -> io::Result<()> {
     std::fs::rename(tmp, dir.join(MANIFEST))
 }
 
+/// Frames out of RTP payloads, per video codec.
+enum Frames {
+    Vp8(Vp8Frames),
+    Vp9(Vp9Frames),
+}
+
+impl Frames {
+    fn push(&mut self, pkt: &RtpIn) -> Option<VideoFrame> {
+        match self {
+            Frames::Vp8(f) => f.push(pkt),
+            Frames::Vp9(f) => f.push(pkt),
+        }
+    }
+}
+
 enum Writer {
     Opus(OggOpus<BufWriter<File>>),
-    Vp8 {
-        frames: Vp8Frames,
+    Video {
+        frames: Frames,
         clock: TsUnwrap,
         /// RTP position (90 kHz) of the file's first frame.
         origin: Option<i64>,
-        webm: WebmVp8<BufWriter<File>>,
+        webm: Webm<BufWriter<File>>,
     },
 }
 
@@ -127,12 +143,20 @@ impl Recording {
                 self.next_serial += 1;
                 Writer::Opus(OggOpus::new(file, self.next_serial)?)
             }
-            (MediaKind::Video, "vp8") => Writer::Vp8 {
-                frames: Vp8Frames::default(),
-                clock: TsUnwrap::default(),
-                origin: None,
-                webm: WebmVp8::new(BufWriter::new(File::create(self.dir.join(file_name(track)))?)),
-            },
+            (MediaKind::Video, codec @ ("vp8" | "vp9")) => {
+                let (frames, codec) = if codec == "vp8" {
+                    (Frames::Vp8(Vp8Frames::default()), VideoCodec::Vp8)
+                } else {
+                    (Frames::Vp9(Vp9Frames::default()), VideoCodec::Vp9)
+                };
+                let file = BufWriter::new(File::create(self.dir.join(file_name(track)))?);
+                Writer::Video {
+                    frames,
+                    clock: TsUnwrap::default(),
+                    origin: None,
+                    webm: Webm::new(file, codec),
+                }
+            }
             (_, codec) => return Err(io::Error::other(format!("codec {codec} is not recorded"))),
         };
         self.tracks
@@ -150,7 +174,7 @@ impl Recording {
                 ogg.push(pkt.timestamp, &pkt.payload)?;
                 ogg.packets() > 0
             }
-            Writer::Vp8 {
+            Writer::Video {
                 frames,
                 clock,
                 origin,
@@ -161,7 +185,7 @@ impl Recording {
                 };
                 let pos = clock.position(frame.timestamp);
                 let base = *origin.get_or_insert(pos);
-                // 90 kHz RTP clock (RFC 7741 §4.1) to milliseconds.
+                // 90 kHz RTP clock (RFC 7741 §4.1, RFC 9628 §4.1) to milliseconds.
                 let ms = u64::try_from((pos - base) / 90).unwrap_or(0);
                 if webm.write_frame(ms, frame.keyframe, &frame.data)? {
                     true
@@ -202,7 +226,7 @@ impl Recording {
                 }
                 samples * 1000 / SAMPLE_RATE
             }
-            Writer::Vp8 { webm, .. } => {
+            Writer::Video { webm, .. } => {
                 let ms = webm.last_ms();
                 if let Err(e) = webm.finish() {
                     tracing::warn!(track = %track_id, error = %e, "finishing a video file failed");
@@ -271,7 +295,7 @@ mod tests {
         let mut rec = Recording::create(dir.path(), "RE_1", "RM_1", 1_700_000_000_000, t0).expect("create");
         let audio = meta("TR_1", MediaKind::Audio, "opus");
         let video = meta("TR_2", MediaKind::Video, "vp8");
-        let vp9 = meta("TR_3", MediaKind::Video, "vp9");
+        let h264 = meta("TR_3", MediaKind::Video, "h264");
         for i in 0..50u32 {
             let at = t0 + Duration::from_millis(200 + u64::from(i) * 20);
             let pkt = RtpIn {
@@ -281,7 +305,7 @@ mod tests {
                 payload: vec![31 << 3, 1, 2].into(),
             };
             rec.packet(&audio, &pkt, at);
-            rec.packet(&vp9, &pkt, at);
+            rec.packet(&h264, &pkt, at);
         }
         let mut seq = 0;
         // An interframe first: the video file starts at the keyframe 500 ms in.

@@ -9,18 +9,7 @@
 use str0m::format::CodecExtra;
 use str0m::unversioned::{Depacketizer, Vp8Depacketizer};
 
-use crate::RtpIn;
-
-/// One assembled VP8 frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    /// RTP timestamp (90 kHz).
-    pub timestamp: u32,
-    /// An intra frame (RFC 6386 §9.1: P bit of the frame tag clear).
-    pub keyframe: bool,
-    /// The VP8 bitstream of the frame.
-    pub data: Vec<u8>,
-}
+use crate::{RtpIn, VideoFrame};
 
 /// Assembles frames from the packets of one stream, in arrival order.
 #[derive(Debug, Default)]
@@ -35,7 +24,7 @@ pub struct Vp8Frames {
 
 impl Vp8Frames {
     /// Feeds one packet; returns the frame it completes, if any.
-    pub fn push(&mut self, pkt: &RtpIn) -> Option<Frame> {
+    pub fn push(&mut self, pkt: &RtpIn) -> Option<VideoFrame> {
         if let Some(next) = self.next_seq {
             if pkt.seq < next {
                 return None; // duplicate or reordered after its frame was decided
@@ -71,8 +60,9 @@ impl Vp8Frames {
         }
         self.current = None;
         let data = std::mem::take(&mut self.buf);
+        // RFC 6386 §9.1: P bit of the frame tag clear.
         let keyframe = data.first().is_some_and(|b| b & 0x01 == 0);
-        Some(Frame {
+        Some(VideoFrame {
             timestamp: pkt.timestamp,
             keyframe,
             data,
@@ -155,7 +145,7 @@ pub(crate) mod tests {
         assert_eq!(out[0].timestamp, 9000);
         assert_eq!(keyframe_size(&out[0].data), Some((320, 240)));
         let inter = bitstream(false, 1500, 9);
-        let frames: Vec<Frame> = packets(&inter, 1000, &mut seq, 12000, 2)
+        let frames: Vec<VideoFrame> = packets(&inter, 1000, &mut seq, 12000, 2)
             .iter()
             .filter_map(|p| a.push(p))
             .collect();
@@ -174,7 +164,7 @@ pub(crate) mod tests {
         let mut third = packets(&bitstream(false, 2000, 3), 1000, &mut seq, 6000, 3);
         third.remove(0); // its start is lost
         let fourth = packets(&bitstream(false, 500, 4), 1000, &mut seq, 9000, 4);
-        let frames: Vec<Frame> = first
+        let frames: Vec<VideoFrame> = first
             .iter()
             .chain(&second)
             .chain(&third)

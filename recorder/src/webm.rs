@@ -1,4 +1,4 @@
-//! A live WebM writer for one VP8 track (Matroska/EBML, RFC 8794; WebM's subset).
+//! A live WebM writer for one VP8 or VP9 track (Matroska/EBML, RFC 8794; WebM's subset).
 //!
 //! The Segment and every Cluster have the "unknown" size (all ones, RFC 8794 §6.2), so the file
 //! is valid after every SimpleBlock: a file cut anywhere (SIGKILL, full disk) plays up to the
@@ -57,9 +57,36 @@ fn uint(out: &mut Vec<u8>, element_id: u32, v: u64) {
     element(out, element_id, &bytes[skip..]);
 }
 
-/// A WebM file with one VP8 video track, being written.
-pub struct WebmVp8<W: Write + Seek> {
+/// The video codecs a WebM file is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// `V_VP8`.
+    Vp8,
+    /// `V_VP9`: a block holds a picture, several spatial layers as one superframe.
+    Vp9,
+}
+
+impl VideoCodec {
+    fn codec_id(self) -> &'static [u8] {
+        match self {
+            VideoCodec::Vp8 => b"V_VP8",
+            VideoCodec::Vp9 => b"V_VP9",
+        }
+    }
+
+    /// The picture size a keyframe states.
+    fn keyframe_size(self, frame: &[u8]) -> Option<(u32, u32)> {
+        match self {
+            VideoCodec::Vp8 => crate::vp8::keyframe_size(frame).map(|(w, h)| (u32::from(w), u32::from(h))),
+            VideoCodec::Vp9 => crate::vp9::keyframe_size(frame),
+        }
+    }
+}
+
+/// A WebM file with one video track, being written.
+pub struct Webm<W: Write + Seek> {
     out: W,
+    codec: VideoCodec,
     /// Where the Duration placeholder is (set once the header is written).
     duration_at: Option<u64>,
     /// Timestamp (ms) of the open Cluster.
@@ -68,11 +95,12 @@ pub struct WebmVp8<W: Write + Seek> {
     frames: u64,
 }
 
-impl<W: Write + Seek> WebmVp8<W> {
+impl<W: Write + Seek> Webm<W> {
     /// A writer; nothing is written before the first keyframe.
-    pub fn new(out: W) -> Self {
-        WebmVp8 {
+    pub fn new(out: W, codec: VideoCodec) -> Self {
+        Webm {
             out,
+            codec,
             duration_at: None,
             cluster: None,
             last_ms: 0,
@@ -84,7 +112,7 @@ impl<W: Write + Seek> WebmVp8<W> {
     /// Returns `false` when it was dropped because no keyframe came yet.
     pub fn write_frame(&mut self, ms: u64, keyframe: bool, frame: &[u8]) -> io::Result<bool> {
         if self.duration_at.is_none() {
-            let Some((w, h)) = keyframe.then(|| crate::vp8::keyframe_size(frame)).flatten() else {
+            let Some((w, h)) = keyframe.then(|| self.codec.keyframe_size(frame)).flatten() else {
                 return Ok(false);
             };
             self.header(w, h)?;
@@ -120,7 +148,7 @@ impl<W: Write + Seek> WebmVp8<W> {
         Ok(true)
     }
 
-    fn header(&mut self, width: u16, height: u16) -> io::Result<()> {
+    fn header(&mut self, width: u32, height: u32) -> io::Result<()> {
         let mut buf = Vec::with_capacity(256);
         let mut body = Vec::new();
         uint(&mut body, 0x4286, 1); // EBMLVersion
@@ -154,7 +182,7 @@ impl<W: Write + Seek> WebmVp8<W> {
         uint(&mut entry, 0x73C5, 1); // TrackUID
         uint(&mut entry, 0x83, 1); // TrackType: video
         uint(&mut entry, 0x9C, 0); // FlagLacing: SimpleBlocks carry one frame
-        element(&mut entry, 0x86, b"V_VP8"); // CodecID
+        element(&mut entry, 0x86, self.codec.codec_id()); // CodecID
         element(&mut entry, VIDEO, &video);
         let mut tracks = Vec::new();
         element(&mut tracks, TRACK_ENTRY, &entry);
@@ -205,7 +233,7 @@ mod tests {
 
     /// 3 s at 30 fps, a keyframe every second, preceded by two interframes that must be dropped.
     fn write(finish: bool) -> Vec<u8> {
-        let mut w = WebmVp8::new(Cursor::new(Vec::new()));
+        let mut w = Webm::new(Cursor::new(Vec::new()), VideoCodec::Vp8);
         assert!(!w.write_frame(0, false, &bitstream(false, 500, 1)).expect("write"));
         assert!(!w.write_frame(33, false, &bitstream(false, 500, 1)).expect("write"));
         for i in 0..90u64 {
@@ -224,10 +252,14 @@ mod tests {
     }
 
     fn frames(bytes: Vec<u8>) -> (Option<f64>, Vec<Frame>) {
+        frames_of(bytes, "V_VP8")
+    }
+
+    fn frames_of(bytes: Vec<u8>, codec_id: &str) -> (Option<f64>, Vec<Frame>) {
         let mut file = MatroskaFile::open(Cursor::new(bytes)).expect("parses");
         assert_eq!(file.ebml_header().doc_type(), "webm");
         let track = &file.tracks()[0];
-        assert_eq!(track.codec_id(), "V_VP8");
+        assert_eq!(track.codec_id(), codec_id);
         assert_eq!(track.track_type(), TrackType::Video);
         let video = track.video().expect("video");
         assert_eq!((video.pixel_width().get(), video.pixel_height().get()), (320, 240));
@@ -279,5 +311,28 @@ mod tests {
             assert!(n >= 30, "cut at {cut}: {n} frames");
             seen = n;
         }
+    }
+
+    #[test]
+    fn vp9_tracks_are_v_vp9_sized_from_the_keyframe_header() {
+        let vp9 = crate::vp9::tests::bitstream;
+        let mut w = Webm::new(Cursor::new(Vec::new()), VideoCodec::Vp9);
+        // A VP8 keyframe is no VP9 keyframe: nothing is written before a real one.
+        assert!(!w.write_frame(0, true, &bitstream(true, 500, 1)).expect("write"));
+        assert!(w.write_frame(40, true, &vp9(true, 320, 240, 600, 2)).expect("write"));
+        assert!(w.write_frame(73, false, &vp9(false, 0, 0, 300, 3)).expect("write"));
+        let (duration, frames) = frames_of(w.finish().expect("finish").into_inner(), "V_VP9");
+        assert_eq!(duration, Some(73.0));
+        let got: Vec<(u64, Option<bool>, Vec<u8>)> = frames
+            .into_iter()
+            .map(|f| (f.timestamp, f.is_keyframe, f.data))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (40, Some(true), vp9(true, 320, 240, 600, 2)),
+                (73, Some(false), vp9(false, 0, 0, 300, 3)),
+            ]
+        );
     }
 }

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use convene_recorder::{MediaKind, RtpIn, TrackMeta};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::Rid;
-use str0m::rtp::{RtpPacket, Vp8Descriptor};
+use str0m::rtp::RtpPacket;
 
 use crate::engine::EngineOutput;
+use crate::keyframe;
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::types::{RoomId, TrackId, TrackInfo, TrackKind};
 
@@ -88,6 +89,7 @@ fn codec_name(codec: Codec) -> Option<&'static str> {
     match codec {
         Codec::Opus => Some("opus"),
         Codec::Vp8 => Some("vp8"),
+        Codec::Vp9 => Some("vp9"),
         _ => None,
     }
 }
@@ -155,7 +157,7 @@ impl RecordTap {
             return false;
         };
         let Some(codec) = codec_name(t.params.spec().codec) else {
-            return false; // VP9, H.264, …: not recorded (see recorder/README.md)
+            return false; // H.264, AV1, …: not recorded (see recorder/README.md)
         };
         let video = t.track.kind == TrackKind::Video;
         let tap = room.tracks.entry(t.track.id.clone()).or_insert_with(|| TrackTap {
@@ -172,7 +174,7 @@ impl RecordTap {
             rewriter: SeqTsRewriter::new(t.params.spec().clock_rate.get(), 0, 0),
             last: t.pkt.timestamp,
         });
-        let keyframe = video && Vp8Descriptor::parse(&t.pkt.payload).is_ok_and(|d| d.starts_keyframe(&t.pkt.payload));
+        let keyframe = video && keyframe::inspect(t.params.spec().codec, &t.pkt.payload).keyframe_start;
         if !tap.admit(t.rid, keyframe, t.pkt.timestamp) {
             return tap.awaiting_keyframe;
         }
@@ -221,6 +223,14 @@ impl RecordTap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opus_vp8_and_vp9_are_recorded() {
+        assert_eq!(codec_name(Codec::Opus), Some("opus"));
+        assert_eq!(codec_name(Codec::Vp8), Some("vp8"));
+        assert_eq!(codec_name(Codec::Vp9), Some("vp9"));
+        assert_eq!(codec_name(Codec::H264), None);
+    }
 
     #[test]
     fn layers_rank_by_browser_rid_names() {
