@@ -17,14 +17,20 @@ cd "$here"
 data="$(mktemp -d)"
 log="$data/convene.log"
 trap 'rm -rf "$data"' EXIT
+# IMPAIRMENT_TESTS picks scripts (default: all); each prints its own "N passed, M failed".
+scripts="${IMPAIRMENT_TESTS:-impairment.js bandwidth.js}"
 unshare -n bash -c "
   ip link set lo up
   '$bin' serve --http-addr 127.0.0.1:8093 --data-dir '$data' --media-bind-ip 127.0.0.1 \
-    --advertise-ip 127.0.0.2 --media-udp-port 7990 --media-tcp=false --turn-addr 127.0.0.1:0 \
+    --advertise-ip 127.0.0.2 --media-udp-port 7990 --media-workers 1 --media-tcp=false --turn-addr 127.0.0.1:0 \
     > '$log' 2>&1 &
   server=\$!
   for _ in \$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8093) 2>/dev/null && break; sleep 0.1; done
-  status=0; BASE_URL=http://127.0.0.1:8093 MEDIA_PORT=7990 node impairment.js || status=\$?
+  status=0
+  for script in $scripts; do
+    echo \"== \$script\"
+    BASE_URL=http://127.0.0.1:8093 MEDIA_PORT=7990 node \$script || status=\$?
+  done
   kill \$server; wait \$server 2>/dev/null || true
   [ \$status -eq 0 ] || tail -n 30 '$log'
   exit \$status
