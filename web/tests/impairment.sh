@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# 10 % packet loss between Chromium participants and the real `convene serve`, inside a fresh
+# Impaired networks between Chromium participants and the real `convene serve`, inside a fresh
 # network namespace with only a loopback interface (nothing can reach any other address): the
-# server advertises 127.0.0.2, where impairment.js relays to its socket on 127.0.0.1 and drops
-# 10 % of the datagrams, and checks that video keeps decoding, NACKs and retransmissions are
-# counted and the lossy connection is rated below excellent. Needs root (unshare -n),
-# /usr/bin/chromium and node; installs playwright-core here on first use.
+# server advertises 127.0.0.2, where the scripts relay (relay.js) to its socket on 127.0.0.1.
+# impairment.js drops 10 % of the datagrams and checks that video keeps decoding, NACKs and
+# retransmissions are counted and the lossy connection is rated below excellent; bandwidth.js
+# caps what the SFU sends one viewer at 250 kbit/s and checks that he drops to the lowest
+# simulcast layer with audio flowing, and gets a wider one back once the cap is lifted. One
+# media worker, so every room is on the one UDP port the relay listens on. Needs root
+# (unshare -n), /usr/bin/chromium and node; installs playwright-core here on first use.
+# IMPAIRMENT_TESTS="bandwidth.js" runs only that script.
 #
 #   web/tests/impairment.sh [path/to/convene]   (default: $CARGO_TARGET_DIR or target, debug build)
 set -euo pipefail
