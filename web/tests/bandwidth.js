@@ -1,11 +1,12 @@
 // A bandwidth cap on one subscriber, in Chromium: Ada publishes her fake camera (three simulcast
 // encodings) and microphone through the SDK; Bob watches her in a 1280x720 element, so he wants
 // the top layer. The server advertises 127.0.0.2 (impairment.sh), where relay.js relays to the
-// SFU. Once Bob decodes a layer above the lowest, the relay caps what the SFU sends to Bob's
-// sockets at 250 kbit/s (token bucket, 250 ms queue, the rest dropped): str0m's estimate for
-// Bob's connection falls and the allocator must step him down to a narrower layer that keeps
-// decoding, while Ada's audio keeps arriving. When the cap is lifted the estimate climbs back by
-// probing and Bob must get a wider layer again. /metrics must count the layer switches.
+// SFU. Once Bob steadily decodes a layer above the lowest, the relay caps what the SFU sends to
+// Bob's sockets at 250 kbit/s (token bucket, 250 ms queue, the rest dropped): str0m's estimate
+// for Bob's connection falls and the allocator must step him down to the lowest layer, which
+// keeps decoding, while Ada's audio keeps arriving. When the cap is lifted the estimate climbs
+// back by probing and Bob must get the layer he had before back. /metrics must count the layer
+// switches.
 // No event tells "the decoder now outputs another size", so this polls getStats with deadlines.
 
 const { BASE, until, check, accountsAndRoom, api, run } = require('./lib');
@@ -133,7 +134,12 @@ test('capped at 250 kbit/s, Bob drops to the lowest layer, which keeps decoding,
   relay.cap(ports, CAP_BPS, CAP_QUEUE_MS);
   mark('cap');
   const down = await until('Bob steps down to the lowest layer', watch,
-    s => s.width > 0 && s.width <= LOWEST_WIDTH, DOWN_DEADLINE);
+    s => s.width > 0 && s.width <= LOWEST_WIDTH, DOWN_DEADLINE).catch(e => {
+    const seconds = (Date.now() - t0.at) / 1000;
+    throw new Error(`${e.message}; ports ${ports}, the cap passed ${relay.capPassed} datagrams ` +
+      `(${Math.round(relay.capBytes * 8 / seconds / 1000)} kbit/s) and dropped ${relay.capDropped} in ` +
+      `${seconds} s; widths ${trace.map(w => w.width).join(' ')}`);
+  });
   // On the lowest layer, video decodes on (60 frames on it).
   const on = await until('Bob decodes on the lowest layer', watch,
     s => s.width <= LOWEST_WIDTH && steady(s, 60), DOWN_DEADLINE);
@@ -147,12 +153,15 @@ test('capped at 250 kbit/s, Bob drops to the lowest layer, which keeps decoding,
   check(audio >= 25 * seconds, `Ada's audio kept flowing: ${JSON.stringify(figures)}`);
 });
 
-test('with the cap lifted, Bob gets back to a wider layer', async () => {
+test('with the cap lifted, Bob gets back to the layer he had before', async () => {
   const capped = await watch();
   relay.cap(null);
   mark('lift');
-  const up = await until('Bob steps back up', watch, s => s.width > capped.width, UP_DEADLINE);
-  await until('Bob decodes on a wider layer', watch, s => s.width > capped.width && steady(s, 30));
+  // Under the cap the allocator briefly steps him up now and then (the estimate overshoots
+  // while probing; seen for up to 3 s): only the layer from before the cap, decoded for 4 s
+  // (120 frames) without a change, counts as recovered.
+  const up = await until('Bob steps back up', watch, s => s.width >= before.width, UP_DEADLINE);
+  await until('Bob stays on that layer', watch, s => s.width >= before.width && steady(s, 120), UP_DEADLINE);
   const switches = await layerSwitches();
   const t0 = trace[0].t;
   console.log(`     back up in ${((up.at - capped.at) / 1000).toFixed(1)} s to ${up.width}px; layer switches ` +

@@ -13,7 +13,7 @@ const dgram = require('dgram');
 
 /** A started relay from `127.0.0.2:mediaPort` to `127.0.0.1:mediaPort`. */
 function startRelay(mediaPort) {
-  const relay = { loss: 0, dropped: 0, passed: 0, capped: null, capDropped: 0, capPassed: 0 };
+  const relay = { loss: 0, dropped: 0, passed: 0, capped: null, capDropped: 0, capPassed: 0, capBytes: 0 };
   let seed = 0x2545f491;
   const drop = () => {
     // xorshift32
@@ -59,6 +59,7 @@ function startRelay(mediaPort) {
       return;
     }
     relay.capPassed++;
+    relay.capBytes += msg.length;
     queue.push({ msg, to });
     queued += msg.length;
     if (!timer) drain();
