@@ -1,44 +1,19 @@
 // 10 % packet loss between the participants and the SFU, in Chromium: Ada publishes her fake
 // camera, Bob watches. The server advertises 127.0.0.2 (impairment.sh) where this script runs a
-// UDP relay to the SFU's real socket on 127.0.0.1 (one back socket per client, as a NAT would);
+// UDP relay (relay.js) to the SFU's real socket on 127.0.0.1 (one back socket per client);
 // once switched on, the relay drops 10 % of the datagrams each way, for both participants
 // (signaling is TCP and unaffected). Bob's video must keep decoding, the NACKs and
 // retransmissions must show in Chromium's stats and in the server's /metrics, and Ada's
 // connection must be rated below excellent. (`tc netem` would do the dropping in the kernel,
 // but this machine's kernel has no netem.)
 
-const dgram = require('dgram');
 const { BASE, sleep, until, check, accountsAndRoom, enter, run } = require('./lib');
+const { startRelay } = require('./relay');
 
 const MEDIA_PORT = Number(process.env.MEDIA_PORT || 7990);
 
-/** The relay on 127.0.0.2:MEDIA_PORT; `relay.loss` is the share of datagrams dropped. */
-const relay = { loss: 0, dropped: 0, passed: 0 };
-{
-  let seed = 0x2545f491;
-  const drop = () => {
-    // xorshift32: a fixed sequence, so runs lose alike.
-    seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0;
-    const lost = seed / 2 ** 32 < relay.loss;
-    if (lost) relay.dropped++; else relay.passed++;
-    return lost;
-  };
-  const front = dgram.createSocket('udp4');
-  const backs = new Map(); // client "addr:port" → socket towards the SFU
-  front.on('message', (msg, from) => {
-    const key = `${from.address}:${from.port}`;
-    let back = backs.get(key);
-    if (!back) {
-      back = dgram.createSocket('udp4');
-      back.bind(0, '127.0.0.1');
-      back.on('message', reply => { if (!drop()) front.send(reply, from.port, from.address); });
-      backs.set(key, back);
-    }
-    if (!drop()) back.send(msg, MEDIA_PORT, '127.0.0.1');
-  });
-  front.bind(MEDIA_PORT, '127.0.0.2');
-  relay.close = () => { front.close(); for (const b of backs.values()) b.close(); };
-}
+/** The relay on 127.0.0.2:MEDIA_PORT (relay.js); `relay.loss` is the share of datagrams dropped. */
+const relay = startRelay(MEDIA_PORT);
 
 const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
