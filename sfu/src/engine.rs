@@ -1693,6 +1693,7 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(&part.room) else {
             return;
         };
+        let recorded = self.recording.active(&part.room).is_some();
         let budget = part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT);
         let mut flowing = Vec::new();
         let mut wished = Vec::new();
@@ -1719,7 +1720,7 @@ impl Engine {
                     switches.push((tid.clone(), l));
                 }
             }
-            update_dynacast(&tid, track, &self.peers, &mut self.out, now);
+            update_dynacast(&tid, track, recorded, &self.peers, &mut self.out, now);
         }
         // The estimator keeps probing for a floor, so a subscriber with little to receive can
         // still get its video back quickly.
@@ -1746,10 +1747,11 @@ impl Engine {
     /// change) and dynacast's delayed pauses applied.
     fn sweep_layers(&mut self) {
         let now = self.now;
-        for room in self.rooms.values_mut() {
+        for (room_id, room) in &mut self.rooms {
+            let recorded = self.recording.active(room_id).is_some();
             for (tid, track) in &mut room.tracks {
                 track.layers.refresh(now);
-                update_dynacast(tid, track, &self.peers, &mut self.out, now);
+                update_dynacast(tid, track, recorded, &self.peers, &mut self.out, now);
             }
         }
         self.reallocate.extend(
@@ -2040,6 +2042,7 @@ fn demand(tid: &TrackId, track: &Track, dt: &DownTrack, now: Instant, only_flowi
 fn update_dynacast(
     tid: &TrackId,
     track: &mut Track,
+    recorded: bool,
     peers: &HashMap<PeerKey, Peer>,
     out: &mut VecDeque<EngineOutput>,
     now: Instant,
@@ -2055,11 +2058,13 @@ fn update_dynacast(
         .flat_map(|d| [d.demand, d.selector.target()])
         .flatten()
         .collect();
+    // A recording takes the highest layer (`record.rs`), so it stays on while the room is recorded.
+    let top = track.layers.rids().count().saturating_sub(1);
     let rids: Vec<Rid> = track
         .layers
         .rids()
         .enumerate()
-        .filter(|(i, r)| *i == 0 || needed.contains(&LayerId(Some(*r))))
+        .filter(|(i, r)| *i == 0 || (recorded && *i == top) || needed.contains(&LayerId(Some(*r))))
         .map(|(_, r)| r)
         .collect();
     let current = track.active.clone().unwrap_or_else(|| track.layers.rids().collect());

@@ -771,6 +771,29 @@ fn simulcast_subscriber_gets_the_layer_for_its_tile_and_switches_at_a_keyframe()
         .collect();
     assert_eq!(active.last().unwrap(), &["q", "f"], "{active:?}");
     assert!(active.iter().all(|a| !a.contains(&"h".to_owned())), "{active:?}");
+
+    // The tile shrinks again: f goes (after the pause delay); a recording brings it back, since
+    // the recorder takes the highest layer.
+    let last_active = |w: &World| {
+        w.clients[publ]
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                ParticipantEvent::LayersActive { active, .. } => Some(active.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    w.engine.set_track_settings(sub_key, &track, small, w.now).unwrap();
+    send_simulcast(&mut w, publ, mid, 90..105);
+    w.run(4_000);
+    assert_eq!(last_active(&w), ["q"]);
+    w.engine
+        .start_recording(&RoomId::parse("r").unwrap(), "RE_1", w.now)
+        .unwrap();
+    w.run(1_500);
+    assert_eq!(last_active(&w), ["q", "f"]);
 }
 
 #[test]
