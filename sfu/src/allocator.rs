@@ -6,8 +6,15 @@
 //! lowest priority first), then each track in turn moves up as far as its wanted layer and the
 //! remaining budget allow. With no estimate (BWE not negotiated yet) everyone gets what they want.
 //!
-//! Pure and synchronous: the engine calls it whenever the estimate, a subscriber's settings or a
-//! layer's bitrate changes.
+//! `allocate` is pure and synchronous: the engine calls it whenever the estimate, a subscriber's
+//! settings or a layer's bitrate changes. Stepping down follows the estimate at once; stepping up
+//! is up to `StepUp`, one per subscriber (virtual time): a GCC-style estimate overshoots while it
+//! probes and then collapses on a capped link, so a layer above the current one only counts the
+//! least budget seen over a hold time, a step-up undone within seconds doubles that hold, and the
+//! estimator is asked to probe only while a step-up is being considered.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::layers::LayerId;
 
@@ -19,6 +26,17 @@ const PAUSE_TOLERANCE_PERCENT: u64 = 150;
 /// Moving above the layer a track has now needs this much room (percent of the extra cost), so
 /// bitrates wobbling around the budget do not switch layers (and ask for keyframes) every second.
 const STEP_UP_MARGIN_PERCENT: u64 = 120;
+
+/// How long the estimate must have allowed a higher layer before a track steps up to it, at
+/// first and after a step-up that held.
+const BASE_HOLD: Duration = Duration::from_secs(3);
+
+/// The longest hold, however often step-ups fail.
+const MAX_HOLD: Duration = Duration::from_secs(30);
+
+/// A step-down this soon after a step-up means the step-up failed (the estimate had overshot);
+/// a step-up that lasts this long succeeded.
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
 /// One track a subscriber receives.
 #[derive(Debug, Clone)]
@@ -38,6 +56,25 @@ pub(crate) struct Demand<K> {
     pub(crate) current: Option<LayerId>,
 }
 
+impl<K> Demand<K> {
+    /// Where the current layer is among `layers`, if it is one of them (not when it stopped
+    /// flowing or is above what is wanted now).
+    fn current_position(&self) -> Option<usize> {
+        self.current
+            .and_then(|c| self.layers.iter().position(|(id, _)| *id == c))
+    }
+}
+
+/// What one subscriber may spend, in bit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// From the estimate now: what keeping layers (and the lowest ones) may use.
+    pub(crate) now: u64,
+    /// The least the estimate allowed over the hold time (at most `now`): what going above the
+    /// layer a track has may count on.
+    pub(crate) held: u64,
+}
+
 /// The outcome for one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Allocation<K> {
@@ -49,11 +86,11 @@ pub(crate) struct Allocation<K> {
     pub(crate) desired: u64,
 }
 
-/// Distributes `budget` bit/s (`None`: unlimited) over `demands`.
-pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> Allocation<K> {
+/// Distributes `budget` (`None`: unlimited) over `demands`.
+pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) -> Allocation<K> {
     let desired = demands.iter().filter_map(|d| d.layers.last()).map(|(_, c)| c).sum();
     let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
-    let Some(budget) = budget else {
+    let Some(Budget { now: budget, held }) = budget else {
         let layers = demands
             .iter()
             .map(|d| (d.key.clone(), d.layers.last().map(|(id, _)| *id)))
@@ -64,6 +101,8 @@ pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> 
             desired,
         };
     };
+    // What step-ups must leave over: the part of the budget the estimate has not held.
+    let unheld = budget.saturating_sub(held);
     let mut left = budget;
     for (i, d) in demands.iter().enumerate().filter(|(_, d)| d.audio) {
         if let Some((_, cost)) = d.layers.first() {
@@ -85,17 +124,14 @@ pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> 
         let Some(base) = chosen[i] else { continue };
         let layers = &demands[i].layers;
         let have = layers[base].1;
-        let now_at = demands[i]
-            .current
-            .and_then(|c| layers.iter().position(|(id, _)| *id == c));
+        let now_at = demands[i].current_position();
         let fits = |j: usize| {
             let extra = layers[j].1.saturating_sub(have);
-            let extra = if now_at.is_some_and(|n| j <= n) {
-                extra
+            if now_at.is_some_and(|n| j <= n) {
+                extra <= left
             } else {
-                extra.saturating_mul(STEP_UP_MARGIN_PERCENT) / 100
-            };
-            extra <= left
+                extra.saturating_mul(STEP_UP_MARGIN_PERCENT) / 100 <= left.saturating_sub(unheld)
+            }
         };
         if let Some(best) = (base + 1..layers.len()).rev().find(|j| fits(*j)) {
             left -= layers[best].1.saturating_sub(have);
@@ -109,6 +145,99 @@ pub(crate) fn allocate<K: Clone>(budget: Option<u64>, demands: &[Demand<K>]) -> 
         .map(|(d, c)| (d.key.clone(), c.map(|j| d.layers[j].0)))
         .collect();
     Allocation { layers, used, desired }
+}
+
+/// Step-up hysteresis for one subscriber, in virtual time: remembers the budgets the estimate
+/// gave over the hold time (`budget`), watches what each allocation did to the layers
+/// (`observe`) and says whether the estimator should probe for more (`probing`).
+///
+/// Jitsi's bitrate controller and LiveKit's stream allocator do the same in spirit: trust a
+/// rising estimate only once it has lasted, and probe less after a probe that did not hold.
+#[derive(Debug)]
+pub(crate) struct StepUp {
+    /// `(since, least)`: `least` is the least budget given from `since` on. Both grow from
+    /// front to back; the front is the least budget in force over the hold time.
+    budgets: VecDeque<(Instant, u64)>,
+    /// How long the estimate must have allowed a higher layer.
+    hold: Duration,
+    /// The last step-up, while it may still fail.
+    stepped_up: Option<Instant>,
+    /// After a failed step-up, no probing until then.
+    quiet_until: Option<Instant>,
+}
+
+impl Default for StepUp {
+    fn default() -> Self {
+        StepUp {
+            budgets: VecDeque::new(),
+            hold: BASE_HOLD,
+            stepped_up: None,
+            quiet_until: None,
+        }
+    }
+}
+
+impl StepUp {
+    /// The budget to allocate with at `now`, given the budget the estimate allows now (`None`:
+    /// no estimate yet, no limit).
+    pub(crate) fn budget(&mut self, now: Instant, budget: Option<u64>) -> Option<Budget> {
+        let budget = budget?;
+        // A smaller budget replaces the larger ones before it (from their time on it is the
+        // least); the same budget again changes nothing.
+        let mut since = now;
+        while let Some(&(t, b)) = self.budgets.back()
+            && b > budget
+        {
+            since = t;
+            self.budgets.pop_back();
+        }
+        if self.budgets.back().is_none_or(|(_, b)| *b < budget) {
+            self.budgets.push_back((since, budget));
+        }
+        // Once the next entry began before the hold time, the front is out of the window.
+        let start = now.checked_sub(self.hold);
+        while self.budgets.len() > 1 && start.is_some_and(|s| self.budgets[1].0 <= s) {
+            self.budgets.pop_front();
+        }
+        let held = self.budgets.front().map_or(budget, |(_, b)| *b);
+        Some(Budget { now: budget, held })
+    }
+
+    /// Takes note of `allocation`, made at `now` for `demands`: a step-down soon after a
+    /// step-up doubles the hold and stops probing for that long; a step-up that lasted resets it.
+    pub(crate) fn observe<K>(&mut self, now: Instant, demands: &[Demand<K>], allocation: &Allocation<K>) {
+        let mut up = false;
+        let mut down = false;
+        for (d, (_, chosen)) in demands.iter().zip(&allocation.layers) {
+            let at = chosen.and_then(|c| d.layers.iter().position(|(id, _)| *id == c));
+            match (d.current_position(), at) {
+                (Some(n), Some(j)) if j > n => up = true,
+                (None, Some(j)) if j > 0 && d.current.is_none() => up = true,
+                (Some(n), Some(j)) if j < n => down = true,
+                (Some(_), None) => down = true,
+                _ => {}
+            }
+        }
+        if let Some(t) = self.stepped_up {
+            if down && now.saturating_duration_since(t) < FAILURE_WINDOW {
+                self.hold = (self.hold * 2).min(MAX_HOLD);
+                self.quiet_until = Some(now + self.hold);
+                self.stepped_up = None;
+            } else if now.saturating_duration_since(t) >= FAILURE_WINDOW {
+                self.hold = BASE_HOLD;
+                self.stepped_up = None;
+            }
+        }
+        if up {
+            self.stepped_up = Some(now);
+        }
+    }
+
+    /// Whether the estimator should probe above what is allocated: not for a while after a
+    /// failed step-up, so probing does not itself congest a link that just proved too small.
+    pub(crate) fn probing(&self, now: Instant) -> bool {
+        self.quiet_until.is_none_or(|t| now >= t)
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +283,70 @@ mod tests {
         Some(s.to_owned())
     }
 
+    /// A budget the estimate has held for long.
+    fn steady(budget: u64) -> Option<Budget> {
+        Some(Budget { now: budget, held: budget })
+    }
+
+    /// One subscriber receiving audio and a camera it wants at `f`, driven through estimates in
+    /// virtual time as the engine does: each estimate goes through `StepUp`, the allocation
+    /// becomes the current layers.
+    struct Subscriber {
+        t0: Instant,
+        step_up: StepUp,
+        demands: Vec<Demand<u32>>,
+        /// (ms, camera layer) at every change.
+        changes: Vec<(u64, Option<String>)>,
+    }
+
+    impl Subscriber {
+        fn new() -> Self {
+            Subscriber {
+                t0: Instant::now(),
+                step_up: StepUp::default(),
+                demands: vec![audio(1), camera(2, 1)],
+                changes: Vec::new(),
+            }
+        }
+
+        /// An estimate (as budget) at `ms`; returns whether the estimator should probe.
+        fn estimate(&mut self, ms: u64, budget: u64) -> bool {
+            let now = self.t0 + Duration::from_millis(ms);
+            let budget = self.step_up.budget(now, Some(budget));
+            let a = allocate(budget, &self.demands);
+            self.step_up.observe(now, &self.demands, &a);
+            let camera = picks(&a)[1].clone();
+            if self.changes.last().is_none_or(|(_, l)| *l != camera) {
+                self.changes.push((ms, camera));
+            }
+            for (d, (_, l)) in self.demands.iter_mut().zip(&a.layers) {
+                d.current = *l;
+            }
+            self.step_up.probing(now)
+        }
+
+        /// Estimates every 250 ms from `from` to before `to` (ms), from `budget(ms)`.
+        fn run(&mut self, from: u64, to: u64, budget: impl Fn(u64) -> u64) {
+            for ms in (from..to).step_by(250) {
+                self.estimate(ms, budget(ms));
+            }
+        }
+
+        fn camera(&self) -> Option<String> {
+            self.changes.last().and_then(|(_, l)| l.clone())
+        }
+
+        /// Layer changes from `ms` on.
+        fn changes_since(&self, ms: u64) -> Vec<(u64, Option<String>)> {
+            self.changes.iter().filter(|(t, _)| *t >= ms).cloned().collect()
+        }
+    }
+
+    /// A 250 kbit/s link: the estimate hovers around it.
+    const CAPPED: u64 = 230_000;
+    /// Plenty for `f` with its margin.
+    const OPEN: u64 = 2_500_000;
+
     #[test]
     fn no_estimate_gives_everyone_what_they_want() {
         let a = allocate(None, &[audio(1), camera(2, 1)]);
@@ -166,30 +359,30 @@ mod tests {
         let demands = [audio(1), camera(2, 10), camera(3, 5)];
         // Plenty: both cameras at full.
         assert_eq!(
-            picks(&allocate(Some(5_000_000), &demands)),
+            picks(&allocate(steady(5_000_000), &demands)),
             [some("-"), some("f"), some("f")]
         );
         // Congestion: the larger tile keeps the higher layer.
         assert_eq!(
-            picks(&allocate(Some(2_050_000), &demands)),
+            picks(&allocate(steady(2_050_000), &demands)),
             [some("-"), some("f"), some("q")]
         );
         assert_eq!(
-            picks(&allocate(Some(800_000), &demands)),
+            picks(&allocate(steady(800_000), &demands)),
             [some("-"), some("h"), some("q")]
         );
         assert_eq!(
-            picks(&allocate(Some(340_000), &demands)),
+            picks(&allocate(steady(340_000), &demands)),
             [some("-"), some("q"), some("q")]
         );
         // The lower-priority camera is paused first, then the other; audio stays.
-        assert_eq!(picks(&allocate(Some(200_000), &demands)), [some("-"), some("q"), None]);
+        assert_eq!(picks(&allocate(steady(200_000), &demands)), [some("-"), some("q"), None]);
         // A lowest layer somewhat above the estimate is kept; well above, it is paused.
-        assert_eq!(picks(&allocate(Some(145_000), &demands)), [some("-"), some("q"), None]);
-        assert_eq!(picks(&allocate(Some(130_000), &demands)), [some("-"), None, None]);
-        assert_eq!(picks(&allocate(Some(0), &demands)), [some("-"), None, None]);
+        assert_eq!(picks(&allocate(steady(145_000), &demands)), [some("-"), some("q"), None]);
+        assert_eq!(picks(&allocate(steady(130_000), &demands)), [some("-"), None, None]);
+        assert_eq!(picks(&allocate(steady(0), &demands)), [some("-"), None, None]);
         // Capacity returns: back up.
-        let a = allocate(Some(3_400_000), &demands);
+        let a = allocate(steady(3_400_000), &demands);
         assert_eq!(picks(&a), [some("-"), some("f"), some("f")]);
         assert_eq!(a.used, 3_040_000);
         assert_eq!(a.desired, 3_040_000);
@@ -203,7 +396,7 @@ mod tests {
         small.layers.truncate(1);
         let demands = [camera(1, 500_000), screen, small];
         assert_eq!(
-            picks(&allocate(Some(900_000), &demands)),
+            picks(&allocate(steady(900_000), &demands)),
             [some("q"), some("h"), some("q")]
         );
         // Nothing wanted (hidden tile): nothing sent.
@@ -211,7 +404,7 @@ mod tests {
             layers: Vec::new(),
             ..camera(4, 1)
         };
-        let a = allocate(Some(10_000_000), &[hidden]);
+        let a = allocate(steady(10_000_000), &[hidden]);
         assert_eq!(picks(&a), [None]);
         assert_eq!(a.desired, 0);
     }
@@ -223,10 +416,10 @@ mod tests {
             current: current.map(rid),
             ..camera(1, 1)
         };
-        assert_eq!(picks(&allocate(Some(1_500_000), &[at(Some("h"))])), [some("h")]);
-        assert_eq!(picks(&allocate(Some(1_500_000), &[at(None)])), [some("h")]);
-        assert_eq!(picks(&allocate(Some(1_500_000), &[at(Some("f"))])), [some("f")]);
-        assert_eq!(picks(&allocate(Some(1_800_000), &[at(Some("h"))])), [some("f")]);
+        assert_eq!(picks(&allocate(steady(1_500_000), &[at(Some("h"))])), [some("h")]);
+        assert_eq!(picks(&allocate(steady(1_500_000), &[at(None)])), [some("h")]);
+        assert_eq!(picks(&allocate(steady(1_500_000), &[at(Some("f"))])), [some("f")]);
+        assert_eq!(picks(&allocate(steady(1_800_000), &[at(Some("h"))])), [some("f")]);
     }
 
     #[test]
@@ -240,11 +433,119 @@ mod tests {
             current: None,
         };
         let demands = [audio(1), single, camera(2, 1)];
-        assert_eq!(picks(&allocate(Some(400_000), &demands)), [some("-"), some("-"), None]);
+        assert_eq!(picks(&allocate(steady(400_000), &demands)), [some("-"), some("-"), None]);
         // Others then get what is left, which may be nothing.
         assert_eq!(
-            picks(&allocate(Some(1_200_000), &demands)),
+            picks(&allocate(steady(1_200_000), &demands)),
             [some("-"), some("-"), some("q")]
         );
+    }
+
+    #[test]
+    fn a_probe_that_overshoots_briefly_does_not_step_up() {
+        let mut s = Subscriber::new();
+        s.run(0, 10_000, |_| CAPPED);
+        assert_eq!(s.camera(), some("q"));
+        // A probe lifts the estimate for 1.5 s (enough for f), then it falls back, again and
+        // again: no step-up, no switch at all.
+        s.run(10_000, 60_000, |ms| if ms % 5_000 < 1_500 { OPEN } else { CAPPED });
+        assert!(s.changes_since(10_000).is_empty(), "{:?}", s.changes);
+    }
+
+    #[test]
+    fn a_sustained_rise_steps_up_after_the_hold() {
+        let mut s = Subscriber::new();
+        s.run(0, 10_000, |_| CAPPED);
+        s.run(10_000, 20_000, |_| OPEN);
+        // Straight to the wanted layer once the estimate has held for 3 s, not before.
+        assert_eq!(s.changes_since(10_000), [(13_000, some("f"))]);
+    }
+
+    #[test]
+    fn stepping_down_is_immediate() {
+        let mut s = Subscriber::new();
+        s.run(0, 10_000, |_| OPEN);
+        assert_eq!(s.camera(), some("f"));
+        s.run(10_000, 12_000, |_| 700_000);
+        s.run(12_000, 14_000, |_| CAPPED);
+        assert_eq!(s.changes_since(10_000), [(10_000, some("h")), (12_000, some("q"))]);
+    }
+
+    #[test]
+    fn a_failed_step_up_doubles_the_hold_and_pauses_probing() {
+        let mut s = Subscriber::new();
+        s.run(0, 10_000, |_| CAPPED);
+        assert!(s.estimate(10_000, CAPPED));
+        // The estimate rises for 4 s: up after 3 s; then it collapses: down at once.
+        s.run(10_000, 14_000, |_| OPEN);
+        s.run(14_000, 15_000, |_| CAPPED);
+        assert_eq!(s.changes_since(10_000), [(13_000, some("f")), (14_000, some("q"))]);
+        assert_eq!(s.step_up.hold, Duration::from_secs(6));
+        // No probing for the new hold time.
+        assert!(!s.estimate(15_000, CAPPED));
+        assert!(!s.estimate(19_750, CAPPED));
+        assert!(s.estimate(20_000, CAPPED));
+        // The next rise must last 6 s; 5 s is not enough.
+        s.run(20_000, 25_000, |_| OPEN);
+        s.run(25_000, 30_000, |_| CAPPED);
+        assert!(s.changes_since(15_000).is_empty(), "{:?}", s.changes);
+        s.run(30_000, 37_000, |_| OPEN);
+        s.run(37_000, 38_000, |_| CAPPED);
+        assert_eq!(s.changes_since(30_000), [(36_000, some("f")), (37_000, some("q"))]);
+        assert_eq!(s.step_up.hold, Duration::from_secs(12));
+        // Failures keep doubling up to the cap.
+        for (round, hold) in [(0, 12_000), (1, 24_000), (2, 30_000), (3, 30_000)] {
+            let from = 40_000 + round * 100_000;
+            s.run(from, from + 40_000, |_| CAPPED);
+            s.run(from + 40_000, from + 40_000 + hold + 1_000, |_| OPEN);
+            s.run(from + 40_000 + hold + 1_000, from + 45_000 + hold, |_| CAPPED);
+            assert_eq!(
+                s.changes_since(from),
+                [(from + 40_000 + hold, some("f")), (from + 41_000 + hold, some("q"))]
+            );
+        }
+        assert_eq!(s.step_up.hold, MAX_HOLD);
+        // A step-up that lasts resets the hold.
+        s.run(500_000, 540_000, |_| CAPPED);
+        s.run(540_000, 600_000, |_| OPEN);
+        assert_eq!(s.changes_since(500_000), [(570_000, some("f"))]);
+        s.estimate(600_000, OPEN);
+        assert_eq!(s.step_up.hold, BASE_HOLD);
+    }
+
+    #[test]
+    fn recovery_after_a_cap_is_lifted_is_bounded() {
+        let mut s = Subscriber::new();
+        s.run(0, 10_000, |_| OPEN);
+        assert_eq!(s.camera(), some("f"));
+        // Capped for a minute, the estimate overshooting now and then for up to 4 s: after the
+        // step-down at most one failed step-up (then the hold outlasts the overshoots).
+        s.run(10_000, 70_000, |ms| if ms % 10_000 < 4_000 && ms > 20_000 { OPEN } else { CAPPED });
+        let capped = s.changes_since(10_000);
+        assert!(capped.len() <= 3, "{capped:?}");
+        assert_eq!(s.camera(), some("q"));
+        // Lifted: back on f after the (doubled) hold, and for good.
+        assert_eq!(s.step_up.hold, Duration::from_secs(6));
+        s.run(70_000, 130_000, |_| OPEN);
+        assert_eq!(s.changes_since(70_000), [(76_000, some("f"))]);
+    }
+
+    #[test]
+    fn the_held_budget_is_the_least_over_the_hold_time() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut s = StepUp::default();
+        let held = |s: &mut StepUp, ms, b| s.budget(at(ms), Some(b)).map(|b| b.held);
+        assert_eq!(s.budget(at(0), None), None);
+        assert_eq!(held(&mut s, 0, 300), Some(300));
+        assert_eq!(held(&mut s, 1_000, 2_000), Some(300));
+        assert_eq!(held(&mut s, 2_000, 1_000), Some(300));
+        // 300 was replaced at 1 s: out of the window 3 s later, when 1 000 (from 2 s) is the least.
+        assert_eq!(held(&mut s, 3_999, 2_000), Some(300));
+        assert_eq!(held(&mut s, 4_000, 2_000), Some(1_000));
+        // 1 000 was replaced at 3.999 s.
+        assert_eq!(held(&mut s, 6_998, 2_000), Some(1_000));
+        assert_eq!(held(&mut s, 6_999, 2_000), Some(2_000));
+        assert_eq!(s.budget(at(7_000), Some(500)), Some(Budget { now: 500, held: 500 }));
     }
 }

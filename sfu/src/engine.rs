@@ -24,7 +24,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::allocator::{self, Demand};
+use crate::allocator::{self, Demand, StepUp};
 use crate::demux::Demux;
 use crate::error::SfuError;
 use crate::keyframe;
@@ -243,6 +243,8 @@ struct Participant {
     estimate: Option<u64>,
     /// The (minimum, desired) bitrates last given to the estimator.
     bwe_target: (u64, u64),
+    /// When the subscriber's layers may go up, and whether to probe for it.
+    step_up: StepUp,
     meter: QualityMeter,
 }
 
@@ -962,6 +964,7 @@ impl Engine {
                 sub: SubscriberSide::default(),
                 estimate: None,
                 bwe_target: (0, 0),
+                step_up: StepUp::default(),
                 meter: QualityMeter::new(self.now),
             },
         );
@@ -1694,7 +1697,7 @@ impl Engine {
             return;
         };
         let recorded = self.recording.active(&part.room).is_some();
-        let budget = part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT);
+        let budget = part.step_up.budget(now, part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT));
         let mut flowing = Vec::new();
         let mut wished = Vec::new();
         for (tid, track) in &room.tracks {
@@ -1705,6 +1708,8 @@ impl Engine {
         }
         let chosen = allocator::allocate(budget, &flowing);
         let wished = allocator::allocate(budget, &wished);
+        part.step_up.observe(now, &flowing, &chosen);
+        let used = chosen.used;
         let mut switches = Vec::new();
         for ((tid, layer), (_, wish)) in chosen.layers.into_iter().zip(wished.layers) {
             let Some(track) = room.tracks.get_mut(&tid) else {
@@ -1722,11 +1727,16 @@ impl Engine {
             }
             update_dynacast(&tid, track, recorded, &self.peers, &mut self.out, now);
         }
-        // The estimator keeps probing for a floor, so a subscriber with little to receive can
-        // still get its video back quickly.
         // Aim above what is wanted: the media share and a margin for the estimate to step up into.
-        let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
-        let target = (chosen.used.min(desired), desired);
+        // The estimator keeps probing for a floor, so a subscriber with little to receive can
+        // still get its video back quickly. After a failed step-up it aims at what is sent, so
+        // probing does not congest a link that just proved too small.
+        let desired = if part.step_up.probing(now) {
+            (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS)
+        } else {
+            used * 100 / MEDIA_SHARE_PERCENT
+        };
+        let target = (used.min(desired), desired);
         if part.bwe_target != target
             && let Some(sk) = part.subscriber
             && let Some(peer) = self.peers.get_mut(&sk)

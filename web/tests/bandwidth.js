@@ -4,9 +4,10 @@
 // SFU. Once Bob steadily decodes a layer above the lowest, the relay caps what the SFU sends to
 // Bob's sockets at 250 kbit/s (token bucket, 250 ms queue, the rest dropped): str0m's estimate
 // for Bob's connection falls and the allocator must step him down to the lowest layer, which
-// keeps decoding, while Ada's audio keeps arriving. When the cap is lifted the estimate climbs
-// back by probing and Bob must get the layer he had before back. /metrics must count the layer
-// switches.
+// keeps decoding, while Ada's audio keeps arriving, and stay there without flapping (the estimate
+// overshoots while str0m probes; the allocator's step-up hold must not follow it). When the cap is
+// lifted the estimate climbs back by probing and Bob must get the layer he had before back.
+// /metrics counts the layer switches.
 // No event tells "the decoder now outputs another size", so this polls getStats with deadlines.
 
 const { BASE, until, check, accountsAndRoom, api, run } = require('./lib');
@@ -17,9 +18,15 @@ const CAP_BPS = 250_000;
 const CAP_QUEUE_MS = 250;
 // The SDK sends q at a quarter of the camera's 1280 px: the only layer that fits under the cap.
 const LOWEST_WIDTH = 320;
-// str0m's estimate falls within seconds under loss and delay, but climbs back slowly (probes).
-const DOWN_DEADLINE = 45_000;
-const UP_DEADLINE = 90_000;
+// str0m's estimate falls within seconds under loss and delay, but climbs back slowly (probes),
+// and the allocator steps up only once the estimate has held for its hold time (3 s, doubled
+// after each failed step-up, at most 30 s).
+const DOWN_DEADLINE = 30_000;
+const UP_DEADLINE = 45_000;
+// Once on the lowest layer, Bob stays capped this long, and the SFU may switch his layer at most
+// this often meanwhile (one failed step-up and back).
+const CAPPED_MS = 15_000;
+const CAPPED_SWITCHES = 2;
 
 const relay = startRelay(MEDIA_PORT);
 
@@ -86,6 +93,9 @@ const watch = async () => {
 const mark = event => trace.push({ t: Date.now(), width: event });
 /** Bob has decoded `frames` frames since his current width began. */
 const steady = (s, frames) => s.decoded >= since.decoded + frames;
+/** Widths as "seconds since the first sample:width" from trace index `from` on. */
+const widths = (from = 0) => trace.slice(from)
+  .map(w => `${((w.t - trace[0].t) / 1000).toFixed(1)}s:${w.width}`).join(' ');
 
 let before, switches0;
 
@@ -153,19 +163,35 @@ test('capped at 250 kbit/s, Bob drops to the lowest layer, which keeps decoding,
   check(audio >= 25 * seconds, `Ada's audio kept flowing: ${JSON.stringify(figures)}`);
 });
 
+test(`still capped, Bob stays on the lowest layer for ${CAPPED_MS / 1000} s (no flapping)`, async () => {
+  // Absence of flapping has no event to wait for: this samples Bob's widths over a fixed time.
+  const from = trace.length;
+  const t0 = await watch();
+  const switchesLow = await layerSwitches();
+  let last = t0;
+  while (Date.now() - t0.at < CAPPED_MS) last = await watch();
+  const switches = await layerSwitches() - switchesLow;
+  const changes = trace.length - from;
+  const figures = { switches, changes, frames: last.decoded - t0.decoded, widths: widths(from) };
+  console.log(`     ${JSON.stringify(figures)}`);
+  check(switches <= CAPPED_SWITCHES, `at most ${CAPPED_SWITCHES} layer switches while capped: ${JSON.stringify(figures)}`);
+  check(changes <= CAPPED_SWITCHES, `at most ${CAPPED_SWITCHES} width changes while capped: ${JSON.stringify(figures)}`);
+  check(last.width > 0 && last.width <= LOWEST_WIDTH, `Bob ends on the lowest layer: ${JSON.stringify(figures)}`);
+  // 30 fps camera: at least half of its frames over the window.
+  check(figures.frames >= CAPPED_MS / 1000 * 15, `video kept decoding: ${JSON.stringify(figures)}`);
+});
+
 test('with the cap lifted, Bob gets back to the layer he had before', async () => {
   const capped = await watch();
   relay.cap(null);
   mark('lift');
-  // Under the cap the allocator briefly steps him up now and then (the estimate overshoots
-  // while probing; seen for up to 3 s): only the layer from before the cap, decoded for 4 s
-  // (120 frames) without a change, counts as recovered.
+  // Only the layer from before the cap, decoded for 4 s (120 frames) without a change, counts as
+  // recovered.
   const up = await until('Bob steps back up', watch, s => s.width >= before.width, UP_DEADLINE);
   await until('Bob stays on that layer', watch, s => s.width >= before.width && steady(s, 120), UP_DEADLINE);
   const switches = await layerSwitches();
-  const t0 = trace[0].t;
   console.log(`     back up in ${((up.at - capped.at) / 1000).toFixed(1)} s to ${up.width}px; layer switches ` +
-    `${switches0} → ${switches}; widths: ${trace.map(w => `${((w.t - t0) / 1000).toFixed(1)}s:${w.width}`).join(' ')}`);
+    `${switches0} → ${switches}; widths: ${widths()}`);
   check(switches >= switches0 + 2, `the SFU counted a switch down and one up: ${switches0} → ${switches}`);
 });
 
