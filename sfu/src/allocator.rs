@@ -82,6 +82,11 @@ pub(crate) struct Allocation<K> {
     pub(crate) layers: Vec<(K, Option<LayerId>)>,
     /// Bit/s of what was allocated.
     pub(crate) used: u64,
+    /// Bit/s after the next step up (the first track by priority below its wanted layer, one
+    /// layer up, with the step-up margin): what the estimate must hold for it, and what padding
+    /// may fill while probing, so the estimate grows on traffic actually delivered rather than on
+    /// a probe's burst. `used` when nothing more is wanted.
+    pub(crate) next: u64,
     /// Bit/s of everything wanted: what the estimator should try to reach.
     pub(crate) desired: u64,
 }
@@ -98,6 +103,7 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
         return Allocation {
             layers,
             used: desired,
+            next: desired,
             desired,
         };
     };
@@ -139,12 +145,26 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
         }
     }
     let used = budget - left.min(budget);
+    let step = video.iter().find_map(|&i| {
+        let layers = &demands[i].layers;
+        let (have, to) = match chosen[i] {
+            Some(j) => (layers[j].1, layers.get(j + 1)?.1),
+            None => (0, layers.first()?.1),
+        };
+        Some(to.saturating_sub(have).saturating_mul(STEP_UP_MARGIN_PERCENT) / 100)
+    });
+    let next = used + step.unwrap_or(0);
     let layers = demands
         .iter()
         .zip(&chosen)
         .map(|(d, c)| (d.key.clone(), c.map(|j| d.layers[j].0)))
         .collect();
-    Allocation { layers, used, desired }
+    Allocation {
+        layers,
+        used,
+        next,
+        desired,
+    }
 }
 
 /// Step-up hysteresis for one subscriber, in virtual time: remembers the budgets the estimate
@@ -223,6 +243,7 @@ impl StepUp {
                 self.hold = (self.hold * 2).min(MAX_HOLD);
                 self.quiet_until = Some(now + self.hold);
                 self.stepped_up = None;
+                tracing::debug!(hold_ms = self.hold.as_millis(), "step-up failed");
             } else if now.saturating_duration_since(t) >= FAILURE_WINDOW {
                 self.hold = BASE_HOLD;
                 self.stepped_up = None;

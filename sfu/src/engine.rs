@@ -1709,7 +1709,7 @@ impl Engine {
         let chosen = allocator::allocate(budget, &flowing);
         let wished = allocator::allocate(budget, &wished);
         part.step_up.observe(now, &flowing, &chosen);
-        let used = chosen.used;
+        let (used, next) = (chosen.used, chosen.next);
         let mut switches = Vec::new();
         for ((tid, layer), (_, wish)) in chosen.layers.into_iter().zip(wished.layers) {
             let Some(track) = room.tracks.get_mut(&tid) else {
@@ -1720,6 +1720,7 @@ impl Engine {
             };
             dt.demand = wish;
             if dt.selector.target() != layer {
+                tracing::debug!(track = ?tid, ?layer, ?budget, "layer chosen");
                 dt.selector.set_target(layer);
                 if let Some(l) = dt.selector.waiting_for() {
                     switches.push((tid.clone(), l));
@@ -1729,19 +1730,21 @@ impl Engine {
         }
         // Aim above what is wanted: the media share and a margin for the estimate to step up into.
         // The estimator keeps probing for a floor, so a subscriber with little to receive can
-        // still get its video back quickly. After a failed step-up it aims at what is sent, so
-        // probing does not congest a link that just proved too small.
-        let desired = if part.step_up.probing(now) {
-            (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS)
+        // still get its video back quickly, and pads up to the next step (at most its estimate),
+        // so the estimate can hold it. After a failed step-up it aims at what is sent, so probing
+        // does not congest a link that just proved too small.
+        let target = if part.step_up.probing(now) {
+            let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
+            ((next * 100 / MEDIA_SHARE_PERCENT).min(desired), desired)
         } else {
-            used * 100 / MEDIA_SHARE_PERCENT
+            (used, used * 100 / MEDIA_SHARE_PERCENT)
         };
-        let target = (used.min(desired), desired);
         if part.bwe_target != target
             && let Some(sk) = part.subscriber
             && let Some(peer) = self.peers.get_mut(&sk)
         {
             part.bwe_target = target;
+            tracing::debug!(minimum = target.0, desired = target.1, "estimator target");
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(target.0), Bitrate::bps(target.1));

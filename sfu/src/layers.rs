@@ -82,8 +82,13 @@ impl RateMeter {
 struct Layer {
     id: LayerId,
     meter: RateMeter,
-    /// The last non-zero measurement: what resuming a paused layer will cost.
-    known_rate: Option<u64>,
+    /// The least this layer is taken to cost (set by `refresh`; the nominal rate until then): the
+    /// highest measurement, decaying by an eighth per refresh towards lower ones, and kept while
+    /// the layer is paused. An encoder ramps a layer up over seconds when it starts or resumes,
+    /// so its first measurements understate it; taken at face value, a layer that just resumed
+    /// looked cheap enough to step up to, and the subscriber stepped down again once it ramped
+    /// up (flapping under a bandwidth cap).
+    floor: Option<u64>,
     size: Option<(u32, u32)>,
     /// Packets are arriving (str0m reports a stream paused after 1.5 s without any).
     live: bool,
@@ -125,7 +130,7 @@ impl Layers {
         let layer = Layer {
             id,
             meter: RateMeter::new(),
-            known_rate: None,
+            floor: None,
             size: None,
             live: false,
         };
@@ -162,33 +167,37 @@ impl Layers {
         }
     }
 
-    /// Remembers the current rates of flowing layers (called periodically).
+    /// Updates the cost floors of flowing layers from their rates (called once a second).
     pub(crate) fn refresh(&mut self, now: Instant) {
-        for l in &mut self.layers {
+        for i in 0..self.layers.len() {
+            let nominal = self.nominal(i);
+            let l = &mut self.layers[i];
             let r = l.meter.bitrate(now);
             if r > 0 {
-                l.known_rate = Some(r);
+                let floor = l.floor.unwrap_or(nominal);
+                l.floor = Some(r.max(floor - floor / 8));
             }
         }
     }
 
-    /// The layers in order with their cost in bit/s: measured when flowing, else the last
-    /// measurement, else a nominal rate. `only_live` leaves out layers not arriving.
+    /// The rate assumed for layer `i` before it is measured.
+    fn nominal(&self, i: usize) -> u64 {
+        if self.audio {
+            NOMINAL_AUDIO
+        } else {
+            let from_top = self.layers.len() - 1 - i;
+            NOMINAL_VIDEO[NOMINAL_VIDEO.len().saturating_sub(1 + from_top)]
+        }
+    }
+
+    /// The layers in order with their cost in bit/s: the rate measured now, but at least the
+    /// layer's floor (its nominal rate until measured). `only_live` leaves out layers not arriving.
     pub(crate) fn costs(&self, now: Instant, only_live: bool) -> Vec<(LayerId, u64)> {
         self.layers
             .iter()
             .enumerate()
             .filter(|(_, l)| l.live || !only_live)
-            .map(|(i, l)| {
-                let measured = Some(l.meter.bitrate(now)).filter(|r| *r > 0).or(l.known_rate);
-                let nominal = if self.audio {
-                    NOMINAL_AUDIO
-                } else {
-                    let from_top = self.layers.len() - 1 - i;
-                    NOMINAL_VIDEO[NOMINAL_VIDEO.len().saturating_sub(1 + from_top)]
-                };
-                (l.id, measured.unwrap_or(nominal))
-            })
+            .map(|(i, l)| (l.id, l.meter.bitrate(now).max(l.floor.unwrap_or(self.nominal(i)))))
             .collect()
     }
 
@@ -396,24 +405,40 @@ mod tests {
     }
 
     #[test]
-    fn costs_measured_remembered_or_nominal() {
+    fn costs_measured_but_at_least_a_decaying_floor() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut l = three_layers(t0);
-        for i in 0..100 {
-            l.on_packet(rid("h"), 500, None, t0 + ms(i * 10));
-        }
+        // h at 400 kbit/s, then 1 Mbit/s for a second.
+        let send = |l: &mut Layers, from: u64, bytes: usize| {
+            for i in 0..100 {
+                l.on_packet(rid("h"), bytes, None, t0 + ms(from + i * 10));
+            }
+        };
+        send(&mut l, 0, 500);
         let now = t0 + ms(999);
         let costs = l.costs(now, false);
+        // Unmeasured: nominal; measured below nominal: nominal until refreshed.
         assert_eq!(costs[0], (rid("q"), 150_000));
-        assert_eq!(costs[1], (rid("h"), 400_000));
+        assert_eq!(costs[1], (rid("h"), 500_000));
         // Only live layers: q never arrived.
         assert_eq!(l.costs(now, true).len(), 2);
-        // The measurement outlives the flow once remembered.
+        // Each refresh brings the floor an eighth closer to a lower rate.
         l.refresh(now);
+        assert_eq!(l.costs(now, false)[1], (rid("h"), 437_500));
+        l.refresh(now);
+        assert_eq!(l.costs(now, false)[1], (rid("h"), 400_000));
+        // A higher rate counts at once and becomes the floor.
+        send(&mut l, 1_000, 1_250);
+        let now = t0 + ms(1_999);
+        assert_eq!(l.costs(now, false)[1], (rid("h"), 1_000_000));
+        l.refresh(now);
+        // Paused, the floor stays; resumed, a first trickle does not make it look cheap.
         assert!(l.set_live(rid("h"), false));
-        assert_eq!(l.costs(t0 + ms(5000), false)[1], (rid("h"), 400_000));
-        assert_eq!(l.costs(t0 + ms(5000), true).len(), 1);
+        assert_eq!(l.costs(t0 + ms(5_000), false)[1], (rid("h"), 1_000_000));
+        assert_eq!(l.costs(t0 + ms(5_000), true).len(), 1);
+        l.on_packet(rid("h"), 1_000, None, t0 + ms(6_000));
+        assert_eq!(l.costs(t0 + ms(6_000), true)[0], (rid("h"), 1_000_000));
     }
 
     #[test]

@@ -25,7 +25,7 @@ const DOWN_DEADLINE = 30_000;
 const UP_DEADLINE = 45_000;
 // Once on the lowest layer, Bob stays capped this long, and the SFU may switch his layer at most
 // this often meanwhile (one failed step-up and back).
-const CAPPED_MS = 15_000;
+const CAPPED_MS = 12_000;
 const CAPPED_SWITCHES = 2;
 
 const relay = startRelay(MEDIA_PORT);
