@@ -10,8 +10,8 @@
 //! settings or a layer's bitrate changes. Stepping down follows the estimate at once; stepping up
 //! is up to `StepUp`, one per subscriber (virtual time): a GCC-style estimate overshoots while it
 //! probes and then collapses on a capped link, so a layer above the current one only counts the
-//! least budget seen over a hold time, a step-up undone within seconds doubles that hold, and the
-//! estimator is asked to probe only while a step-up is being considered.
+//! least budget seen over a hold time, a step-up undone within seconds doubles that hold, and for
+//! that long the estimator is not asked to probe (or pad towards the next step, `Allocation::next`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -306,7 +306,10 @@ mod tests {
 
     /// A budget the estimate has held for long.
     fn steady(budget: u64) -> Option<Budget> {
-        Some(Budget { now: budget, held: budget })
+        Some(Budget {
+            now: budget,
+            held: budget,
+        })
     }
 
     /// One subscriber receiving audio and a camera it wants at `f`, driven through estimates in
@@ -397,9 +400,15 @@ mod tests {
             [some("-"), some("q"), some("q")]
         );
         // The lower-priority camera is paused first, then the other; audio stays.
-        assert_eq!(picks(&allocate(steady(200_000), &demands)), [some("-"), some("q"), None]);
+        assert_eq!(
+            picks(&allocate(steady(200_000), &demands)),
+            [some("-"), some("q"), None]
+        );
         // A lowest layer somewhat above the estimate is kept; well above, it is paused.
-        assert_eq!(picks(&allocate(steady(145_000), &demands)), [some("-"), some("q"), None]);
+        assert_eq!(
+            picks(&allocate(steady(145_000), &demands)),
+            [some("-"), some("q"), None]
+        );
         assert_eq!(picks(&allocate(steady(130_000), &demands)), [some("-"), None, None]);
         assert_eq!(picks(&allocate(steady(0), &demands)), [some("-"), None, None]);
         // Capacity returns: back up.
@@ -444,6 +453,34 @@ mod tests {
     }
 
     #[test]
+    fn next_is_one_step_up_for_the_first_track_that_wants_more() {
+        let demands = [audio(1), camera(2, 10), camera(3, 5)];
+        // Both on q: the next step is the larger tile's h, with the margin.
+        let a = allocate(steady(400_000), &demands);
+        assert_eq!(picks(&a), [some("-"), some("q"), some("q")]);
+        assert_eq!(a.next, a.used + 420_000);
+        // The larger tile has all it wants: the other one's next layer.
+        let a = allocate(steady(2_100_000), &demands);
+        assert_eq!(picks(&a), [some("-"), some("f"), some("q")]);
+        assert_eq!(a.next, a.used + 420_000);
+        // A paused track's next step is its lowest layer (with the margin).
+        let mut small = camera(3, 5);
+        small.layers.truncate(1);
+        let a = allocate(steady(200_000), &[audio(1), camera(2, 10), small.clone()]);
+        assert_eq!(picks(&a), [some("-"), some("q"), None]);
+        assert_eq!(a.next, a.used + 420_000);
+        let a = allocate(steady(1_000_000), &[audio(1), small.clone()]);
+        assert_eq!(a.next, a.used);
+        let a = allocate(steady(100_000), &[audio(1), small]);
+        assert_eq!(picks(&a), [some("-"), None]);
+        assert_eq!(a.next, a.used + 180_000);
+        // Nothing more wanted: what is used.
+        let a = allocate(steady(5_000_000), &demands);
+        assert_eq!(a.next, a.used);
+        assert_eq!(allocate(None, &demands).next, 3_040_000);
+    }
+
+    #[test]
     fn a_track_without_simulcast_keeps_its_one_layer() {
         let single = Demand {
             key: 5,
@@ -454,7 +491,10 @@ mod tests {
             current: None,
         };
         let demands = [audio(1), single, camera(2, 1)];
-        assert_eq!(picks(&allocate(steady(400_000), &demands)), [some("-"), some("-"), None]);
+        assert_eq!(
+            picks(&allocate(steady(400_000), &demands)),
+            [some("-"), some("-"), None]
+        );
         // Others then get what is left, which may be nothing.
         assert_eq!(
             picks(&allocate(steady(1_200_000), &demands)),
@@ -541,7 +581,13 @@ mod tests {
         assert_eq!(s.camera(), some("f"));
         // Capped for a minute, the estimate overshooting now and then for up to 4 s: after the
         // step-down at most one failed step-up (then the hold outlasts the overshoots).
-        s.run(10_000, 70_000, |ms| if ms % 10_000 < 4_000 && ms > 20_000 { OPEN } else { CAPPED });
+        s.run(10_000, 70_000, |ms| {
+            if ms % 10_000 < 4_000 && ms > 20_000 {
+                OPEN
+            } else {
+                CAPPED
+            }
+        });
         let capped = s.changes_since(10_000);
         assert!(capped.len() <= 3, "{capped:?}");
         assert_eq!(s.camera(), some("q"));

@@ -1697,7 +1697,9 @@ impl Engine {
             return;
         };
         let recorded = self.recording.active(&part.room).is_some();
-        let budget = part.step_up.budget(now, part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT));
+        let budget = part
+            .step_up
+            .budget(now, part.estimate.map(|e| e / 100 * MEDIA_SHARE_PERCENT));
         let mut flowing = Vec::new();
         let mut wished = Vec::new();
         for (tid, track) in &room.tracks {
@@ -1709,7 +1711,8 @@ impl Engine {
         let chosen = allocator::allocate(budget, &flowing);
         let wished = allocator::allocate(budget, &wished);
         part.step_up.observe(now, &flowing, &chosen);
-        let (used, next) = (chosen.used, chosen.next);
+        // The next step counts layers paused by dynacast: they resume when wanted.
+        let (used, next) = (chosen.used, wished.next.max(chosen.used));
         let mut switches = Vec::new();
         for ((tid, layer), (_, wish)) in chosen.layers.into_iter().zip(wished.layers) {
             let Some(track) = room.tracks.get_mut(&tid) else {

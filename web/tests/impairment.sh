@@ -5,10 +5,10 @@
 # impairment.js drops 10 % of the datagrams and checks that video keeps decoding, NACKs and
 # retransmissions are counted and the lossy connection is rated below excellent; bandwidth.js
 # caps what the SFU sends one viewer at 250 kbit/s and checks that he drops to the lowest
-# simulcast layer with audio flowing, and gets a wider one back once the cap is lifted. One
-# media worker, so every room is on the one UDP port the relay listens on. Needs root
-# (unshare -n), /usr/bin/chromium and node; installs playwright-core here on first use.
-# IMPAIRMENT_TESTS="impairment.js bandwidth.js" runs both.
+# simulcast layer with audio flowing, stays there without flapping, and gets his layer back once
+# the cap is lifted. One media worker, so every room is on the one UDP port the relay listens on.
+# Needs root (unshare -n), /usr/bin/chromium and node; installs playwright-core here on first use.
+# IMPAIRMENT_TESTS="bandwidth.js" runs just one.
 #
 #   web/tests/impairment.sh [path/to/convene]   (default: $CARGO_TARGET_DIR or target, debug build)
 set -euo pipefail
@@ -21,9 +21,8 @@ cd "$here"
 data="$(mktemp -d)"
 log="$data/convene.log"
 trap 'rm -rf "$data"' EXIT
-# IMPAIRMENT_TESTS picks scripts (default: impairment.js; bandwidth.js is not reliable enough
-# for CI yet, see web/README.md); each prints its own "N passed, M failed".
-scripts="${IMPAIRMENT_TESTS:-impairment.js}"
+# IMPAIRMENT_TESTS picks scripts (default: both); each prints its own "N passed, M failed".
+scripts="${IMPAIRMENT_TESTS:-impairment.js bandwidth.js}"
 unshare -n bash -c "
   ip link set lo up
   '$bin' serve --http-addr 127.0.0.1:8093 --data-dir '$data' --media-bind-ip 127.0.0.1 \
