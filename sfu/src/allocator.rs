@@ -38,6 +38,16 @@ const MAX_HOLD: Duration = Duration::from_secs(30);
 /// a step-up that lasts this long succeeded.
 const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
+/// A probe (padding towards the next step) that brings no step-up within the hold time plus this
+/// has failed.
+const PROBE_GRACE: Duration = Duration::from_secs(3);
+
+/// The pause after a failed probe, at first and after a step-up; it doubles with each failed
+/// probe up to `MAX_REST`. The pause also lets the next probe start afresh: str0m probes when the
+/// desired bitrate rises.
+const BASE_REST: Duration = Duration::from_secs(2);
+const MAX_REST: Duration = Duration::from_secs(16);
+
 /// One track a subscriber receives.
 #[derive(Debug, Clone)]
 pub(crate) struct Demand<K> {
@@ -182,8 +192,12 @@ pub(crate) struct StepUp {
     hold: Duration,
     /// The last step-up, while it may still fail.
     stepped_up: Option<Instant>,
-    /// After a failed step-up, no probing until then.
+    /// After a failed step-up or probe, no probing until then.
     quiet_until: Option<Instant>,
+    /// Since when the estimator has been probing for the next step.
+    probe_since: Option<Instant>,
+    /// The pause after the next failed probe.
+    rest: Duration,
 }
 
 impl Default for StepUp {
@@ -193,6 +207,8 @@ impl Default for StepUp {
             hold: BASE_HOLD,
             stepped_up: None,
             quiet_until: None,
+            probe_since: None,
+            rest: BASE_REST,
         }
     }
 }
@@ -243,21 +259,42 @@ impl StepUp {
                 self.hold = (self.hold * 2).min(MAX_HOLD);
                 self.quiet_until = Some(now + self.hold);
                 self.stepped_up = None;
+                self.probe_since = None;
                 tracing::debug!(hold_ms = self.hold.as_millis(), "step-up failed");
             } else if now.saturating_duration_since(t) >= FAILURE_WINDOW {
                 self.hold = BASE_HOLD;
+                self.rest = BASE_REST;
                 self.stepped_up = None;
             }
         }
         if up {
             self.stepped_up = Some(now);
+            self.probe_since = None;
         }
     }
 
-    /// Whether the estimator should probe above what is allocated: not for a while after a
-    /// failed step-up, so probing does not itself congest a link that just proved too small.
-    pub(crate) fn probing(&self, now: Instant) -> bool {
-        self.quiet_until.is_none_or(|t| now >= t)
+    /// Whether the estimator should probe (and pad) towards the next step now, given whether the
+    /// subscriber wants more than it gets: not for a while after a failed step-up, so probing
+    /// does not itself congest a link that just proved too small, nor after a probe that brought
+    /// no step-up within the hold time plus `PROBE_GRACE` (then for a pause that doubles with
+    /// each such probe). With nothing more wanted there is nothing to hold back.
+    pub(crate) fn probe(&mut self, now: Instant, wants_more: bool) -> bool {
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        if !wants_more {
+            self.probe_since = None;
+            return true;
+        }
+        let since = *self.probe_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= self.hold + PROBE_GRACE {
+            self.quiet_until = Some(now + self.rest);
+            self.rest = (self.rest * 2).min(MAX_REST);
+            self.probe_since = None;
+            tracing::debug!(rest_ms = self.rest.as_millis(), "probe failed");
+            return false;
+        }
+        true
     }
 }
 
@@ -346,7 +383,7 @@ mod tests {
             for (d, (_, l)) in self.demands.iter_mut().zip(&a.layers) {
                 d.current = *l;
             }
-            self.step_up.probing(now)
+            self.step_up.probe(now, a.next > a.used)
         }
 
         /// Estimates every 250 ms from `from` to before `to` (ms), from `budget(ms)`.
@@ -572,6 +609,37 @@ mod tests {
         assert_eq!(s.changes_since(500_000), [(570_000, some("f"))]);
         s.estimate(600_000, OPEN);
         assert_eq!(s.step_up.hold, BASE_HOLD);
+    }
+
+    #[test]
+    fn a_probe_without_a_step_up_pauses_probing_for_longer_each_time() {
+        let mut s = Subscriber::new();
+        // Capped: each probe lasts the hold plus the grace (6 s), then a pause of 2, 4, 8 s.
+        let mut pauses = Vec::new();
+        let mut probing = true;
+        for ms in (0..36_000).step_by(250) {
+            let now = s.estimate(ms, CAPPED);
+            if now != probing {
+                pauses.push((ms, now));
+                probing = now;
+            }
+        }
+        assert_eq!(
+            pauses,
+            [
+                (6_000, false),
+                (8_000, true),
+                (14_000, false),
+                (18_000, true),
+                (24_000, false),
+                (32_000, true)
+            ]
+        );
+        // A step-up that holds resets the pause; nothing more wanted: nothing held back.
+        s.run(40_000, 70_000, |_| OPEN);
+        assert_eq!(s.camera(), some("f"));
+        assert_eq!(s.step_up.rest, BASE_REST);
+        assert!(s.estimate(70_000, OPEN));
     }
 
     #[test]

@@ -1713,6 +1713,7 @@ impl Engine {
         part.step_up.observe(now, &flowing, &chosen);
         // The next step counts layers paused by dynacast: they resume when wanted.
         let (used, next) = (chosen.used, wished.next.max(chosen.used));
+        let probing = part.step_up.probe(now, next > used);
         let mut switches = Vec::new();
         for ((tid, layer), (_, wish)) in chosen.layers.into_iter().zip(wished.layers) {
             let Some(track) = room.tracks.get_mut(&tid) else {
@@ -1736,7 +1737,7 @@ impl Engine {
         // still get its video back quickly, and pads up to the next step (at most its estimate),
         // so the estimate can hold it. After a failed step-up it aims at what is sent, so probing
         // does not congest a link that just proved too small.
-        let target = if part.step_up.probing(now) {
+        let target = if probing {
             let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
             ((next * 100 / MEDIA_SHARE_PERCENT).min(desired), desired)
         } else {
