@@ -23,12 +23,10 @@ use crate::layers::LayerId;
 /// congestion; real congestion drops the estimate well below. Higher layers must fit exactly.
 const PAUSE_TOLERANCE_PERCENT: u64 = 150;
 
-/// Moving above the layer a track has now needs this much room (percent of the extra cost), so
-/// bitrates wobbling around the budget do not switch layers (and ask for keyframes) every second.
-const STEP_UP_MARGIN_PERCENT: u64 = 120;
-
 /// How long the estimate must have allowed a higher layer before a track steps up to it, at
-/// first and after a step-up that held.
+/// first and after a step-up that held. This is what keeps bitrates wobbling around the budget
+/// from switching layers (and asking for keyframes) every second: keeping a layer needs the
+/// budget now, going above it the budget held over this time.
 const BASE_HOLD: Duration = Duration::from_secs(3);
 
 /// The longest hold, however often step-ups fail.
@@ -62,7 +60,7 @@ pub(crate) struct Demand<K> {
     /// The layers it may get, lowest first, with their cost in bit/s; the last is the one the
     /// subscriber wants. Empty: it wants nothing (tile hidden, or no layer flowing).
     pub(crate) layers: Vec<(LayerId, u64)>,
-    /// The layer it has now, if any: keeping it needs no margin, going above it does.
+    /// The layer it has now, if any: keeping it needs the budget now, going above it the held one.
     pub(crate) current: Option<LayerId>,
 }
 
@@ -93,7 +91,7 @@ pub(crate) struct Allocation<K> {
     /// Bit/s of what was allocated.
     pub(crate) used: u64,
     /// Bit/s after the next step up (the first track by priority below its wanted layer, one
-    /// layer up, with the step-up margin): what the estimate must hold for it, and what padding
+    /// layer up): what the estimate must hold for it, and what padding
     /// may fill while probing, so the estimate grows on traffic actually delivered rather than on
     /// a probe's burst. `used` when nothing more is wanted.
     pub(crate) next: u64,
@@ -146,7 +144,7 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
             if now_at.is_some_and(|n| j <= n) {
                 extra <= left
             } else {
-                extra.saturating_mul(STEP_UP_MARGIN_PERCENT) / 100 <= left.saturating_sub(unheld)
+                extra <= left.saturating_sub(unheld)
             }
         };
         if let Some(best) = (base + 1..layers.len()).rev().find(|j| fits(*j)) {
@@ -161,7 +159,7 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
             Some(j) => (layers[j].1, layers.get(j + 1)?.1),
             None => (0, layers.first()?.1),
         };
-        Some(to.saturating_sub(have).saturating_mul(STEP_UP_MARGIN_PERCENT) / 100)
+        Some(to.saturating_sub(have))
     });
     let next = used + step.unwrap_or(0);
     let layers = demands
@@ -405,7 +403,7 @@ mod tests {
 
     /// A 250 kbit/s link: the estimate hovers around it.
     const CAPPED: u64 = 230_000;
-    /// Plenty for `f` with its margin.
+    /// Plenty for `f`.
     const OPEN: u64 = 2_500_000;
 
     #[test]
@@ -425,7 +423,7 @@ mod tests {
         );
         // Congestion: the larger tile keeps the higher layer.
         assert_eq!(
-            picks(&allocate(steady(2_050_000), &demands)),
+            picks(&allocate(steady(2_000_000), &demands)),
             [some("-"), some("f"), some("q")]
         );
         assert_eq!(
@@ -477,40 +475,43 @@ mod tests {
     }
 
     #[test]
-    fn stepping_up_needs_a_margin_keeping_does_not() {
-        // f needs 1.35 Mbit/s more than q; with 1.5 M left it fits exactly but not with margin.
+    fn keeping_counts_the_budget_now_stepping_up_the_held_one() {
         let at = |current: Option<&str>| Demand {
             current: current.map(rid),
             ..camera(1, 1)
         };
-        assert_eq!(picks(&allocate(steady(1_500_000), &[at(Some("h"))])), [some("h")]);
-        assert_eq!(picks(&allocate(steady(1_500_000), &[at(None)])), [some("h")]);
-        assert_eq!(picks(&allocate(steady(1_500_000), &[at(Some("f"))])), [some("f")]);
-        assert_eq!(picks(&allocate(steady(1_800_000), &[at(Some("h"))])), [some("f")]);
+        let b = |now, held| Some(Budget { now, held });
+        // f needs 1.5 Mbit/s: kept on the budget now, stepped up to only on the held one.
+        assert_eq!(picks(&allocate(b(1_500_000, 600_000), &[at(Some("f"))])), [some("f")]);
+        assert_eq!(picks(&allocate(b(1_500_000, 600_000), &[at(Some("h"))])), [some("h")]);
+        assert_eq!(picks(&allocate(b(1_500_000, 1_500_000), &[at(Some("h"))])), [some("f")]);
+        // A new track starts at the lowest layer unless the held budget allows more.
+        assert_eq!(picks(&allocate(b(1_500_000, 400_000), &[at(None)])), [some("q")]);
+        assert_eq!(picks(&allocate(b(1_500_000, 500_000), &[at(None)])), [some("h")]);
     }
 
     #[test]
     fn next_is_one_step_up_for_the_first_track_that_wants_more() {
         let demands = [audio(1), camera(2, 10), camera(3, 5)];
-        // Both on q: the next step is the larger tile's h, with the margin.
+        // Both on q: the next step is the larger tile's h.
         let a = allocate(steady(400_000), &demands);
         assert_eq!(picks(&a), [some("-"), some("q"), some("q")]);
-        assert_eq!(a.next, a.used + 420_000);
+        assert_eq!(a.next, a.used + 350_000);
         // The larger tile has all it wants: the other one's next layer.
-        let a = allocate(steady(2_100_000), &demands);
+        let a = allocate(steady(2_000_000), &demands);
         assert_eq!(picks(&a), [some("-"), some("f"), some("q")]);
-        assert_eq!(a.next, a.used + 420_000);
-        // A paused track's next step is its lowest layer (with the margin).
+        assert_eq!(a.next, a.used + 350_000);
+        // A paused track's next step is its lowest layer.
         let mut small = camera(3, 5);
         small.layers.truncate(1);
         let a = allocate(steady(200_000), &[audio(1), camera(2, 10), small.clone()]);
         assert_eq!(picks(&a), [some("-"), some("q"), None]);
-        assert_eq!(a.next, a.used + 420_000);
+        assert_eq!(a.next, a.used + 350_000);
         let a = allocate(steady(1_000_000), &[audio(1), small.clone()]);
         assert_eq!(a.next, a.used);
         let a = allocate(steady(100_000), &[audio(1), small]);
         assert_eq!(picks(&a), [some("-"), None]);
-        assert_eq!(a.next, a.used + 180_000);
+        assert_eq!(a.next, a.used + 150_000);
         // Nothing more wanted: what is used.
         let a = allocate(steady(5_000_000), &demands);
         assert_eq!(a.next, a.used);
