@@ -1735,8 +1735,8 @@ impl Engine {
         // Aim above what is wanted: the media share and a margin for the estimate to step up into.
         // The estimator keeps probing for a floor, so a subscriber with little to receive can
         // still get its video back quickly, and pads up to the next step (at most its estimate),
-        // so the estimate can hold it. After a failed step-up it aims at what is sent, so probing
-        // does not congest a link that just proved too small.
+        // so the estimate can hold it. For a while after a failed step-up or probe (`StepUp`) it
+        // aims at what is sent, so probing does not congest a link that just proved too small.
         let target = if probing {
             let desired = (wished.desired * 110 / MEDIA_SHARE_PERCENT).max(DESIRED_FLOOR_BPS);
             ((next * 100 / MEDIA_SHARE_PERCENT).min(desired), desired)
