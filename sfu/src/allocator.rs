@@ -177,7 +177,7 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
 
 /// Step-up hysteresis for one subscriber, in virtual time: remembers the budgets the estimate
 /// gave over the hold time (`budget`), watches what each allocation did to the layers
-/// (`observe`) and says whether the estimator should probe for more (`probing`).
+/// (`observe`) and says whether the estimator should probe for more (`probe`).
 ///
 /// Jitsi's bitrate controller and LiveKit's stream allocator do the same in spirit: trust a
 /// rising estimate only once it has lasted, and probe less after a probe that did not hold.
@@ -286,10 +286,10 @@ impl StepUp {
         }
         let since = *self.probe_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= self.hold + PROBE_GRACE {
+            tracing::debug!(rest_ms = self.rest.as_millis(), "probe failed");
             self.quiet_until = Some(now + self.rest);
             self.rest = (self.rest * 2).min(MAX_REST);
             self.probe_since = None;
-            tracing::debug!(rest_ms = self.rest.as_millis(), "probe failed");
             return false;
         }
         true
