@@ -44,7 +44,7 @@ web/tests/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 echo "== browser: WHIP publisher to WHEP viewer (Chromium, own network namespace)"
 sfu/tests/browser/whip.sh
 
-echo "== browser: 10 % packet loss between Chromium participants and the SFU (own network namespace)"
+echo "== browser: 10 % packet loss and a 250 kbit/s cap between Chromium participants and the SFU (own network namespace)"
 web/tests/impairment.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/convene"
 
 echo "== API tests (PostgreSQL)"
