@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use convene_loadtest::convene::Api;
 use convene_loadtest::janus::Janus;
 use convene_loadtest::signal::Target;
-use convene_loadtest::{sessions, sfu};
+use convene_loadtest::str0m_chat::Str0mChat;
+use convene_loadtest::{search, sessions, sfu};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +23,9 @@ struct Cli {
     /// Janus's HTTP API (`--target janus`).
     #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
     janus_url: String,
+    /// str0m's `chat` example (`--target str0m-chat`): where clients POST their offers.
+    #[arg(long, default_value = "https://127.0.0.1:3000/")]
+    chat_url: String,
     #[arg(long, value_enum, default_value_t = TargetKind::Convene)]
     target: TargetKind,
     /// The server's JWT secret: mint join tokens instead of registering an account per
@@ -46,6 +50,7 @@ struct Cli {
 enum TargetKind {
     Convene,
     Janus,
+    Str0mChat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +78,25 @@ enum Scenario {
         no_audio: bool,
         #[arg(long)]
         no_video: bool,
+        /// Find the maximum load: steps from `--subscribers` up (see `--factor`), then a
+        /// `--duration` window at 80 % of the maximum.
+        #[arg(long)]
+        search: bool,
+        /// Search: subscribers per room grow by this factor per step.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        /// Search: the last step at most.
+        #[arg(long, default_value_t = 1000)]
+        max_subscribers: usize,
+        /// Search: seconds of measurement per step.
+        #[arg(long, default_value_t = 5.0)]
+        step_duration: f64,
+        /// Search: seconds between steps.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+        /// Search: a step whose p99 one-way delay exceeds this (ms) saturates.
+        #[arg(long, default_value_t = 50.0)]
+        max_p99_ms: f64,
     },
     /// Joins per second (token, signaling, ICE+DTLS), rising until a join fails.
     JoinStorm {
@@ -140,10 +164,11 @@ async fn run(cli: &Cli) -> Result<serde_json::Value> {
             jwt_secret: cli.jwt_secret.clone(),
         },
         TargetKind::Janus => Target::Janus(Janus::new(&cli.janus_url)),
+        TargetKind::Str0mChat => Target::Str0mChat(Str0mChat::new(&cli.chat_url)?),
     };
     let secs = Duration::from_secs_f64;
-    if cli.target == TargetKind::Janus && !matches!(cli.scenario, Scenario::Sfu { .. }) {
-        bail!("only the sfu scenario runs against Janus");
+    if cli.target != TargetKind::Convene && !matches!(cli.scenario, Scenario::Sfu { .. }) {
+        bail!("only the sfu scenario runs against Janus and str0m's chat example");
     }
     Ok(match &cli.scenario {
         Scenario::Sfu {
@@ -156,8 +181,14 @@ async fn run(cli: &Cli) -> Result<serde_json::Value> {
             join_rate,
             no_audio,
             no_video,
+            search,
+            factor,
+            max_subscribers,
+            step_duration,
+            settle,
+            max_p99_ms,
         } => {
-            let report = sfu::run(sfu::SfuParams {
+            let params = sfu::SfuParams {
                 target,
                 rooms: *rooms,
                 publishers: *publishers,
@@ -170,10 +201,24 @@ async fn run(cli: &Cli) -> Result<serde_json::Value> {
                 join_rate: *join_rate,
                 server_pid: cli.server_pid,
                 client_ip: cli.client_ip,
-            })
-            .await?;
-            report.print();
-            serde_json::to_value(report)?
+            };
+            if *search {
+                serde_json::to_value(
+                    search::run(search::SearchParams {
+                        sfu: params,
+                        factor: *factor,
+                        max_subscribers: *max_subscribers,
+                        step_duration: secs(*step_duration),
+                        settle: secs(*settle),
+                        max_p99_ms: *max_p99_ms,
+                    })
+                    .await?,
+                )?
+            } else {
+                let report = sfu::run(params).await?;
+                report.print();
+                serde_json::to_value(report)?
+            }
         }
         Scenario::JoinStorm {
             start,

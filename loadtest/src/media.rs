@@ -3,9 +3,14 @@
 //! one-way delay.
 //!
 //! Payload layout (big-endian), then padding to the packet's size:
-//! `[VP8 descriptor 0x10][VP8 header: 0 = keyframe, 1 = delta][magic u32][stream u32][seq u32]
+//! `[VP8 descriptor][VP8 header: 0 = keyframe, 1 = delta][magic u32][stream u32][seq u32]
 //! [sent µs since the generator's epoch u64][counted u8]`. The first two bytes make the video
-//! packets parse as VP8 (RFC 7741 descriptor with S=1, PID 0); an SFU does not look further.
+//! packets parse as VP8 (RFC 7741): the descriptor is 0x10 (S=1, PID 0) on a frame's first
+//! packet and 0x00 on the others, as a browser packetizes; an SFU does not look further.
+//!
+//! A frame-mode SFU (str0m's `chat` example) depacketizes and repacketizes every frame, so only
+//! the stamp of a frame's first packet survives, again at the start of the frame's first packet:
+//! [`Stamp::frame_head`] tells such packets apart.
 
 use std::time::Duration;
 
@@ -27,10 +32,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// A payload of `len` bytes (at least [`STAMP_LEN`]) carrying this stamp.
-    pub fn payload(&self, keyframe: bool, len: usize) -> Vec<u8> {
+    /// A payload of `len` bytes (at least [`STAMP_LEN`]) carrying this stamp; `head` for a
+    /// frame's first packet (every audio packet).
+    pub fn payload(&self, head: bool, keyframe: bool, len: usize) -> Vec<u8> {
         let mut p = Vec::with_capacity(len.max(STAMP_LEN));
-        p.push(0x10);
+        p.push(if head { 0x10 } else { 0 });
         p.push(u8::from(!keyframe));
         p.extend_from_slice(&MAGIC.to_be_bytes());
         p.extend_from_slice(&self.stream.to_be_bytes());
@@ -39,6 +45,11 @@ impl Stamp {
         p.push(u8::from(self.counted));
         p.resize(len.max(STAMP_LEN), 0x5a);
         p
+    }
+
+    /// Whether a payload starts a frame (VP8 descriptor S=1, PID 0; all of our audio).
+    pub fn frame_head(p: &[u8]) -> bool {
+        p.first() == Some(&0x10)
     }
 
     /// The stamp of a payload, or `None` if it carries none (e.g. padding probes).
@@ -120,10 +131,15 @@ mod tests {
             sent_us: 9_876_543_210,
             counted: true,
         };
-        let p = s.payload(true, 1100);
+        let p = s.payload(true, true, 1100);
         assert_eq!(p.len(), 1100);
         assert_eq!(&p[..2], &[0x10, 0]);
         assert_eq!(Stamp::parse(&p), Some(s));
+        assert!(Stamp::frame_head(&p));
+        let rest = s.payload(false, false, 500);
+        assert_eq!(&rest[..2], &[0, 1]);
+        assert_eq!(Stamp::parse(&rest), Some(s));
+        assert!(!Stamp::frame_head(&rest));
         assert_eq!(Stamp::parse(&p[..10]), None);
         assert_eq!(Stamp::parse(&[0u8; 40]), None);
     }

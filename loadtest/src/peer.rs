@@ -14,6 +14,10 @@ use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
+/// Datagrams handled per wake-up at most: a burst queued on one socket is read without going
+/// back through the runtime for each, yet one busy peer does not starve the others.
+const BURST: usize = 32;
+
 /// Socket buffer size: a keyframe burst to hundreds of peers must not overflow a buffer while the
 /// single generator thread is busy elsewhere.
 const SOCKET_BUFFER: usize = 1 << 20;
@@ -60,6 +64,19 @@ impl Peer {
     /// Waits for the next datagram; returns its length (the bytes are in the peer's buffer).
     pub async fn recv(&mut self) -> std::io::Result<(usize, SocketAddr)> {
         self.socket.recv_from(&mut self.buf).await
+    }
+
+    /// Feeds the datagram `recv` returned, then those already queued behind it (up to
+    /// [`BURST`]), to the `Rtc`.
+    pub fn handle_datagrams(&mut self, (mut len, mut from): (usize, SocketAddr), events: &mut Vec<Event>) {
+        for _ in 1..BURST {
+            self.handle_datagram(len, from, Instant::now(), events);
+            match self.socket.try_recv_from(&mut self.buf) {
+                Ok(next) => (len, from) = next,
+                Err(_) => return,
+            }
+        }
+        self.handle_datagram(len, from, Instant::now(), events);
     }
 
     /// Feeds the datagram `recv` returned to the `Rtc` and drains it.

@@ -8,6 +8,13 @@
 //! the target is sampled again, and after a drain second the run stops. Delivered = distinct
 //! counted packets received per subscriber; expected = counted packets sent on the streams of
 //! the subscriber's room.
+//!
+//! Against a frame-forwarding target (str0m's `chat`) only a frame's first packet keeps its
+//! stamp: delivered/expected, loss and delay are then counted in frames (every audio packet is a
+//! frame), and forwarded packets are the RTP packets subscribers received in the window.
+//!
+//! The generator's own CPU (`/proc/self`) is sampled over the window too: a generator near 100 %
+//! of its core measures itself, not the target, and the report says so (`generator_bound`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use str0m::Event;
+use str0m::channel::ChannelData;
 use str0m::media::{Direction, MediaKind, Mid};
 use tokio::sync::watch;
 
@@ -64,8 +72,10 @@ struct Shared {
     epoch: Instant,
     phase: watch::Receiver<Phase>,
     ready: watch::Sender<usize>,
-    /// Counted packets sent per stream.
-    sent: RefCell<HashMap<u32, u64>>,
+    /// Counted packets and frames sent per stream.
+    sent: RefCell<HashMap<u32, Sent>>,
+    /// Count frames instead of packets (see the module docs).
+    frames: bool,
     next_stream: RefCell<u32>,
 }
 
@@ -89,6 +99,12 @@ impl Shared {
     }
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    packets: u64,
+    frames: u64,
+}
+
 /// One participant's results.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -96,8 +112,11 @@ struct Outcome {
     subscriber: bool,
     /// Streams it published: (id, video?).
     streams: Vec<(u32, bool)>,
-    /// Distinct counted sequence numbers received per stream.
+    /// Distinct counted sequence numbers received per stream (frame heads only when counting
+    /// frames).
     received: HashMap<u32, HashSet<u32>>,
+    /// RTP packets a subscriber received in the measurement window, stamped or not.
+    window_packets: u64,
     delays_ms: Vec<f64>,
     joined_ms: Option<f64>,
     media_ms: Option<f64>,
@@ -125,8 +144,10 @@ struct Participant {
     audio: Option<Outgoing>,
     video: Option<Outgoing>,
     encoder: VideoEncoder,
+    /// The offer given to `join` (a publisher's; against str0m chat also a subscriber's) and
+    /// the peer that made it.
     pending_offer: Option<str0m::change::SdpPendingOffer>,
-    publisher_sdp: Option<String>,
+    offer_sdp: Option<String>,
     /// When joining began (after any account set-up), for join latency.
     started: Instant,
     out: Outcome,
@@ -143,17 +164,27 @@ pub struct SfuReport {
     pub duration_s: f64,
     pub ready: usize,
     pub participants: usize,
+    /// What delivered/expected count: `packets`, or `frames` for a frame-forwarding target.
+    pub unit: &'static str,
     pub expected_packets: u64,
     pub delivered_packets: u64,
     pub loss_percent: f64,
     pub video_expected: u64,
     pub video_delivered: u64,
+    /// RTP packets subscribers received in the window (= delivered when counting packets).
+    pub forwarded_packets: u64,
     pub forwarded_packets_per_s: f64,
     pub delay_ms: Percentiles,
     pub join_signaled_ms: Percentiles,
     pub join_media_ms: Percentiles,
     pub server_cpu_s: Option<f64>,
+    /// Server CPU over the window in % of one core.
+    pub server_cpu_percent: Option<f64>,
     pub server_cpu_us_per_packet: Option<f64>,
+    /// The generator's own CPU over the window in % of one core (it runs one thread).
+    pub generator_cpu_percent: f64,
+    /// The generator was (nearly) saturated: the figures may measure it, not the target.
+    pub generator_bound: bool,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_during: Option<u64>,
     pub rss_kib_per_subscriber: Option<f64>,
@@ -179,9 +210,10 @@ impl SfuReport {
                 (
                     "delivered/expected",
                     format!(
-                        "{}/{} (loss {:.3} %; video {}/{})",
+                        "{}/{} {} (loss {:.3} %; video {}/{})",
                         self.delivered_packets,
                         self.expected_packets,
+                        self.unit,
                         self.loss_percent,
                         self.video_delivered,
                         self.video_expected
@@ -205,7 +237,26 @@ impl SfuReport {
                         self.join_media_ms.p99
                     ),
                 ),
-                ("server CPU", opt(self.server_cpu_s, "s")),
+                (
+                    "server CPU",
+                    format!(
+                        "{} ({})",
+                        opt(self.server_cpu_s, "s"),
+                        opt(self.server_cpu_percent, "% of a core")
+                    ),
+                ),
+                (
+                    "generator CPU",
+                    format!(
+                        "{:.0} % of its core{}",
+                        self.generator_cpu_percent,
+                        if self.generator_bound {
+                            " — GENERATOR-BOUND: figures measure the generator"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
                 ("server CPU per packet", opt(self.server_cpu_us_per_packet, "µs")),
                 ("RSS per subscriber", opt(self.rss_kib_per_subscriber, "KiB")),
                 (
@@ -233,6 +284,7 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
         phase: phase_rx,
         ready: ready_tx,
         sent: RefCell::new(HashMap::new()),
+        frames: params.target.forwards_frames(),
         next_stream: RefCell::new(0),
     });
     let kinds = usize::from(params.audio) + usize::from(params.video);
@@ -273,12 +325,14 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
 
     let ready = *ready_rx.borrow();
     let before = params.server_pid.map(ProcSample::read).transpose()?;
+    let generator_before = ProcSample::read(std::process::id())?;
     phase_tx.send_replace(Phase::Measure);
     let window = Instant::now();
     tokio::time::sleep(params.duration).await;
     phase_tx.send_replace(Phase::Drain);
     let measured = window.elapsed();
     let after = params.server_pid.map(ProcSample::read).transpose()?;
+    let generator_cpu = generator_before.cpu_seconds_until(&ProcSample::read(std::process::id())?);
     tokio::time::sleep(Duration::from_secs(1)).await;
     phase_tx.send_replace(Phase::Stop);
 
@@ -287,20 +341,28 @@ pub async fn run(params: SfuParams) -> Result<SfuReport> {
         outcomes.push(t.await.context("participant task")?);
     }
     Ok(summarize(
-        &params, &shared, outcomes, ready, measured, base, before, after,
+        &params,
+        &shared,
+        outcomes,
+        ready,
+        measured,
+        [base, before, after],
+        generator_cpu,
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Generator CPU (% of its one core) from which its figures are suspect.
+pub const GENERATOR_BOUND_PERCENT: f64 = 90.0;
+
+/// `samples`: the target before anyone joined, at the window's start and at its end.
 fn summarize(
     params: &SfuParams,
     shared: &Shared,
     outcomes: Vec<Outcome>,
     ready: usize,
     measured: Duration,
-    base: Option<ProcSample>,
-    before: Option<ProcSample>,
-    after: Option<ProcSample>,
+    [base, before, after]: [Option<ProcSample>; 3],
+    generator_cpu_s: f64,
 ) -> SfuReport {
     let sent = shared.sent.borrow();
     let mut room_streams: HashMap<usize, Vec<(u32, bool)>> = HashMap::new();
@@ -313,6 +375,7 @@ fn summarize(
     let mut errors = Vec::new();
     let mut send_drops = 0;
     let mut subscribers = 0usize;
+    let mut window_packets = 0u64;
     for o in &outcomes {
         send_drops += o.send_drops;
         joined.extend(o.joined_ms);
@@ -322,8 +385,10 @@ fn summarize(
             continue;
         }
         subscribers += 1;
+        window_packets += o.window_packets;
         for (stream, video) in room_streams.get(&o.room).into_iter().flatten() {
-            let e = sent.get(stream).copied().unwrap_or(0);
+            let s = sent.get(stream).copied().unwrap_or_default();
+            let e = if shared.frames { s.frames } else { s.packets };
             let d = o.received.get(stream).map_or(0, |s| s.len() as u64);
             expected += e;
             delivered += d;
@@ -335,6 +400,9 @@ fn summarize(
         delays.extend_from_slice(&o.delays_ms);
     }
     let cpu = before.zip(after).map(|(b, a)| b.cpu_seconds_until(&a));
+    let secs = measured.as_secs_f64();
+    let forwarded = if shared.frames { window_packets } else { delivered };
+    let generator_cpu_percent = 100.0 * generator_cpu_s / secs;
     let tracks = params.publishers * (usize::from(params.audio) + usize::from(params.video));
     let rss_delta = base.zip(after).map(|(b, a)| a.rss_kib.saturating_sub(b.rss_kib) as f64);
     SfuReport {
@@ -345,6 +413,7 @@ fn summarize(
         duration_s: measured.as_secs_f64(),
         ready,
         participants: outcomes.len(),
+        unit: if shared.frames { "frames" } else { "packets" },
         expected_packets: expected,
         delivered_packets: delivered,
         loss_percent: if expected == 0 {
@@ -354,12 +423,16 @@ fn summarize(
         },
         video_expected,
         video_delivered,
-        forwarded_packets_per_s: delivered as f64 / measured.as_secs_f64(),
+        forwarded_packets: forwarded,
+        forwarded_packets_per_s: forwarded as f64 / secs,
         delay_ms: Percentiles::of(&mut delays),
         join_signaled_ms: Percentiles::of(&mut joined),
         join_media_ms: Percentiles::of(&mut media),
         server_cpu_s: cpu,
-        server_cpu_us_per_packet: cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
+        server_cpu_percent: cpu.map(|c| 100.0 * c / secs),
+        server_cpu_us_per_packet: cpu.filter(|_| forwarded > 0).map(|c| c * 1e6 / forwarded as f64),
+        generator_cpu_percent,
+        generator_bound: generator_cpu_percent >= GENERATOR_BOUND_PERCENT,
         server_rss_kib_before: base.map(|b| b.rss_kib),
         server_rss_kib_during: after.map(|a| a.rss_kib),
         rss_kib_per_subscriber: rss_delta.filter(|_| subscribers > 0).map(|d| d / subscribers as f64),
@@ -392,7 +465,7 @@ impl Participant {
             video: None,
             encoder: VideoEncoder::default(),
             pending_offer: None,
-            publisher_sdp: None,
+            offer_sdp: None,
             started: now,
             out: Outcome {
                 room,
@@ -417,7 +490,13 @@ impl Participant {
             p.pending_offer = Some(pending);
             let mut events = Vec::new();
             peer.drain(&mut events);
-            p.publisher_sdp = Some(offer.to_sdp_string());
+            p.offer_sdp = Some(offer.to_sdp_string());
+        } else if params.target.subscriber_offers() {
+            let mut api = p.subscriber.rtc.sdp_api();
+            api.add_channel("load".to_owned());
+            let (offer, pending) = api.apply().context("subscriber offer")?;
+            p.pending_offer = Some(pending);
+            p.offer_sdp = Some(offer.to_sdp_string());
         }
         Ok(p)
     }
@@ -434,7 +513,7 @@ impl Participant {
     async fn drive(&mut self, signal: &mut Signal) -> Result<()> {
         let mut phase = self.shared.phase.clone();
         let mut events = Vec::new();
-        self.started = signal.join(self.publisher_sdp.take()).await?;
+        self.started = signal.join(self.offer_sdp.take()).await?;
         loop {
             if self.shared.phase() == Phase::Stop {
                 return Ok(());
@@ -444,15 +523,14 @@ impl Participant {
                 _ = phase.changed() => {}
                 msg = signal.next() => self.on_signal(msg?, signal, &mut events).await?,
                 r = recv(self.publisher.as_mut()) => {
-                    let (len, from) = r?;
+                    let datagram = r?;
                     if let Some(p) = self.publisher.as_mut() {
-                        p.handle_datagram(len, from, Instant::now(), &mut events);
+                        p.handle_datagrams(datagram, &mut events);
                     }
                     self.on_events(true, &mut events);
                 }
                 r = self.subscriber.recv() => {
-                    let (len, from) = r?;
-                    self.subscriber.handle_datagram(len, from, Instant::now(), &mut events);
+                    self.subscriber.handle_datagrams(r?, &mut events);
                     self.on_events(false, &mut events);
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -488,13 +566,15 @@ impl Participant {
                 signal.joined().await?;
             }
             SignalIn::PublisherAnswer(sdp) => {
-                let (Some(peer), Some(pending)) = (self.publisher.as_mut(), self.pending_offer.take()) else {
+                let Some(pending) = self.pending_offer.take() else {
                     anyhow::bail!("an answer to no offer");
                 };
+                let publisher = self.publisher.is_some();
+                let peer = self.publisher.as_mut().unwrap_or(&mut self.subscriber);
                 let answer = str0m::change::SdpAnswer::from_sdp_string(&sdp)?;
                 peer.rtc.sdp_api().accept_answer(pending, answer)?;
                 peer.drain(events);
-                self.on_events(true, events);
+                self.on_events(publisher, events);
             }
             SignalIn::SubscriberOffer(sdp) => {
                 let offer = str0m::change::SdpOffer::from_sdp_string(&sdp)?;
@@ -526,7 +606,14 @@ impl Participant {
                     self.out.media_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
                 }
                 Event::KeyframeRequest(_) => self.encoder.request_keyframe(),
+                Event::ChannelData(data) if !publisher => self.on_channel_data(&data),
                 Event::RtpPacket(p) => {
+                    if self.role == Role::Subscriber && self.shared.phase() == Phase::Measure {
+                        self.out.window_packets += 1;
+                    }
+                    if self.shared.frames && !Stamp::frame_head(&p.payload) {
+                        continue;
+                    }
                     let Some(stamp) = Stamp::parse(&p.payload) else {
                         continue;
                     };
@@ -541,6 +628,32 @@ impl Participant {
                 _ => {}
             }
         }
+    }
+
+    /// str0m chat adds tracks by sending an offer on the data channel; the answer goes back on
+    /// it. Anything else on the channel is not for us.
+    fn on_channel_data(&mut self, data: &ChannelData) {
+        let Ok(offer) = serde_json::from_slice::<str0m::change::SdpOffer>(&data.data) else {
+            return;
+        };
+        let answer = match self.subscriber.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.out.error.get_or_insert_with(|| format!("renegotiation: {e}"));
+                return;
+            }
+        };
+        let written = match (serde_json::to_vec(&answer), self.subscriber.rtc.channel(data.id)) {
+            (Ok(json), Some(mut channel)) => channel.write(false, &json).is_ok(),
+            _ => false,
+        };
+        if !written {
+            self.out
+                .error
+                .get_or_insert_with(|| "renegotiation: answer not sent".to_owned());
+        }
+        // Transmit the answer at the end of this loop turn.
+        self.subscriber.timeout = Instant::now();
     }
 
     fn mark_ready(&mut self) {
@@ -559,7 +672,7 @@ impl Participant {
         let counted = shared.phase() == Phase::Measure;
         let sent_us = shared.now_us(now);
         let mut sent = shared.sent.borrow_mut();
-        let mut stamp = |o: &mut Outgoing| {
+        let mut stamp = |o: &mut Outgoing, head: bool| {
             let s = Stamp {
                 stream: o.stream,
                 seq: o.seq,
@@ -567,7 +680,9 @@ impl Participant {
                 counted,
             };
             if counted {
-                *sent.entry(o.stream).or_default() += 1;
+                let s = sent.entry(o.stream).or_default();
+                s.packets += 1;
+                s.frames += u64::from(head);
             }
             o.seq += 1;
             o.rtp_seq += 1;
@@ -576,7 +691,7 @@ impl Participant {
         if let Some(a) = self.audio.as_mut().filter(|a| a.stream != 0) {
             while a.next <= now {
                 let (mid, rtp_seq, ts) = (a.mid, a.rtp_seq, a.ts);
-                let payload = stamp(a).payload(false, media::AUDIO_PAYLOAD);
+                let payload = stamp(a, true).payload(true, false, media::AUDIO_PAYLOAD);
                 peer.write_rtp(mid, rtp_seq, ts, true, payload, now);
                 a.ts = a.ts.wrapping_add(media::AUDIO_TICKS);
                 a.next += media::AUDIO_INTERVAL;
@@ -588,7 +703,7 @@ impl Participant {
                 let last = sizes.len() - 1;
                 for (i, size) in sizes.into_iter().enumerate() {
                     let (mid, rtp_seq, ts) = (v.mid, v.rtp_seq, v.ts);
-                    let payload = stamp(v).payload(key && i == 0, size);
+                    let payload = stamp(v, i == 0).payload(i == 0, key, size);
                     peer.write_rtp(mid, rtp_seq, ts, i == last, payload, now);
                 }
                 v.ts = v.ts.wrapping_add(media::VIDEO_TICKS);

@@ -9,6 +9,7 @@ use convene_proto::signal::{ClientMessage, ServerMessage, Target as PeerTarget};
 
 use crate::convene::{self, Api, User, Ws};
 use crate::janus::{Janus, JanusParticipant};
+use crate::str0m_chat::{ChatParticipant, Str0mChat};
 
 /// The server under test.
 #[derive(Debug, Clone)]
@@ -18,12 +19,17 @@ pub enum Target {
     Convene { api: Api, jwt_secret: Option<String> },
     /// Janus's videoroom plugin over its HTTP API.
     Janus(Janus),
+    /// str0m's `chat` example: one room, every client offers, tracks added over a data channel.
+    Str0mChat(Str0mChat),
 }
 
 /// A room the target set up.
 #[derive(Debug, Clone)]
 pub struct Room {
     pub id: String,
+    /// Convene: prefixes participant and account names (unique per `prepare_rooms`: accounts
+    /// and participants outlive a run in the target).
+    prefix: String,
     /// Convene: the team and its owner, who adds each participant's account.
     owner: Option<(User, String)>,
 }
@@ -32,6 +38,8 @@ pub struct Room {
 #[derive(Debug)]
 pub enum SignalIn {
     Joined,
+    /// The answer to the offer given to [`Signal::join`]: a publisher's; with str0m's `chat`
+    /// also a subscriber's (its data channel, over which the server then offers tracks).
     PublisherAnswer(String),
     SubscriberOffer(String),
 }
@@ -40,6 +48,7 @@ pub enum SignalIn {
 pub enum Signal {
     Convene(Box<ConveneSignal>),
     Janus(JanusParticipant),
+    Str0mChat(ChatParticipant),
 }
 
 pub struct ConveneSignal {
@@ -57,19 +66,34 @@ impl Target {
         match self {
             Target::Convene { .. } => "convene",
             Target::Janus(_) => "janus",
+            Target::Str0mChat(_) => "str0m-chat",
         }
+    }
+
+    /// Whether the target forwards whole frames (depacketize, repacketize): then only a
+    /// frame's first packet keeps its stamp, and loss and delay are measured per frame.
+    pub fn forwards_frames(&self) -> bool {
+        matches!(self, Target::Str0mChat(_))
+    }
+
+    /// Whether a subscriber makes the first offer (a data channel the server renegotiates
+    /// tracks over) instead of answering the server's.
+    pub fn subscriber_offers(&self) -> bool {
+        matches!(self, Target::Str0mChat(_))
     }
 
     /// Creates `count` rooms (for `publishers` publishers each).
     pub async fn prepare_rooms(&self, count: usize, publishers: usize) -> Result<Vec<Room>> {
         match self {
             Target::Convene { api, .. } => {
-                let owner = api.register(&format!("{}owner", run_prefix())).await?;
+                let prefix = run_prefix();
+                let owner = api.register(&format!("{prefix}owner")).await?;
                 let team = api.create_team(&owner, "load").await?;
                 let mut rooms = Vec::new();
                 for i in 0..count {
                     rooms.push(Room {
                         id: api.create_room(&owner, &team, &format!("load {i}")).await?,
+                        prefix: prefix.clone(),
                         owner: Some((owner.clone(), team.clone())),
                     });
                 }
@@ -80,10 +104,21 @@ impl Target {
                 for _ in 0..count {
                     rooms.push(Room {
                         id: janus.create_room(publishers).await?.to_string(),
+                        prefix: String::new(),
                         owner: None,
                     });
                 }
                 Ok(rooms)
+            }
+            Target::Str0mChat(_) => {
+                if count != 1 {
+                    bail!("str0m's chat example is one room: use --rooms 1");
+                }
+                Ok(vec![Room {
+                    id: "chat".to_owned(),
+                    prefix: String::new(),
+                    owner: None,
+                }])
             }
         }
     }
@@ -95,28 +130,26 @@ impl Target {
                 api: api.clone(),
                 jwt_secret: jwt_secret.clone(),
                 room: room.clone(),
-                name: format!("{}{name}", run_prefix()),
+                name: format!("{}{name}", room.prefix),
                 publisher,
                 offer: None,
                 ws: None,
             })),
             Target::Janus(janus) => Signal::Janus(janus.participant(&room.id, publisher)),
+            Target::Str0mChat(chat) => Signal::Str0mChat(chat.participant()),
         }
     }
 }
 
-/// A prefix unique to this generator run (accounts outlive runs in the target's database).
+/// A name prefix unique to this generator process and call (accounts outlive runs in the
+/// target's database; a search runs the scenario several times against one server).
 fn run_prefix() -> String {
-    use std::sync::OnceLock;
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    PREFIX
-        .get_or_init(|| {
-            let ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            format!("lt{}", ms % 100_000_000)
-        })
-        .clone()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("lt{}r{}", ms % 100_000_000, RUNS.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Signal {
@@ -126,6 +159,7 @@ impl Signal {
         match self {
             Signal::Convene(s) => s.join(offer).await,
             Signal::Janus(s) => s.join(offer).await,
+            Signal::Str0mChat(s) => s.join(offer).await,
         }
     }
 
@@ -144,7 +178,7 @@ impl Signal {
                 }
                 Ok(())
             }
-            Signal::Janus(_) => Ok(()),
+            Signal::Janus(_) | Signal::Str0mChat(_) => Ok(()),
         }
     }
 
@@ -153,6 +187,7 @@ impl Signal {
         match self {
             Signal::Convene(s) => s.next().await,
             Signal::Janus(s) => s.next().await,
+            Signal::Str0mChat(s) => s.next().await,
         }
     }
 
@@ -168,6 +203,7 @@ impl Signal {
                 convene::send(s.ws()?, &msg).await
             }
             Signal::Janus(s) => s.answer(sdp).await,
+            Signal::Str0mChat(_) => bail!("str0m chat offers over the data channel"),
         }
     }
 
@@ -181,6 +217,8 @@ impl Signal {
                 }
             }
             Signal::Janus(s) => s.leave().await,
+            // No signaling session: the server drops the client when ICE times out.
+            Signal::Str0mChat(_) => {}
         }
     }
 }
