@@ -34,6 +34,7 @@ use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
+use crate::timers::Timers;
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
     SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
@@ -85,7 +86,7 @@ const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParticipantKey(u64);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct PeerKey(u64);
 
 /// What the engine hands back to its driver.
@@ -274,6 +275,10 @@ pub struct Engine {
     rooms: HashMap<RoomId, Room>,
     participants: HashMap<ParticipantKey, Participant>,
     peers: HashMap<PeerKey, Peer>,
+    /// Every peer's next `Rtc` timeout, ordered: wake-ups touch only the due ones.
+    timers: Timers<PeerKey>,
+    /// Scratch list of the peers due in one `handle_timeout` (kept to reuse its allocation).
+    due: Vec<PeerKey>,
     demux: Demux<PeerKey>,
     pending: VecDeque<(PeerKey, Event)>,
     /// Subscribers whose track set changed while handling events; offered to once the events
@@ -302,6 +307,8 @@ impl Engine {
             rooms: HashMap::new(),
             participants: HashMap::new(),
             peers: HashMap::new(),
+            timers: Timers::new(),
+            due: Vec::new(),
             demux: Demux::new(),
             pending: VecDeque::new(),
             renegotiate: Vec::new(),
@@ -352,7 +359,7 @@ impl Engine {
                 },
             );
         }
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.process_events();
     }
 
@@ -387,20 +394,17 @@ impl Engine {
             })
             .collect();
         self.speaking.extend(quiet);
-        let due: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for pk in due {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for pk in due.drain(..) {
             if let Some(peer) = self.peers.get_mut(&pk) {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(error = %e, "rtc timeout failed");
                 }
-                drain(pk, peer, &mut self.out, &mut self.pending);
+                drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
             }
         }
+        self.due = due;
         self.process_events();
     }
 
@@ -412,9 +416,9 @@ impl Engine {
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let speakers = self.rooms.values().filter_map(|r| r.speakers.poll_timeout());
-        self.peers
-            .values()
-            .map(|p| p.timeout)
+        self.timers
+            .next()
+            .into_iter()
             .chain(speakers)
             .min()
             .map(|t| t.min(self.next_sweep))
@@ -552,7 +556,7 @@ impl Engine {
         let sk = part.subscriber.ok_or(SfuError::NoPendingOffer)?;
         let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
-        drain(sk, peer, &mut self.out, &mut self.pending);
+        drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         match &result {
             Ok(()) => {
                 if let Some(room) = self.rooms.get_mut(&part.room) {
@@ -602,7 +606,7 @@ impl Engine {
         .ok_or(SfuError::NotAllowed)?;
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.process_events();
         Ok(())
     }
@@ -754,9 +758,10 @@ impl Engine {
             if let Some(mut peer) = self.peers.remove(&pk) {
                 // Sends RTCP BYE and DTLS close_notify so the client notices at once.
                 if peer.rtc.close().is_ok() {
-                    drain(pk, &mut peer, &mut self.out, &mut self.pending);
+                    drain(pk, &mut peer, &mut self.out, &mut self.pending, &mut self.timers);
                 }
             }
+            self.timers.remove(pk);
         }
         let mut empty = false;
         if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -1008,7 +1013,7 @@ impl Engine {
     fn accept_offer(&mut self, pk: PeerKey, offer: SdpOffer) -> Result<String, SfuError> {
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
         // client's new address will name it.
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
@@ -1022,6 +1027,7 @@ impl Engine {
     fn remove_peer(&mut self, pk: PeerKey) {
         self.demux.remove(pk);
         self.peers.remove(&pk);
+        self.timers.remove(pk);
         self.pending.retain(|(p, _)| *p != pk);
     }
 
@@ -1135,7 +1141,7 @@ impl Engine {
             heard: self.now,
             silent: false,
         };
-        drain(pk, &mut peer, &mut self.out, &mut self.pending);
+        drain(pk, &mut peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.peers.insert(pk, peer);
         pk
     }
@@ -1629,7 +1635,7 @@ impl Engine {
                 },
             );
         }
-        drain(sk, peer, &mut self.out, &mut self.pending);
+        drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
     }
 
     /// Asks the publisher for a keyframe on one layer of a track: at most one request per layer
@@ -1659,7 +1665,7 @@ impl Engine {
             rx.request_keyframe(kind);
             self.counters.keyframe_requests += 1;
         }
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
     }
 
     /// A subscriber's PLI/FIR goes to the layer it receives (or is about to).
@@ -1735,7 +1741,7 @@ impl Engine {
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(target.0), Bitrate::bps(target.1));
-            drain(sk, peer, &mut self.out, &mut self.pending);
+            drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         }
         let room = part.room.clone();
         for (tid, layer) in switches {
@@ -1799,7 +1805,7 @@ impl Engine {
                 // SCTP buffer full or channel gone: data is best effort for a slow receiver.
                 self.counters.dropped_packets += 1;
             }
-            drain(sk, peer, &mut self.out, &mut self.pending);
+            drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         }
     }
 
@@ -1855,6 +1861,7 @@ impl Engine {
             peers,
             out,
             pending,
+            timers,
             counters,
             speaking,
             recording,
@@ -1960,7 +1967,7 @@ impl Engine {
                     .nackable(video)
                     .ext_vals(ext.clone()),
             );
-            drain(sk, sub_peer, out, pending);
+            drain(sk, sub_peer, out, pending, timers);
             dt.written += 1;
             counters.forwarded_packets += 1;
             counters.forwarded_bytes += pkt.payload.len() as u64;
@@ -2109,11 +2116,18 @@ fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: Participant
 }
 
 /// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
-fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending: &mut VecDeque<(PeerKey, Event)>) {
+fn drain(
+    pk: PeerKey,
+    peer: &mut Peer,
+    out: &mut VecDeque<EngineOutput>,
+    pending: &mut VecDeque<(PeerKey, Event)>,
+    timers: &mut Timers<PeerKey>,
+) {
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
                 peer.timeout = t;
+                timers.set(pk, t);
                 return;
             }
             Ok(Output::Transmit(t)) => out.push_back(EngineOutput::Transmit(t)),
@@ -2123,6 +2137,7 @@ fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending
                 // whether the participant goes on.
                 tracing::warn!(error = %e, "rtc poll failed");
                 peer.timeout += PARKED;
+                timers.set(pk, peer.timeout);
                 emit(
                     out,
                     peer.owner,

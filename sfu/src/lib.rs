@@ -19,6 +19,7 @@ mod record;
 mod rewrite;
 mod speaker;
 mod throttle;
+mod timers;
 mod types;
 
 pub use convene_recorder::thread::Finished as RecordingFinished;
