@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::config::CryptoProvider;
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
@@ -81,6 +81,18 @@ const MEDIA_SHARE_PERCENT: u64 = 90;
 /// Dynacast: a layer nobody needs any more is paused at the publisher only after this long, so
 /// a tile resized back and forth does not toggle the encoder. Layers needed again resume at once.
 const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
+
+/// How long a video down-track keeps sent packets to answer NACKs (RFC 4585) with RTX. str0m
+/// keeps 3 s (up to 1000 packets) by default, most of the memory of a subscribed track; a NACK
+/// comes about one round trip after the loss, and a packet repaired later than ~1 s misses the
+/// receiver's jitter buffer anyway.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+
+/// Upper bound on that history in packets (str0m's default: ~8 Mbit/s of full packets for 1 s).
+const RTX_HISTORY_PACKETS: usize = 1000;
+
+/// str0m's default: queued resends are dropped while they exceed this share of what is sent.
+const RTX_RATIO_CAP: f32 = 0.15;
 
 /// Opaque key of a participant inside one engine; handed to the driver to route events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,6 +282,10 @@ struct Counters {
 pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
+    /// One DTLS certificate for every peer connection of the worker (as Janus and mediasoup
+    /// do): generating a key pair and self-signing per `Rtc` dominated the cost of a join.
+    /// Each connection still negotiates its own SRTP keys (ECDHE in the handshake).
+    dtls_cert: Option<DtlsCert>,
     next_id: u64,
     now: Instant,
     rooms: HashMap<RoomId, Room>,
@@ -299,9 +315,13 @@ pub struct Engine {
 impl Engine {
     /// A new engine; `now` is the driver's current time.
     pub fn new(config: EngineConfig, now: Instant) -> Self {
+        let crypto = Arc::new(crate::dtls::crypto_provider());
+        // `None` (a provider that cannot generate one) leaves it to each `Rtc`.
+        let dtls_cert = crypto.dtls_provider.generate_certificate();
         Engine {
             config,
-            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            crypto,
+            dtls_cert,
             next_id: 1,
             now,
             rooms: HashMap::new(),
@@ -1115,6 +1135,9 @@ impl Engine {
         if target == PeerTarget::Subscriber {
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
+        if let Some(cert) = &self.dtls_cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
         let mut rtc = config.build(self.now);
         let udp = self.config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
         // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
@@ -1865,8 +1888,10 @@ impl Engine {
             counters,
             speaking,
             recording,
+            now,
             ..
         } = self;
+        let now = *now;
         let Some(room) = rooms.get_mut(&room_id) else {
             return;
         };
@@ -1959,6 +1984,9 @@ impl Engine {
             let Some(tx) = api.stream_tx_by_mid(dt.mid, None) else {
                 continue;
             };
+            if video && !dt.started {
+                tx.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+            }
             // Video is stored in str0m's send buffer so subscriber NACKs are answered with RTX
             // (RFC 4588) without going back to the publisher.
             tx.write_rtp(
@@ -1967,6 +1995,11 @@ impl Engine {
                     .nackable(video)
                     .ext_vals(ext.clone()),
             );
+            // str0m's pacer releases a queued packet only in a timeout: running it now sends the
+            // copy from this `handle_input` rather than from a wake-up after it.
+            if let Err(e) = sub_peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %e, "rtc timeout failed");
+            }
             drain(sk, sub_peer, out, pending, timers);
             dt.written += 1;
             counters.forwarded_packets += 1;

@@ -10,6 +10,7 @@
 mod allocator;
 mod demux;
 mod driver;
+mod dtls;
 mod engine;
 mod error;
 mod keyframe;
