@@ -83,9 +83,9 @@ const MEDIA_SHARE_PERCENT: u64 = 90;
 const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
 
 /// How long a video down-track keeps sent packets to answer NACKs (RFC 4585) with RTX. str0m
-/// keeps 3 s (up to 1000 packets) by default, most of the memory of a subscribed track; a NACK
-/// comes about one round trip after the loss, and a packet repaired later than ~1 s misses the
-/// receiver's jitter buffer anyway.
+/// keeps 3 s (up to 1000 packets) by default, per subscriber and track: memory that grows with
+/// every subscription. A NACK comes about one round trip after the loss, and a repair more than
+/// a second late rarely still reaches a real-time receiver's jitter buffer in time.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
 
 /// Upper bound on that history in packets (str0m's default: ~8 Mbit/s of full packets for 1 s).
