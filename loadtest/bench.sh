@@ -13,6 +13,7 @@
 #   env: ROUNDS=1 ROOMS=1 PUBLISHERS=2 SUBSCRIBERS=50 DURATION=10   (sfu)
 #        SESSIONS=1000 CHAT_SOCKETS=1000 REST_CLIENTS=32 STORM_MAX=100 SKIP=""  (e.g. SKIP="turn janus")
 #        OUT=loadtest/results
+#        CONVENE=path/to/convene   (another build of the server, e.g. to compare two commits)
 # Needs: janus (Debian package, 1.1.2), coturn (TURN part), taskset, python3.
 # Not a test: it only prints figures.
 set -euo pipefail
@@ -54,7 +55,7 @@ ip link add bench0 type veth peer name bench1
 ip addr add 10.99.0.1/24 dev bench0
 ip link set bench0 up
 ip link set bench1 up
-CONVENE="$CARGO_TARGET_DIR/release/convene"
+CONVENE=${CONVENE:-$CARGO_TARGET_DIR/release/convene}
 LOADTEST="$CARGO_TARGET_DIR/release/convene-loadtest"
 WORK=$(mktemp -d)
 SERVER=
