@@ -23,6 +23,7 @@
 #        SESSIONS=1000 CHAT_SOCKETS=1000 REST_CLIENTS=32 STORM_MAX=100
 #        SKIP=""  words from: janus chat search big sessions turn (e.g. SKIP="turn sessions")
 #        OUT=loadtest/results
+#        CONVENE=path/to/convene   (another build of the server, e.g. to compare two commits)
 # Needs: janus (Debian package, 1.1.2), coturn (TURN part), taskset, python3.
 # Not a test: it only prints figures.
 set -euo pipefail
@@ -85,7 +86,7 @@ ip link add bench0 type veth peer name bench1
 ip addr add 10.99.0.1/24 dev bench0
 ip link set bench0 up
 ip link set bench1 up
-CONVENE="$CARGO_TARGET_DIR/release/convene"
+CONVENE=${CONVENE:-$CARGO_TARGET_DIR/release/convene}
 LOADTEST="$CARGO_TARGET_DIR/release/convene-loadtest"
 WORK=$(mktemp -d)
 SERVER=

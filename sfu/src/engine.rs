@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::config::CryptoProvider;
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
@@ -34,6 +34,7 @@ use crate::record::{RecordOutput, RecordTap, Tapped};
 use crate::rewrite::{InPacket, SeqTsRewriter};
 use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
+use crate::timers::Timers;
 use crate::types::{
     ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
     SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
@@ -81,11 +82,23 @@ const MEDIA_SHARE_PERCENT: u64 = 90;
 /// a tile resized back and forth does not toggle the encoder. Layers needed again resume at once.
 const DYNACAST_PAUSE_DELAY: Duration = Duration::from_secs(3);
 
+/// How long a video down-track keeps sent packets to answer NACKs (RFC 4585) with RTX. str0m
+/// keeps 3 s (up to 1000 packets) by default, per subscriber and track: memory that grows with
+/// every subscription. A NACK comes about one round trip after the loss, and a repair more than
+/// a second late rarely still reaches a real-time receiver's jitter buffer in time.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+
+/// Upper bound on that history in packets (str0m's default: ~8 Mbit/s of full packets for 1 s).
+const RTX_HISTORY_PACKETS: usize = 1000;
+
+/// str0m's default: queued resends are dropped while they exceed this share of what is sent.
+const RTX_RATIO_CAP: f32 = 0.15;
+
 /// Opaque key of a participant inside one engine; handed to the driver to route events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParticipantKey(u64);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct PeerKey(u64);
 
 /// What the engine hands back to its driver.
@@ -271,11 +284,20 @@ struct Counters {
 pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
+    /// One DTLS certificate for every peer connection of the worker (as Janus and mediasoup
+    /// do): a key pair and self-signing per `Rtc` were a fifth of its creation cost (the shared
+    /// DTLS configuration of `dtls.rs` removes most of the rest). Each connection still
+    /// negotiates its own SRTP keys (ECDHE in the handshake).
+    dtls_cert: Option<DtlsCert>,
     next_id: u64,
     now: Instant,
     rooms: HashMap<RoomId, Room>,
     participants: HashMap<ParticipantKey, Participant>,
     peers: HashMap<PeerKey, Peer>,
+    /// Every peer's next `Rtc` timeout, ordered: wake-ups touch only the due ones.
+    timers: Timers<PeerKey>,
+    /// Scratch list of the peers due in one `handle_timeout` (kept to reuse its allocation).
+    due: Vec<PeerKey>,
     demux: Demux<PeerKey>,
     pending: VecDeque<(PeerKey, Event)>,
     /// Subscribers whose track set changed while handling events; offered to once the events
@@ -296,14 +318,20 @@ pub struct Engine {
 impl Engine {
     /// A new engine; `now` is the driver's current time.
     pub fn new(config: EngineConfig, now: Instant) -> Self {
+        let crypto = Arc::new(crate::dtls::crypto_provider());
+        // `None` (a provider that cannot generate one) leaves it to each `Rtc`.
+        let dtls_cert = crypto.dtls_provider.generate_certificate();
         Engine {
             config,
-            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            crypto,
+            dtls_cert,
             next_id: 1,
             now,
             rooms: HashMap::new(),
             participants: HashMap::new(),
             peers: HashMap::new(),
+            timers: Timers::new(),
+            due: Vec::new(),
             demux: Demux::new(),
             pending: VecDeque::new(),
             renegotiate: Vec::new(),
@@ -354,7 +382,7 @@ impl Engine {
                 },
             );
         }
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.process_events();
     }
 
@@ -389,20 +417,17 @@ impl Engine {
             })
             .collect();
         self.speaking.extend(quiet);
-        let due: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for pk in due {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for pk in due.drain(..) {
             if let Some(peer) = self.peers.get_mut(&pk) {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(error = %e, "rtc timeout failed");
                 }
-                drain(pk, peer, &mut self.out, &mut self.pending);
+                drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
             }
         }
+        self.due = due;
         self.process_events();
     }
 
@@ -414,9 +439,9 @@ impl Engine {
     /// When `handle_timeout` wants to be called next (`None`: no peers, wait for input only).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let speakers = self.rooms.values().filter_map(|r| r.speakers.poll_timeout());
-        self.peers
-            .values()
-            .map(|p| p.timeout)
+        self.timers
+            .next()
+            .into_iter()
             .chain(speakers)
             .min()
             .map(|t| t.min(self.next_sweep))
@@ -554,7 +579,7 @@ impl Engine {
         let sk = part.subscriber.ok_or(SfuError::NoPendingOffer)?;
         let peer = self.peers.get_mut(&sk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_answer(pending, answer);
-        drain(sk, peer, &mut self.out, &mut self.pending);
+        drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         match &result {
             Ok(()) => {
                 if let Some(room) = self.rooms.get_mut(&part.room) {
@@ -604,7 +629,7 @@ impl Engine {
         .ok_or(SfuError::NotAllowed)?;
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.process_events();
         Ok(())
     }
@@ -756,9 +781,10 @@ impl Engine {
             if let Some(mut peer) = self.peers.remove(&pk) {
                 // Sends RTCP BYE and DTLS close_notify so the client notices at once.
                 if peer.rtc.close().is_ok() {
-                    drain(pk, &mut peer, &mut self.out, &mut self.pending);
+                    drain(pk, &mut peer, &mut self.out, &mut self.pending, &mut self.timers);
                 }
             }
+            self.timers.remove(pk);
         }
         let mut empty = false;
         if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -1011,7 +1037,7 @@ impl Engine {
     fn accept_offer(&mut self, pk: PeerKey, offer: SdpOffer) -> Result<String, SfuError> {
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         let result = peer.rtc.sdp_api().accept_offer(offer);
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         // An offer restarting ICE (RFC 8445 §9) gives us a new ufrag too; checks from the
         // client's new address will name it.
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
@@ -1025,6 +1051,7 @@ impl Engine {
     fn remove_peer(&mut self, pk: PeerKey) {
         self.demux.remove(pk);
         self.peers.remove(&pk);
+        self.timers.remove(pk);
         self.pending.retain(|(p, _)| *p != pk);
     }
 
@@ -1112,6 +1139,9 @@ impl Engine {
         if target == PeerTarget::Subscriber {
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
+        if let Some(cert) = &self.dtls_cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
         let mut rtc = config.build(self.now);
         let udp = self.config.candidates.iter().map(|a| Candidate::host(*a, "udp"));
         // Passive only: clients connect to us (RFC 6544 §4.5), never the other way round.
@@ -1138,7 +1168,7 @@ impl Engine {
             heard: self.now,
             silent: false,
         };
-        drain(pk, &mut peer, &mut self.out, &mut self.pending);
+        drain(pk, &mut peer, &mut self.out, &mut self.pending, &mut self.timers);
         self.peers.insert(pk, peer);
         pk
     }
@@ -1632,7 +1662,7 @@ impl Engine {
                 },
             );
         }
-        drain(sk, peer, &mut self.out, &mut self.pending);
+        drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
     }
 
     /// Asks the publisher for a keyframe on one layer of a track: at most one request per layer
@@ -1662,7 +1692,7 @@ impl Engine {
             rx.request_keyframe(kind);
             self.counters.keyframe_requests += 1;
         }
-        drain(pk, peer, &mut self.out, &mut self.pending);
+        drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
     }
 
     /// A subscriber's PLI/FIR goes to the layer it receives (or is about to).
@@ -1752,7 +1782,7 @@ impl Engine {
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(target.0), Bitrate::bps(target.1));
-            drain(sk, peer, &mut self.out, &mut self.pending);
+            drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         }
         let room = part.room.clone();
         for (tid, layer) in switches {
@@ -1816,7 +1846,7 @@ impl Engine {
                 // SCTP buffer full or channel gone: data is best effort for a slow receiver.
                 self.counters.dropped_packets += 1;
             }
-            drain(sk, peer, &mut self.out, &mut self.pending);
+            drain(sk, peer, &mut self.out, &mut self.pending, &mut self.timers);
         }
     }
 
@@ -1872,11 +1902,14 @@ impl Engine {
             peers,
             out,
             pending,
+            timers,
             counters,
             speaking,
             recording,
+            now,
             ..
         } = self;
+        let now = *now;
         let Some(room) = rooms.get_mut(&room_id) else {
             return;
         };
@@ -1969,6 +2002,9 @@ impl Engine {
             let Some(tx) = api.stream_tx_by_mid(dt.mid, None) else {
                 continue;
             };
+            if video && !dt.started {
+                tx.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+            }
             // Video is stored in str0m's send buffer so subscriber NACKs are answered with RTX
             // (RFC 4588) without going back to the publisher.
             tx.write_rtp(
@@ -1977,7 +2013,12 @@ impl Engine {
                     .nackable(video)
                     .ext_vals(ext.clone()),
             );
-            drain(sk, sub_peer, out, pending);
+            // str0m's pacer releases a queued packet only in a timeout: running it now sends the
+            // copy from this `handle_input` rather than from a wake-up after it.
+            if let Err(e) = sub_peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %e, "rtc timeout failed");
+            }
+            drain(sk, sub_peer, out, pending, timers);
             dt.written += 1;
             counters.forwarded_packets += 1;
             counters.forwarded_bytes += pkt.payload.len() as u64;
@@ -2126,11 +2167,18 @@ fn emit(out: &mut VecDeque<EngineOutput>, to: ParticipantKey, event: Participant
 }
 
 /// Drains one `Rtc` to its next timeout: transmits go out, events wait in `pending`.
-fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending: &mut VecDeque<(PeerKey, Event)>) {
+fn drain(
+    pk: PeerKey,
+    peer: &mut Peer,
+    out: &mut VecDeque<EngineOutput>,
+    pending: &mut VecDeque<(PeerKey, Event)>,
+    timers: &mut Timers<PeerKey>,
+) {
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
                 peer.timeout = t;
+                timers.set(pk, t);
                 return;
             }
             Ok(Output::Transmit(t)) => out.push_back(EngineOutput::Transmit(t)),
@@ -2140,6 +2188,7 @@ fn drain(pk: PeerKey, peer: &mut Peer, out: &mut VecDeque<EngineOutput>, pending
                 // whether the participant goes on.
                 tracing::warn!(error = %e, "rtc poll failed");
                 peer.timeout += PARKED;
+                timers.set(pk, peer.timeout);
                 emit(
                     out,
                     peer.owner,

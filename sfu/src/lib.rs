@@ -10,6 +10,7 @@
 mod allocator;
 mod demux;
 mod driver;
+mod dtls;
 mod engine;
 mod error;
 mod keyframe;
@@ -19,6 +20,7 @@ mod record;
 mod rewrite;
 mod speaker;
 mod throttle;
+mod timers;
 mod types;
 
 pub use convene_recorder::thread::Finished as RecordingFinished;

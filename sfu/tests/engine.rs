@@ -948,3 +948,74 @@ fn a_recorded_room_hands_its_packets_to_the_recorder_until_stopped() {
         vec!["packet".to_owned(), format!("ended {track}"), "room r".to_owned()]
     );
 }
+
+/// RTP rather than RTCP, STUN or DTLS (RFC 7983, RFC 5761).
+fn is_rtp(d: &[u8]) -> bool {
+    matches!(d, [b0, b1, ..] if (128..=191).contains(b0) && !(192..=223).contains(b1))
+}
+
+#[test]
+fn a_forwarded_packet_leaves_from_the_input_that_brought_it() {
+    let (mut w, mid) = video_call();
+    let (sub, publ) = (0, 1);
+    for n in 0..20 {
+        w.send(publ, mid, 1000 + n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    assert_eq!(w.received(sub).len(), 20);
+
+    // The publisher's next packet, straight into the engine; no `handle_timeout` afterwards.
+    w.send(publ, mid, 1020, 60_000, &vp8(20));
+    let now = w.now;
+    let publisher = &mut w.clients[publ].publisher;
+    publisher.rtc.handle_input(Input::Timeout(now)).unwrap();
+    drain(publisher, &mut w.wire);
+    let at = w
+        .wire
+        .iter()
+        .position(|d| d.destination == SERVER && is_rtp(&d.contents))
+        .unwrap();
+    let d = w.wire.remove(at).unwrap();
+    w.engine
+        .handle_input(now, Protocol::Udp, d.source, d.destination, &d.contents);
+    let sub_addr = w.clients[sub].subscriber.addr;
+    let mut copies = 0;
+    while let Some(o) = w.engine.poll_output() {
+        if let EngineOutput::Transmit(t) = o {
+            copies += usize::from(t.destination == sub_addr && is_rtp(&t.contents));
+            w.wire.push_back(Datagram {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.to_vec(),
+            });
+        }
+    }
+    assert_eq!(copies, 1, "the copy went out before any wake-up");
+    w.run(50);
+    assert_eq!(w.received(sub).len(), 21);
+}
+
+#[test]
+fn the_engine_wakes_for_its_peers_and_not_for_those_that_left() {
+    let (mut w, _) = video_call();
+    let next = w.engine.poll_timeout().unwrap();
+    assert!(next <= w.now + Duration::from_secs(1), "at the latest the 1 s sweep");
+    let (a, b) = (w.clients[0].key, w.clients[1].key);
+    w.engine.leave(a, w.now).unwrap();
+    assert!(
+        w.engine.poll_timeout().is_some(),
+        "the other participant's peers remain"
+    );
+    w.engine.leave(b, w.now).unwrap();
+    // No peer and no room left: a peer left behind in the timer set would still show up here.
+    assert_eq!(w.engine.poll_timeout(), None);
+    // What leaving sent (RTCP BYE, DTLS close_notify) is out of the way first.
+    while w.engine.poll_output().is_some() {}
+    w.engine.handle_timeout(w.now + Duration::from_secs(5));
+    while let Some(o) = w.engine.poll_output() {
+        assert!(
+            !matches!(o, EngineOutput::Transmit(_)),
+            "nothing sent for peers that left"
+        );
+    }
+}
