@@ -955,9 +955,7 @@ fn the_publisher_connection_is_made_by_the_first_offer() {
     let sub = w.join("r", "viewer", ParticipantInfo::new("Viewer"));
     let publ = w.join("r", "camera", ParticipantInfo::new("Camera"));
     w.run(500);
-    // Joined and connected (the data channel's subscriber connection), nothing offered yet.
-    assert!(w.clients[sub].subscriber.rtc.is_connected());
-    assert!(w.clients[publ].subscriber.rtc.is_connected());
+    // Joined (each answered its data-channel subscriber offer), nothing offered yet.
     assert_eq!(w.engine.stats().peer_connections, 2);
     // A candidate trickled before any offer is accepted and makes no connection.
     let candidate = Candidate::host(w.clients[publ].publisher.addr, "udp")
