@@ -455,9 +455,11 @@ impl Engine {
 
     // ---------------------------------------------------------------- control side
 
-    /// Adds a participant to a room (creating the room), with a publisher and a subscriber peer
-    /// connection. Others are told; with auto-subscribe, a subscriber offer for the room's current
-    /// tracks follows as an event.
+    /// Adds a participant to a room (creating the room) with a subscriber peer connection; its
+    /// publisher connection is made by its first `publisher_offer`, so a participant that only
+    /// listens never holds one (each str0m `Rtc` costs tens of KiB and a DTLS context). Others are
+    /// told; a subscriber offer (the room data channel, and with auto-subscribe the room's current
+    /// tracks) follows as an event.
     pub fn join(
         &mut self,
         room: RoomId,
@@ -468,17 +470,9 @@ impl Engine {
         self.advance(now);
         self.check_absent(&room, &id)?;
         let key = ParticipantKey(self.next_key());
-        let publisher = self.add_peer(key, PeerTarget::Publisher);
         let subscriber = self.add_peer(key, PeerTarget::Subscriber);
         let subscribe_all = info.auto_subscribe && info.grants.subscribe;
-        let joined = self.admit(
-            key,
-            room.clone(),
-            id,
-            info,
-            Mode::Duplex,
-            (Some(publisher), Some(subscriber)),
-        );
+        let joined = self.admit(key, room.clone(), id, info, Mode::Duplex, (None, Some(subscriber)));
         self.queue_subscription(key, SubscriptionChange::OpenData);
         if subscribe_all {
             let existing: Vec<TrackId> = self
@@ -557,11 +551,23 @@ impl Engine {
 
     /// Applies the client's publisher offer and returns the SDP answer. Its tracks are announced
     /// (`TrackPublished`, to everyone including the publisher) once the publisher connection is
-    /// up: str0m reports new m-lines after ICE and DTLS complete.
+    /// up: str0m reports new m-lines after ICE and DTLS complete. The first offer of a WebSocket
+    /// participant creates its publisher connection.
     pub fn publisher_offer(&mut self, key: ParticipantKey, sdp: &str, now: Instant) -> Result<String, SfuError> {
         self.advance(now);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let pk = self.participant(key)?.publisher.ok_or(SfuError::NotAllowed)?;
+        let part = self.participant(key)?;
+        let pk = match (part.publisher, &part.mode) {
+            (Some(pk), _) => pk,
+            (None, Mode::Duplex) => {
+                let pk = self.add_peer(key, PeerTarget::Publisher);
+                if let Some(part) = self.participants.get_mut(&key) {
+                    part.publisher = Some(pk);
+                }
+                pk
+            }
+            (None, _) => return Err(SfuError::NotAllowed),
+        };
         let result = self.accept_offer(pk, offer);
         self.process_events();
         result
@@ -622,11 +628,14 @@ impl Engine {
         let line = line.strip_prefix("a=").unwrap_or(line);
         let cand = Candidate::from_sdp_string(line).map_err(|_| SfuError::InvalidCandidate)?;
         let part = self.participant(key)?;
-        let pk = match target {
-            PeerTarget::Publisher => part.publisher,
-            PeerTarget::Subscriber => part.subscriber,
-        }
-        .ok_or(SfuError::NotAllowed)?;
+        let pk = match (target, part.publisher, &part.mode) {
+            (PeerTarget::Publisher, Some(pk), _) => pk,
+            // Trickled before any offer made the publisher connection: a hint the ICE-lite
+            // server does without (it learns the address from the client's checks).
+            (PeerTarget::Publisher, None, Mode::Duplex) => return Ok(()),
+            (PeerTarget::Publisher, None, _) => return Err(SfuError::NotAllowed),
+            (PeerTarget::Subscriber, ..) => part.subscriber.ok_or(SfuError::NotAllowed)?,
+        };
         let peer = self.peers.get_mut(&pk).ok_or(SfuError::UnknownParticipant)?;
         peer.rtc.add_remote_candidate(cand);
         drain(pk, peer, &mut self.out, &mut self.pending, &mut self.timers);
@@ -880,6 +889,7 @@ impl Engine {
             rooms: self.rooms.len() as u64,
             participants: self.participants.len() as u64,
             tracks: self.rooms.values().map(|r| r.tracks.len() as u64).sum(),
+            peer_connections: self.peers.len() as u64,
             forwarded_packets: self.counters.forwarded_packets,
             forwarded_bytes: self.counters.forwarded_bytes,
             dropped_packets: self.counters.dropped_packets,

@@ -454,6 +454,9 @@ pub struct SfuStats {
     pub participants: u64,
     /// Published tracks.
     pub tracks: u64,
+    /// Peer connections (str0m `Rtc`s): a WebSocket participant has its publisher one only
+    /// once it offered.
+    pub peer_connections: u64,
     /// RTP packets written to subscribers.
     pub forwarded_packets: u64,
     /// RTP payload bytes written to subscribers.
@@ -479,6 +482,7 @@ impl SfuStats {
         self.rooms += o.rooms;
         self.participants += o.participants;
         self.tracks += o.tracks;
+        self.peer_connections += o.peer_connections;
         self.forwarded_packets += o.forwarded_packets;
         self.forwarded_bytes += o.forwarded_bytes;
         self.dropped_packets += o.dropped_packets;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use convene_sfu::{
     Engine, EngineConfig, EngineOutput, Grants, ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantKey,
-    RecordOutput, RoomId, SfuError, TrackKind, TrackSettings, TrackSource,
+    PeerTarget, RecordOutput, RoomId, SfuError, TrackKind, TrackSettings, TrackSource,
 };
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
@@ -1018,4 +1018,36 @@ fn the_engine_wakes_for_its_peers_and_not_for_those_that_left() {
             "nothing sent for peers that left"
         );
     }
+}
+
+#[test]
+fn the_publisher_connection_is_made_by_the_first_offer() {
+    let mut w = World::new();
+    let sub = w.join("r", "viewer", ParticipantInfo::new("Viewer"));
+    let publ = w.join("r", "camera", ParticipantInfo::new("Camera"));
+    w.run(500);
+    // Joined (each answered its data-channel subscriber offer), nothing offered yet.
+    assert_eq!(w.engine.stats().peer_connections, 2);
+    // A candidate trickled before any offer is accepted and makes no connection.
+    let candidate = Candidate::host(w.clients[publ].publisher.addr, "udp")
+        .unwrap()
+        .to_sdp_string();
+    w.engine
+        .add_ice_candidate(w.clients[publ].key, PeerTarget::Publisher, &candidate, w.now)
+        .unwrap();
+    assert_eq!(w.engine.stats().peer_connections, 2);
+
+    // Publishing much later works as if the connection had been there all along.
+    w.run(3000);
+    let mids = w.publish(publ, &[MediaKind::Video]);
+    assert_eq!(w.engine.stats().peer_connections, 3);
+    w.run(500);
+    assert!(w.clients[publ].publisher.rtc.is_connected());
+    for n in 0..10 {
+        w.send(publ, mids[0], n, (n * 3000) as u32, &vp8(n));
+        w.run(10);
+    }
+    w.run(200);
+    assert_eq!(w.received(sub).len(), 10);
+    assert_eq!(w.received(publ).len(), 0, "a publisher does not get its own track");
 }

@@ -26,7 +26,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
 pub(crate) async fn upgrade(State(signaling): State<Arc<Signaling>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME)
+    convene_api::events::sized(ws)
+        .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| connection(signaling, socket))
 }

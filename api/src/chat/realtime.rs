@@ -2,9 +2,10 @@
 //! the typing throttle, the per-user message rate limit and who is connected (presence).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
@@ -56,9 +57,50 @@ struct Bucket {
     at: Instant,
 }
 
+/// One event of a channel's live stream, prepared once for all of its sockets.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelEvent {
+    /// The frame, `{"type", "data"}`: serialized once, shared (not copied) by every socket.
+    pub(crate) text: Utf8Bytes,
+    /// Whose stream the event ends.
+    pub(crate) revokes: Revokes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Revokes {
+    Nobody,
+    /// The channel was deleted.
+    Everyone,
+    /// The user left or was removed: the end of their stream unless the channel is public.
+    Member(String),
+}
+
+impl ChannelEvent {
+    fn new(kind: &str, data: &serde_json::Value) -> Self {
+        let revokes = match kind {
+            "channel.deleted" => Revokes::Everyone,
+            "channel.member_removed" => data["user_id"]
+                .as_str()
+                .map_or(Revokes::Nobody, |u| Revokes::Member(u.to_owned())),
+            _ => Revokes::Nobody,
+        };
+        let text = serde_json::json!({ "type": kind, "data": data }).to_string().into();
+        Self { text, revokes }
+    }
+
+    /// Whether the event ends `user_id`'s stream of a channel that is `public` or not.
+    pub(crate) fn ends_stream_of(&self, user_id: &str, public: bool) -> bool {
+        match &self.revokes {
+            Revokes::Nobody => false,
+            Revokes::Everyone => true,
+            Revokes::Member(u) => !public && u == user_id,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Realtime {
-    channels: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
+    channels: Mutex<HashMap<String, broadcast::Sender<ChannelEvent>>>,
     typing: Mutex<HashMap<(String, String), Instant>>,
     rate: Mutex<HashMap<String, Bucket>>,
     presence: Mutex<HashMap<String, Connection>>,
@@ -73,13 +115,12 @@ impl Realtime {
                 channels.remove(channel_id);
                 return;
             }
-            let text: Arc<str> = serde_json::json!({ "type": kind, "data": data }).to_string().into();
             // A send fails only without receivers, checked above.
-            let _ = tx.send(text);
+            let _ = tx.send(ChannelEvent::new(kind, data));
         }
     }
 
-    pub(crate) fn subscribe_channel(&self, channel_id: &str) -> broadcast::Receiver<Arc<str>> {
+    pub(crate) fn subscribe_channel(&self, channel_id: &str) -> broadcast::Receiver<ChannelEvent> {
         lock(&self.channels)
             .entry(channel_id.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_BUFFER).0)
@@ -191,6 +232,30 @@ mod tests {
         assert!(rt.typing("c", "a", t0 + TYPING_THROTTLE));
         rt.stop_typing("c", "a");
         assert!(rt.typing("c", "a", t0 + TYPING_THROTTLE));
+    }
+
+    #[test]
+    fn channel_events_are_serialized_once_and_know_whom_they_revoke() {
+        let rt = Realtime::default();
+        let (mut a, mut b) = (rt.subscribe_channel("c"), rt.subscribe_channel("c"));
+        rt.to_channel("c", "message.created", &serde_json::json!({ "body": "hi" }));
+        let (ea, eb) = (a.try_recv().unwrap(), b.try_recv().unwrap());
+        let frame: serde_json::Value = serde_json::from_str(ea.text.as_str()).unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({ "type": "message.created", "data": { "body": "hi" } })
+        );
+        // Both sockets share one buffer.
+        assert_eq!(ea.text.as_str().as_ptr(), eb.text.as_str().as_ptr());
+        assert!(!ea.ends_stream_of("u", false));
+
+        rt.to_channel("c", "channel.member_removed", &serde_json::json!({ "user_id": "u" }));
+        let removed = a.try_recv().unwrap();
+        assert!(removed.ends_stream_of("u", false));
+        assert!(!removed.ends_stream_of("u", true), "public channels stay readable");
+        assert!(!removed.ends_stream_of("v", false));
+        rt.to_channel("c", "channel.deleted", &serde_json::json!({}));
+        assert!(a.try_recv().unwrap().ends_stream_of("v", true));
     }
 
     #[test]

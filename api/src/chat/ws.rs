@@ -5,7 +5,6 @@
 //! The stream closes when the channel is deleted or the user is removed from it (4004), and
 //! when the client falls more than 256 events behind (4008).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ChannelKind, access};
 use crate::error::ApiError;
-use crate::events::{CLOSE_SLOW_CONSUMER, close};
+use crate::events::{CLOSE_SLOW_CONSUMER, close, sized};
 use crate::extract::AuthUser;
 use crate::state::AppState;
 
@@ -44,27 +43,9 @@ async fn upgrade(
     let user = AuthUser::for_websocket(&state, request, params.access_token.as_deref()).await?;
     let access = access(&state.db, &channel_id, &user.user_id).await?;
     let public = access.kind == ChannelKind::Public;
-    Ok(ws
+    Ok(sized(ws)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| serve(socket, state, user.user_id, channel_id, public)))
-}
-
-/// Whether `event` ends `user`'s right to this stream.
-fn revokes(event: &str, user_id: &str, public: bool) -> bool {
-    #[derive(Deserialize)]
-    struct Frame {
-        #[serde(rename = "type")]
-        kind: String,
-        data: serde_json::Value,
-    }
-    let Ok(frame) = serde_json::from_str::<Frame>(event) else {
-        return false;
-    };
-    match frame.kind.as_str() {
-        "channel.deleted" => true,
-        "channel.member_removed" => !public && frame.data["user_id"] == user_id,
-        _ => false,
-    }
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, user_id: String, channel_id: String, public: bool) {
@@ -78,11 +59,11 @@ async fn serve(mut socket: WebSocket, state: AppState, user_id: String, channel_
         tokio::select! {
             event = live.recv() => match event {
                 Ok(event) => {
-                    let text: Arc<str> = event;
-                    if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                    let revoked = event.ends_stream_of(&user_id, public);
+                    if socket.send(Message::Text(event.text)).await.is_err() {
                         return;
                     }
-                    if revokes(&text, &user_id, public) {
+                    if revoked {
                         close(&mut socket, CLOSE_GONE, "channel deleted or membership ended").await;
                         return;
                     }

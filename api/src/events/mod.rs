@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub(crate) use ws::{CLOSE_SLOW_CONSUMER, close, router};
+pub use ws::{READ_BUFFER, sized};
 
 /// Events kept per user for resuming clients.
 const BACKLOG: usize = 1024;

@@ -34,6 +34,19 @@ struct Params {
 /// Close code for a client that fell too far behind (RFC 6455 §7.4.2: 4000-4999 private use).
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// Read buffer of every server WebSocket (`/ws/events`, `/ws/chat`, `/ws/signal`). tungstenite
+/// allocates its read buffer per socket at once (128 KiB by default) and zero-fills all of its
+/// free capacity before each read, so every open socket kept 128 KiB resident. Client messages
+/// are small (SDP offers, the largest, are a few KiB); a larger frame is still read, in more
+/// reads into a buffer that grows for it.
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// Sizes an upgrade's buffers for many mostly idle sockets (see [`READ_BUFFER`]). The write
+/// buffer needs no limit of its own: every send is flushed, so it holds one message at most.
+pub fn sized(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+}
+
 /// Sends a close frame; the socket may already be gone.
 pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
@@ -55,7 +68,7 @@ async fn upgrade(
         (Some(seq), None) => Some((seq, String::new())),
         _ => None,
     };
-    Ok(ws
+    Ok(sized(ws)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| serve(socket, state, user, resume)))
 }

@@ -202,6 +202,7 @@ impl Collector for MediaCollector {
             ("media_rooms", "Rooms with participants", s.rooms),
             ("media_participants", "Participants in rooms", s.participants),
             ("media_tracks", "Published tracks", s.tracks),
+            ("media_peer_connections", "Peer connections", s.peer_connections),
         ];
         for (name, help, value) in gauges {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));

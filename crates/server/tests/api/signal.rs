@@ -114,6 +114,8 @@ async fn join_roster_and_leave() {
         .unwrap();
     assert!(metrics.contains("convene_media_participants 2"), "{metrics}");
     assert!(metrics.contains("convene_media_rooms 1"), "{metrics}");
+    // Neither has offered: each holds its subscriber connection only.
+    assert!(metrics.contains("convene_media_peer_connections 2"), "{metrics}");
     for counter in ["nacks_received", "nacks_sent", "retransmitted_packets"] {
         assert!(
             metrics.contains(&format!("convene_media_{counter}_total 0")),
