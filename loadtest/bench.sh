@@ -19,7 +19,11 @@
 #        SEARCH_PUBLISHERS=1 SEARCH_START=20 SEARCH_FACTOR=1.5 SEARCH_MAX=600 STEP_DURATION=5
 #          (sfu --search: steps from SEARCH_START subscribers up to SEARCH_MAX, STEP_DURATION s
 #          each; then DURATION s at 80 % of the maximum; about 3-4 minutes per target)
+#        SEARCH_MAX_P99=250   (a step whose p99 one-way delay exceeds this many ms saturates: a
+#          delay blow-up, not the pacing tail of keyframe bursts)
 #        BIG_ROOMS=10 BIG_SUBSCRIBERS=50   (the ≥ 500-subscriber run: rooms × 1 publisher × subscribers)
+#        BIG_MEDIA=""   (extra sfu flags for that run, e.g. "--no-video": 500 audio subscriptions
+#          fit one server core where 500 × (audio + 1 Mbit/s video) do not)
 #        SESSIONS=1000 CHAT_SOCKETS=1000 REST_CLIENTS=32 STORM_MAX=100
 #        SKIP=""  words from: janus chat search big sessions turn (e.g. SKIP="turn sessions")
 #        OUT=loadtest/results
@@ -42,8 +46,10 @@ SEARCH_START=${SEARCH_START:-20}
 SEARCH_FACTOR=${SEARCH_FACTOR:-1.5}
 SEARCH_MAX=${SEARCH_MAX:-600}
 STEP_DURATION=${STEP_DURATION:-5}
+SEARCH_MAX_P99=${SEARCH_MAX_P99:-250}
 BIG_ROOMS=${BIG_ROOMS:-10}
 BIG_SUBSCRIBERS=${BIG_SUBSCRIBERS:-50}
+BIG_MEDIA=${BIG_MEDIA:-}
 SKIP=${SKIP:-}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
@@ -249,7 +255,7 @@ if ! skip search; then
         # shellcheck disable=SC2046
         loadtest $(target_args "$t") --json "$OUT/search-$t.json" sfu --search --publishers "$SEARCH_PUBLISHERS" \
             --subscribers "$SEARCH_START" --factor "$SEARCH_FACTOR" --max-subscribers "$SEARCH_MAX" \
-            --step-duration "$STEP_DURATION" --settle "$settle" --duration "$DURATION" 2>"$WORK/search-$t.log" \
+            --step-duration "$STEP_DURATION" --max-p99-ms "$SEARCH_MAX_P99" --settle "$settle" --duration "$DURATION" 2>"$WORK/search-$t.log" \
             || { cat "$WORK/search-$t.log" >&2; exit 1; }
         stop_server
         echo "  $t done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -273,11 +279,11 @@ fi
 
 # ≥ 500 subscriber peers driven by the one generator thread.
 if ! skip big; then
-    echo "== sfu: $BIG_ROOMS rooms × 1 publisher × $BIG_SUBSCRIBERS subscribers against convene; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "== sfu: $BIG_ROOMS rooms × 1 publisher × $BIG_SUBSCRIBERS subscribers $BIG_MEDIA against convene; load average $(cut -d' ' -f1-3 /proc/loadavg)"
     start_convene
     drops=$(udp_drops)
     loadtest --json "$OUT/sfu-big-convene.json" sfu --rooms "$BIG_ROOMS" --publishers 1 \
-        --subscribers "$BIG_SUBSCRIBERS" --duration "$DURATION"
+        --subscribers "$BIG_SUBSCRIBERS" --duration "$DURATION" $BIG_MEDIA
     print_drops "$drops"
     stop_server
 fi

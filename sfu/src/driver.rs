@@ -194,11 +194,10 @@ async fn run_worker(
     while !w.stop {
         w.flush(&socket);
         let now = Instant::now();
+        // A deadline already due goes through the select below like any other wake, not a
+        // shortcut: when timeouts are due back to back (an overloaded worker), the socket and
+        // the requests (leaves among them) still get their turn instead of starving.
         let deadline = w.engine.poll_timeout().unwrap_or(now + IDLE_TICK);
-        if deadline <= now {
-            w.engine.handle_timeout(now);
-            continue;
-        }
         let accept = async {
             match &listener {
                 Some(l) => l.accept().await,
