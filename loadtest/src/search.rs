@@ -4,8 +4,8 @@
 //! joins each time, `settle` apart) until the target saturates — loss above 0.1 %, its CPU at
 //! 95 % of a core or more, p99 delay above `max_p99_ms`, or subscribers that never became ready
 //! — or `max_subscribers` is reached. The maximum load is the highest forwarded packet rate any
-//! step reached; the forwarded rate grows with the subscribers, so 80 % of it is 80 % of that
-//! step's subscribers, measured once more for `duration`.
+//! step reached (at a saturated step, what got through); the 80 % window offers 80 % of that
+//! rate (subscribers from the offered rate per subscriber) and is measured for `duration`.
 //!
 //! A step whose generator used ≥ 90 % of its core ends the search too: from there on the
 //! figures measure the generator, so the maximum is only a lower bound (`generator_bound`).
@@ -49,6 +49,21 @@ pub struct SearchReport {
     pub at_80_percent: SfuReport,
     /// Loss ≤ 0.1 % and p99 one-way delay ≤ 2 ms at 80 % of the maximum load.
     pub target_met: bool,
+}
+
+/// Subscribers per room that make the offered load `rate` forwarded packets per second: the
+/// offered (expected) rate per subscriber of the steps, which loss at a saturated step does
+/// not deflate.
+fn subscribers_for(rate: f64, steps: &[SfuReport]) -> usize {
+    let per_subscriber = steps
+        .iter()
+        .filter(|s| s.duration_s > 0.0 && s.subscribers_per_room > 0 && s.expected_packets > 0)
+        .map(|s| s.expected_packets as f64 / s.duration_s / (s.rooms * s.subscribers_per_room) as f64)
+        .next();
+    match per_subscriber {
+        Some(p) => ((rate / p).floor() as usize).max(1),
+        None => 1,
+    }
 }
 
 /// Why a step counts as saturated, if it does.
@@ -98,7 +113,7 @@ pub async fn run(params: SearchParams) -> Result<SearchReport> {
         .iter()
         .max_by(|a, b| a.forwarded_packets_per_s.total_cmp(&b.forwarded_packets_per_s))
         .map_or((0.0, 1), |s| (s.forwarded_packets_per_s, s.subscribers_per_room));
-    let at_80 = ((best.1 as f64 * 0.8).floor() as usize).max(1);
+    let at_80 = subscribers_for(0.8 * best.0, &steps);
     let at_80_percent = sfu::run(SfuParams {
         subscribers: at_80,
         ..params.sfu.clone()
@@ -214,6 +229,15 @@ mod tests {
             client_send_drops: 0,
             errors: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_80_percent_window_offers_80_percent_of_the_best_rate() {
+        // 10 subscribers offered 1000 pkt/s: 100 per subscriber; 80 % of 2000 pkt/s is 16.
+        let steps = vec![step(0.0, None, 1.0, 11)];
+        assert_eq!(subscribers_for(1600.0, &steps), 16);
+        assert_eq!(subscribers_for(10.0, &steps), 1);
+        assert_eq!(subscribers_for(1600.0, &[]), 1);
     }
 
     #[test]
