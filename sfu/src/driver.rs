@@ -36,8 +36,6 @@ const RECV_BATCH: usize = 64;
 /// Large enough for any datagram str0m sends or accepts (its MTU target is ~1150).
 const RECV_BUF: usize = 2048;
 /// Wake-up when the engine has no peers and so no timeout.
-/// Due timeouts handled in a row before the worker looks at its socket and requests again.
-const MAX_DUE_IN_A_ROW: u32 = 64;
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// ICE-TCP connections one worker accepts at once; more are refused.
 const MAX_TCP_CONNECTIONS: usize = 1024;
@@ -193,21 +191,14 @@ async fn run_worker(
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(COMMAND_QUEUE);
-    // Due timeouts handled back to back without looking at the socket and the requests.
-    let mut due_in_a_row = 0;
     while !w.stop {
         w.flush(&socket);
         let now = Instant::now();
         let deadline = w.engine.poll_timeout().unwrap_or(now + IDLE_TICK);
-        // A due deadline is handled at once, but never more than MAX_DUE_IN_A_ROW times in a
-        // row: an overloaded worker, whose timeouts are due back to back, still reads its
-        // socket and its requests (leaves among them) instead of starving them.
-        if deadline <= now && due_in_a_row < MAX_DUE_IN_A_ROW {
-            due_in_a_row += 1;
+        if deadline <= now {
             w.engine.handle_timeout(now);
             continue;
         }
-        due_in_a_row = 0;
         let accept = async {
             match &listener {
                 Some(l) => l.accept().await,
