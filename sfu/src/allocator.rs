@@ -10,8 +10,10 @@
 //! settings or a layer's bitrate changes. Stepping down follows the estimate at once; stepping up
 //! is up to `StepUp`, one per subscriber (virtual time): a GCC-style estimate overshoots while it
 //! probes and then collapses on a capped link, so a layer above the current one only counts the
-//! least budget seen over a hold time, a step-up undone within seconds doubles that hold, and for
-//! that long the estimator is not asked to probe (or pad towards the next step, `Allocation::next`).
+//! least budget seen over a hold time; a step-up undone within seconds doubles that hold, and for
+//! that long there is no step-up at all and the estimator is not asked to probe (or pad towards
+//! the next step, `Allocation::next`); the hold halves again for every two holds without a failure,
+//! so a link that recovers is trusted again within a bounded time.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -79,7 +81,7 @@ pub(crate) struct Budget {
     /// From the estimate now: what keeping layers (and the lowest ones) may use.
     pub(crate) now: u64,
     /// The least the estimate allowed over the hold time (at most `now`): what going above the
-    /// layer a track has may count on.
+    /// layer a track has may count on; 0 for the hold time after a failed step-up.
     pub(crate) held: u64,
 }
 
@@ -190,6 +192,11 @@ pub(crate) struct StepUp {
     hold: Duration,
     /// The last step-up, while it may still fail.
     stepped_up: Option<Instant>,
+    /// After a failed step-up, no step-up until then.
+    steady_until: Option<Instant>,
+    /// When the last step-up failed, or the hold last halved since: two holds after it, the
+    /// hold halves.
+    failed: Option<Instant>,
     /// After a failed step-up or probe, no probing until then.
     quiet_until: Option<Instant>,
     /// Since when the estimator has been probing for the next step.
@@ -204,6 +211,8 @@ impl Default for StepUp {
             budgets: VecDeque::new(),
             hold: BASE_HOLD,
             stepped_up: None,
+            steady_until: None,
+            failed: None,
             quiet_until: None,
             probe_since: None,
             rest: BASE_REST,
@@ -233,12 +242,26 @@ impl StepUp {
         while self.budgets.len() > 1 && start.is_some_and(|s| self.budgets[1].0 <= s) {
             self.budgets.pop_front();
         }
-        let held = self.budgets.front().map_or(budget, |(_, b)| *b);
+        // Two holds without a failure halve the hold (the link may have recovered; a cap that
+        // is still there costs one more failed step-up).
+        while let Some(t) = self.failed
+            && self.hold > BASE_HOLD
+            && now.saturating_duration_since(t) >= self.hold * 2
+        {
+            self.failed = Some(t + self.hold * 2);
+            self.hold = (self.hold / 2).max(BASE_HOLD);
+        }
+        let held = if self.steady_until.is_some_and(|t| now < t) {
+            0
+        } else {
+            self.budgets.front().map_or(budget, |(_, b)| *b)
+        };
         Some(Budget { now: budget, held })
     }
 
     /// Takes note of `allocation`, made at `now` for `demands`: a step-down soon after a
-    /// step-up doubles the hold and stops probing for that long; a step-up that lasted resets it.
+    /// step-up doubles the hold and stops step-ups and probing for that long; a step-up that
+    /// lasted resets it.
     pub(crate) fn observe<K>(&mut self, now: Instant, demands: &[Demand<K>], allocation: &Allocation<K>) {
         let mut up = false;
         let mut down = false;
@@ -256,6 +279,8 @@ impl StepUp {
             if down && now.saturating_duration_since(t) < FAILURE_WINDOW {
                 self.hold = (self.hold * 2).min(MAX_HOLD);
                 self.quiet_until = Some(now + self.hold);
+                self.steady_until = self.quiet_until;
+                self.failed = Some(now);
                 self.stepped_up = None;
                 self.probe_since = None;
                 tracing::debug!(hold_ms = self.hold.as_millis(), "step-up failed");
@@ -263,6 +288,7 @@ impl StepUp {
                 self.hold = BASE_HOLD;
                 self.rest = BASE_REST;
                 self.stepped_up = None;
+                self.failed = None;
             }
         }
         if up {
@@ -571,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_step_up_doubles_the_hold_and_pauses_probing() {
+    fn a_failed_step_up_doubles_the_hold_and_pauses_step_ups_and_probing() {
         let mut s = Subscriber::new();
         s.run(0, 10_000, |_| CAPPED);
         assert!(s.estimate(10_000, CAPPED));
@@ -580,36 +606,60 @@ mod tests {
         s.run(14_000, 15_000, |_| CAPPED);
         assert_eq!(s.changes_since(10_000), [(13_000, some("f")), (14_000, some("q"))]);
         assert_eq!(s.step_up.hold, Duration::from_secs(6));
-        // No probing for the new hold time.
+        // No probing for the new hold time, and no step-up either, even when a layer's cost
+        // falls under the budget: what looked affordable a moment ago just failed.
+        s.demands[1].layers[1].1 = 180_000;
         assert!(!s.estimate(15_000, CAPPED));
         assert!(!s.estimate(19_750, CAPPED));
+        assert!(s.changes_since(15_000).is_empty(), "{:?}", s.changes);
+        s.demands[1].layers[1].1 = 500_000;
         assert!(s.estimate(20_000, CAPPED));
         // The next rise must last 6 s; 5 s is not enough.
         s.run(20_000, 25_000, |_| OPEN);
         s.run(25_000, 30_000, |_| CAPPED);
         assert!(s.changes_since(15_000).is_empty(), "{:?}", s.changes);
-        s.run(30_000, 37_000, |_| OPEN);
-        s.run(37_000, 38_000, |_| CAPPED);
-        assert_eq!(s.changes_since(30_000), [(36_000, some("f")), (37_000, some("q"))]);
-        assert_eq!(s.step_up.hold, Duration::from_secs(12));
-        // Failures keep doubling up to the cap.
-        for (round, hold) in [(0, 12_000), (1, 24_000), (2, 30_000), (3, 30_000)] {
-            let from = 40_000 + round * 100_000;
-            s.run(from, from + 40_000, |_| CAPPED);
-            s.run(from + 40_000, from + 40_000 + hold + 1_000, |_| OPEN);
-            s.run(from + 40_000 + hold + 1_000, from + 45_000 + hold, |_| CAPPED);
-            assert_eq!(
-                s.changes_since(from),
-                [(from + 40_000 + hold, some("f")), (from + 41_000 + hold, some("q"))]
-            );
+        // Two holds (12 s) after the failure the hold is back to 3 s.
+        assert_eq!(s.step_up.hold, BASE_HOLD);
+        s.run(30_000, 34_000, |_| OPEN);
+        s.run(34_000, 35_000, |_| CAPPED);
+        assert_eq!(s.changes_since(30_000), [(33_000, some("f")), (34_000, some("q"))]);
+        // Failures back to back keep doubling the hold up to the cap: each step-up comes once
+        // the estimate has held for the hold.
+        let mut failed = 34_000;
+        for hold in [6_000, 12_000, 24_000, 30_000] {
+            assert_eq!(s.step_up.hold.as_millis(), hold as u128);
+            let up = failed + 1_000 + hold;
+            s.run(failed + 1_000, up + 1_000, |_| OPEN);
+            s.run(up + 1_000, up + 2_000, |_| CAPPED);
+            assert_eq!(s.changes_since(failed + 1), [(up, some("f")), (up + 1_000, some("q"))]);
+            failed = up + 1_000;
         }
         assert_eq!(s.step_up.hold, MAX_HOLD);
         // A step-up that lasts resets the hold.
-        s.run(500_000, 540_000, |_| CAPPED);
-        s.run(540_000, 600_000, |_| OPEN);
-        assert_eq!(s.changes_since(500_000), [(570_000, some("f"))]);
-        s.estimate(600_000, OPEN);
+        s.run(failed + 1_000, failed + 45_000, |_| OPEN);
+        assert_eq!(s.changes_since(failed + 1), [(failed + 31_000, some("f"))]);
         assert_eq!(s.step_up.hold, BASE_HOLD);
+    }
+
+    #[test]
+    fn the_hold_halves_for_every_two_holds_without_a_failure() {
+        let mut s = Subscriber::new();
+        s.step_up.hold = MAX_HOLD;
+        s.step_up.failed = Some(s.t0);
+        let hold_at = |s: &mut Subscriber, ms| {
+            s.estimate(ms, CAPPED);
+            s.step_up.hold.as_millis()
+        };
+        assert_eq!(hold_at(&mut s, 59_750), 30_000);
+        assert_eq!(hold_at(&mut s, 60_000), 15_000);
+        assert_eq!(hold_at(&mut s, 89_750), 15_000);
+        assert_eq!(hold_at(&mut s, 90_000), 7_500);
+        assert_eq!(hold_at(&mut s, 105_000), 3_750);
+        assert_eq!(hold_at(&mut s, 112_500), 3_000);
+        assert_eq!(hold_at(&mut s, 500_000), 3_000);
+        // So a lifted cap is trusted after the base hold again.
+        s.run(500_000, 510_000, |_| OPEN);
+        assert_eq!(s.changes_since(500_000), [(503_000, some("f"))]);
     }
 
     #[test]
@@ -648,8 +698,9 @@ mod tests {
         let mut s = Subscriber::new();
         s.run(0, 10_000, |_| OPEN);
         assert_eq!(s.camera(), some("f"));
-        // Capped for a minute, the estimate overshooting now and then for up to 4 s: after the
-        // step-down at most one failed step-up (then the hold outlasts the overshoots).
+        // Capped for a minute, the estimate overshooting now and then for 4 s: a failed step-up
+        // (up, and down a second later) at most every 20 s, as the hold halves after 12 s
+        // without a failure and the next overshoot outlasts it.
         s.run(10_000, 70_000, |ms| {
             if ms % 10_000 < 4_000 && ms > 20_000 {
                 OPEN
@@ -658,12 +709,19 @@ mod tests {
             }
         });
         let capped = s.changes_since(10_000);
-        assert!(capped.len() <= 3, "{capped:?}");
+        assert_eq!(capped[0], (10_000, some("q")));
+        let ups: Vec<u64> = capped
+            .iter()
+            .filter(|(_, l)| *l == some("f"))
+            .map(|(t, _)| *t)
+            .collect();
+        assert!(ups.windows(2).all(|w| w[1] - w[0] >= 19_000), "{capped:?}");
+        assert!(capped.len() <= 7, "{capped:?}");
         assert_eq!(s.camera(), some("q"));
         // Lifted: back on f after the (doubled) hold, and for good.
         assert_eq!(s.step_up.hold, Duration::from_secs(6));
         s.run(70_000, 130_000, |_| OPEN);
-        assert_eq!(s.changes_since(70_000), [(76_000, some("f"))]);
+        assert_eq!(s.changes_since(70_000), [(76_000, some("f"))], "{:?}", s.changes);
     }
 
     #[test]
