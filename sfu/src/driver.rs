@@ -35,6 +35,8 @@ const COMMAND_QUEUE: usize = 1024;
 const RECV_BATCH: usize = 64;
 /// Large enough for any datagram str0m sends or accepts (its MTU target is ~1150).
 const RECV_BUF: usize = 2048;
+/// Due timeouts handled in a row before the worker looks at its socket and requests again.
+const MAX_DUE_IN_A_ROW: u32 = 64;
 /// Wake-up when the engine has no peers and so no timeout.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// ICE-TCP connections one worker accepts at once; more are refused.
@@ -84,6 +86,8 @@ struct Worker {
     tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// The recorder thread's queue (packets of recorded rooms; never waited on).
     recorder: RecorderTx,
+    /// `SfuStats::worker_overloads`.
+    overloaded: u64,
     stop: bool,
 }
 
@@ -191,14 +195,24 @@ async fn run_worker(
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(COMMAND_QUEUE);
+    let mut due_in_a_row = 0;
     while !w.stop {
         w.flush(&socket);
         let now = Instant::now();
         let deadline = w.engine.poll_timeout().unwrap_or(now + IDLE_TICK);
-        if deadline <= now {
+        // A due deadline is handled at once, but at most MAX_DUE_IN_A_ROW times in a row: an
+        // overloaded worker, whose timeouts are due back to back, must still read its socket
+        // and its requests (leaves, shutdown) rather than spin on timeouts alone. Then the
+        // deadline goes through the select like any other wake.
+        if deadline <= now && due_in_a_row < MAX_DUE_IN_A_ROW {
+            due_in_a_row += 1;
             w.engine.handle_timeout(now);
             continue;
         }
+        if deadline <= now {
+            w.overloaded += 1;
+        }
+        due_in_a_row = 0;
         let accept = async {
             match &listener {
                 Some(l) => l.accept().await,
@@ -380,6 +394,7 @@ impl Sfu {
                 tcp_local,
                 tcp_conns: HashMap::new(),
                 recorder: recorder.clone(),
+                overloaded: 0,
                 stop: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -579,7 +594,11 @@ impl Sfu {
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
         let mut total = SfuStats::default();
         for w in &self.inner.workers {
-            total.add(&call(&w.requests, |w, _| w.engine.stats()).await?);
+            let stats = call(&w.requests, |w, _| SfuStats {
+                worker_overloads: w.overloaded,
+                ..w.engine.stats()
+            });
+            total.add(&stats.await?);
         }
         total.recorder_dropped_packets = self.inner.recorder.dropped();
         Ok(total)

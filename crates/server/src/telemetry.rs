@@ -254,6 +254,11 @@ impl Collector for MediaCollector {
                 "Packets of recorded rooms dropped because the recorder fell behind",
                 s.recorder_dropped_packets,
             ),
+            (
+                "media_worker_overloads",
+                "Times a media worker, short of CPU, turned to its socket with timeouts still due",
+                s.worker_overloads,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
