@@ -263,10 +263,12 @@ export class Room extends EventTarget {
     const out = {};
     for (const [name, pc] of [['publisher', this.#pub], ['subscriber', this.#sub]]) {
       if (!pc) continue;
+      // The transport's selected pair: an earlier pair Chrome moved away from stays
+      // "nominated" and "succeeded" in the stats, so those flags do not tell which one is used.
       const stats = await pc.getStats();
-      for (const s of stats.values()) {
-        if (s.type !== 'candidate-pair' || !s.nominated || s.state !== 'succeeded') continue;
-        const local = stats.get(s.localCandidateId);
+      for (const t of stats.values()) {
+        if (t.type !== 'transport' || !t.selectedCandidatePairId) continue;
+        const local = stats.get(stats.get(t.selectedCandidatePairId)?.localCandidateId);
         if (local) out[name] = `${local.candidateType}/${local.relayProtocol ?? local.protocol}`;
       }
     }
