@@ -182,7 +182,7 @@ async function meetingPage(roomId) {
   const [info, join] = await Promise.all([api('GET', `/rooms/${roomId}`), api('POST', `/rooms/${roomId}/join`)]);
   // The page and the signaling socket share an origin: the client is served by the same binary.
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/signal`;
-  // `?ice=relay` (or `relay-tcp`) sends media only through the TURN relay.
+  // `?ice=relay` (or `relay-udp`, `relay-tcp`) sends media only through the TURN relay.
   const ice = new URLSearchParams(location.search).get('ice') ?? 'all';
   const room = await Room.join({ url, token: join.token, ice });
   current = new Meeting(room, info.name, join.chat_channel_id, roomId, tokenGrants(join.token));

@@ -85,8 +85,9 @@ export class Room extends EventTarget {
 
   /**
    * Connects and joins with a join token from `POST /api/v1/rooms/{id}/join`.
-   * `ice`: `'all'` (default), `'relay'` (media only through the TURN relay), or `'relay-tcp'`
-   * (only through TURN over TCP), for networks that block UDP and for diagnosing them.
+   * `ice`: `'all'` (default), `'relay'` (media only through the TURN relay), `'relay-udp'` or
+   * `'relay-tcp'` (only through TURN over UDP, or over TCP and TLS), for networks that block UDP
+   * and for diagnosing them.
    */
   static async join({ url, token, autoSubscribe = true, ice = 'all' }) {
     const room = new Room(url, ice);
@@ -381,9 +382,10 @@ export class Room extends EventTarget {
     const config = { iceServers: joined.ice_servers, bundlePolicy: 'max-bundle' };
     if (this.#ice !== 'all') {
       config.iceTransportPolicy = 'relay';
-      if (this.#ice === 'relay-tcp') {
+      const only = { 'relay-udp': 'udp', 'relay-tcp': 'tcp' }[this.#ice];
+      if (only) {
         config.iceServers = joined.ice_servers
-          .map(s => ({ ...s, urls: s.urls.filter(u => u.startsWith('turn') && u.endsWith('transport=tcp')) }))
+          .map(s => ({ ...s, urls: s.urls.filter(u => u.startsWith('turn') && u.endsWith(`transport=${only}`)) }))
           .filter(s => s.urls.length > 0);
       }
     }
