@@ -285,7 +285,33 @@ if ! skip big; then
     loadtest --json "$OUT/sfu-big-convene.json" sfu --rooms "$BIG_ROOMS" --publishers 1 \
         --subscribers "$BIG_SUBSCRIBERS" --duration "$DURATION" $BIG_MEDIA
     print_drops "$drops"
-    stop_server
+    # An overloaded server must still take the generator's leaves and stop when told: its peer
+    # connections back to none, then SIGTERM's graceful stop (waited for up to 30 s).
+    python3 - "http://127.0.0.1:$HTTP_PORT/metrics" <<'EOF'
+import re, sys, time, urllib.request
+t0, peers, overloads = time.time(), None, None
+while time.time() - t0 < 60:
+    try:
+        text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+    except OSError:  # the media worker does not answer
+        continue
+    peers = int(re.search(r"^convene_media_peer_connections (\d+)", text, re.M).group(1))
+    overloads = re.search(r"^convene_media_worker_overloads_total (\d+)", text, re.M).group(1)
+    if peers == 0:
+        break
+    time.sleep(0.5)
+print(f"  after the generator left: {peers} peer connections ({time.time() - t0:.1f} s); "
+      f"media worker overloads {overloads}")
+EOF
+    t0=$(date +%s.%N)
+    kill "$SERVER"
+    for _ in $(seq 300); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SERVER" 2>/dev/null; then
+        echo "  SIGTERM: still running after 30 s (killed)"; kill -9 "$SERVER"
+    else
+        echo "  SIGTERM: stopped in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
+    fi
+    wait "$SERVER" 2>/dev/null || true; SERVER=
 fi
 
 # Each session scenario on a fresh server, so memory figures start from the same baseline.
