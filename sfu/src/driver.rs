@@ -35,8 +35,10 @@ const COMMAND_QUEUE: usize = 1024;
 const RECV_BATCH: usize = 64;
 /// Large enough for any datagram str0m sends or accepts (its MTU target is ~1150).
 const RECV_BUF: usize = 2048;
-/// Due timeouts handled in a row before the worker looks at its socket and requests again.
-const MAX_DUE_IN_A_ROW: u32 = 64;
+/// Requests handled per wake-up at most (the rest on the next).
+const REQUEST_BATCH: usize = 64;
+/// A timeout handled this late means the worker is short of CPU (`SfuStats::worker_late_timeouts`).
+const LATE_TIMEOUT: Duration = Duration::from_millis(20);
 /// Wake-up when the engine has no peers and so no timeout.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// ICE-TCP connections one worker accepts at once; more are refused.
@@ -86,8 +88,8 @@ struct Worker {
     tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// The recorder thread's queue (packets of recorded rooms; never waited on).
     recorder: RecorderTx,
-    /// `SfuStats::worker_overloads`.
-    overloaded: u64,
+    /// `SfuStats::worker_late_timeouts`.
+    late_timeouts: u64,
     stop: bool,
 }
 
@@ -195,24 +197,13 @@ async fn run_worker(
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(COMMAND_QUEUE);
-    let mut due_in_a_row = 0;
     while !w.stop {
         w.flush(&socket);
-        let now = Instant::now();
-        let deadline = w.engine.poll_timeout().unwrap_or(now + IDLE_TICK);
-        // A due deadline is handled at once, but at most MAX_DUE_IN_A_ROW times in a row: an
-        // overloaded worker, whose timeouts are due back to back, must still read its socket
-        // and its requests (leaves, shutdown) rather than spin on timeouts alone. Then the
-        // deadline goes through the select like any other wake.
-        if deadline <= now && due_in_a_row < MAX_DUE_IN_A_ROW {
-            due_in_a_row += 1;
-            w.engine.handle_timeout(now);
-            continue;
-        }
-        if deadline <= now {
-            w.overloaded += 1;
-        }
-        due_in_a_row = 0;
+        // A deadline already due goes through the select like any other wake (tokio picks among
+        // ready branches at random), never a shortcut before it: when timeouts are due back to
+        // back (an overloaded worker), the socket and the requests (leaves, shutdown among them)
+        // still get their turns instead of starving.
+        let deadline = w.engine.poll_timeout().unwrap_or_else(|| Instant::now() + IDLE_TICK);
         let accept = async {
             match &listener {
                 Some(l) => l.accept().await,
@@ -246,11 +237,21 @@ async fn run_worker(
                 Err(e) => tracing::debug!(error = %e, "ice-tcp accept failed"),
             },
             request = requests.recv() => match request {
-                Some(f) => f(&mut w, Instant::now()),
+                Some(f) => {
+                    f(&mut w, Instant::now());
+                    for _ in 1..REQUEST_BATCH {
+                        let Ok(f) = requests.try_recv() else { break };
+                        f(&mut w, Instant::now());
+                    }
+                }
                 None => break,
             },
             () = tokio::time::sleep_until(deadline.into()) => {
-                w.engine.handle_timeout(Instant::now());
+                let now = Instant::now();
+                if now.saturating_duration_since(deadline) >= LATE_TIMEOUT {
+                    w.late_timeouts += 1;
+                }
+                w.engine.handle_timeout(now);
             }
         }
     }
@@ -394,7 +395,7 @@ impl Sfu {
                 tcp_local,
                 tcp_conns: HashMap::new(),
                 recorder: recorder.clone(),
-                overloaded: 0,
+                late_timeouts: 0,
                 stop: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -595,7 +596,7 @@ impl Sfu {
         let mut total = SfuStats::default();
         for w in &self.inner.workers {
             let stats = call(&w.requests, |w, _| SfuStats {
-                worker_overloads: w.overloaded,
+                worker_late_timeouts: w.late_timeouts,
                 ..w.engine.stats()
             });
             total.add(&stats.await?);

@@ -475,9 +475,9 @@ pub struct SfuStats {
     pub retransmitted_packets: u64,
     /// Packets of recorded rooms dropped because the recorder's queue was full.
     pub recorder_dropped_packets: u64,
-    /// Times a worker found its timeouts due back to back so long that it turned to its socket
-    /// and requests with a timeout still due: it is short of CPU (media is late or lost).
-    pub worker_overloads: u64,
+    /// Timeouts a worker handled 20 ms or more after they were due: it is short of CPU (media
+    /// goes out late, or is lost).
+    pub worker_late_timeouts: u64,
 }
 
 impl SfuStats {
@@ -494,6 +494,6 @@ impl SfuStats {
         self.nacks_sent += o.nacks_sent;
         self.layer_switches += o.layer_switches;
         self.retransmitted_packets += o.retransmitted_packets;
-        self.worker_overloads += o.worker_overloads;
+        self.worker_late_timeouts += o.worker_late_timeouts;
     }
 }

@@ -255,9 +255,9 @@ impl Collector for MediaCollector {
                 s.recorder_dropped_packets,
             ),
             (
-                "media_worker_overloads",
-                "Times a media worker, short of CPU, turned to its socket with timeouts still due",
-                s.worker_overloads,
+                "media_worker_late_timeouts",
+                "Timeouts a media worker handled 20 ms or more late (short of CPU)",
+                s.worker_late_timeouts,
             ),
         ];
         for (name, help, value) in counters {
