@@ -5,8 +5,7 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::chat::{Cast, cast};
-use crate::helpers::{Session, TestApp, error_code, session_from, spawn_app_with};
+use crate::helpers::{Cast, Session, TestApp, cast, error_code, session_from, spawn_app_with};
 
 const AGENT: &str = "audit-test/1.0 (a browser)";
 const PASSWORD: &str = "correct horse battery";

@@ -4,49 +4,18 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{Session, TestApp, error_code, spawn_app};
+use crate::helpers::{Session, TestApp, cast, error_code, spawn_app};
 
 pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A team with one user of every role, plus an outsider.
-pub(crate) struct Cast {
-    pub(crate) team: String,
-    pub(crate) owner: Session,
-    pub(crate) admin: Session,
-    pub(crate) member: Session,
-    pub(crate) guest: Session,
-    pub(crate) outsider: Session,
-}
-
-pub(crate) async fn cast(app: &TestApp) -> Cast {
-    let owner = app.register("owner").await;
-    let admin = app.register("admin").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "Platform").await;
-    app.add(&owner, &team, &admin, "admin").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
-    Cast {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
-    }
+/// `POST /api/v1/chat/channels` as `by`.
+async fn create_channel(app: &TestApp, by: &Session, body: Value) -> (StatusCode, Value) {
+    app.post("/api/v1/chat/channels", Some(&by.access), body).await
 }
 
 /// Creates a team channel as `by` and returns its id.
 pub(crate) async fn channel(app: &TestApp, by: &Session, team: &str, name: &str, kind: &str) -> String {
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&by.access),
-            json!({ "kind": kind, "team_id": team, "name": name }),
-        )
-        .await;
+    let (status, body) = create_channel(app, by, json!({ "kind": kind, "team_id": team, "name": name })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
@@ -60,6 +29,12 @@ pub(crate) async fn join(app: &TestApp, channel: &str, user: &Session, by: &Sess
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// The id of the direct-message channel of `from` with `to` (opened, or the one they have).
+pub(crate) async fn dm(app: &TestApp, from: &Session, to: &Session) -> String {
+    let (_, body) = create_channel(app, from, json!({ "kind": "dm", "members": [to.user_id] })).await;
+    body["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
 }
 
 /// Posts `body` as `by` and returns the message.
@@ -159,46 +134,36 @@ async fn channels_are_created_listed_changed_and_deleted_by_the_right_people() {
     }
 
     // Bad input.
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.guest.access),
-            json!({ "kind": "public", "team_id": c.team, "name": "mine" }),
-        )
-        .await;
+    let (status, body) = create_channel(
+        &app,
+        &c.guest,
+        json!({ "kind": "public", "team_id": c.team, "name": "mine" }),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "team_id": c.team, "name": "general" }),
-        )
-        .await;
+    let (status, body) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "public", "team_id": c.team, "name": "general" }),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "name_taken"));
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "team_id": c.team, "name": " " }),
-        )
-        .await;
+    let (status, body) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "public", "team_id": c.team, "name": " " }),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"]["fields"]["name"].is_string());
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "name": "x" }),
-        )
-        .await;
+    let (status, body) = create_channel(&app, &c.member, json!({ "kind": "public", "name": "x" })).await;
     assert!(body["error"]["fields"]["team_id"].is_string(), "{status} {body}");
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "club", "team_id": c.team, "name": "x" }),
-        )
-        .await;
+    let (status, body) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "club", "team_id": c.team, "name": "x" }),
+    )
+    .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
@@ -356,13 +321,12 @@ async fn direct_messages_are_found_again_and_private() {
         dm(&c.member, vec![&c.member.user_id]).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    let (status, _) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id], "name": "x" }),
-        )
-        .await;
+    let (status, _) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "dm", "members": [c.admin.user_id], "name": "x" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let id = first["id"].as_str().unwrap();
     let (status, _) = app
@@ -778,17 +742,7 @@ async fn two_clients_see_each_others_messages_edits_and_deletes_in_order() {
 async fn resume_after_a_disconnect_delivers_missed_messages_once() {
     let app = spawn_app().await;
     let c = cast(&app).await;
-    let dm = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id] }),
-        )
-        .await
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dm = dm(&app, &c.member, &c.admin).await;
     let url = format!("ws://{}/ws/events?access_token={}", app.addr, c.admin.access);
     let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
     let epoch = next_json(&mut ws).await["epoch"].as_str().unwrap().to_owned();

@@ -1,9 +1,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Session, TestApp, error_code, spawn_app};
+use crate::helpers::{Cast, Session, TestApp, cast, error_code, spawn_app};
 
-/// A team with one user of every role, plus an outsider, and a project with its board.
+/// A [`Cast`] and a project of its team with its board.
 pub(crate) struct Crew {
     pub(crate) team: String,
     pub(crate) owner: Session,
@@ -18,15 +18,14 @@ pub(crate) struct Crew {
 }
 
 pub(crate) async fn crew(app: &TestApp) -> Crew {
-    let owner = app.register("owner").await;
-    let admin = app.register("admin").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "Platform").await;
-    app.add(&owner, &team, &admin, "admin").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
+    let Cast {
+        team,
+        owner,
+        admin,
+        member,
+        guest,
+        outsider,
+    } = cast(app).await;
     let project = create_project(app, &owner, &team, "WEB").await;
     let project_id = project["id"].as_str().unwrap().to_owned();
     let board = project["default_board_id"].as_str().unwrap().to_owned();
