@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::realtime::TYPING_TTL;
-use super::{Access, CURRENT_MEMBERS, ChannelKind, Notify, access, member_ids, publish};
+use super::{Access, CURRENT_MEMBERS, ChannelKind, Notify, access, member_ids, publish, publish_to_members};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -202,14 +202,13 @@ pub(super) async fn post_system(state: &AppState, channel_id: &str, body: &str) 
         .execute(state.db.pool())
         .await?;
     let message = load_message(&state.db, channel_id, &id).await?;
-    let members = member_ids(&state.db, channel_id).await?;
-    publish(
+    publish_to_members(
         state,
         channel_id,
-        &members,
         "message.created",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     Ok(())
 }
 
@@ -563,14 +562,13 @@ async fn post_message(
 
     let message = load_message(&state.db, &channel_id, &id).await?;
     state.chat.stop_typing(&channel_id, &auth.user_id);
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.created",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     for n in &created {
         notifications::publish_created(&state, n);
     }
@@ -658,14 +656,13 @@ async fn update_message(
     let created = notify_members(&mut tx, &access, &message_id, &auth.user_id, &body, &added, true).await?;
     tx.commit().await?;
     let message = load_message(&state.db, &channel_id, &message_id).await?;
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.updated",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     for n in &created {
         notifications::publish_created(&state, n);
     }
@@ -704,14 +701,13 @@ async fn delete_message(
             .await?;
     }
     tx.commit().await?;
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.deleted",
         &json!({ "channel_id": channel_id, "message_id": message_id, "reply_to": current.reply_to }),
-    );
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -754,14 +750,13 @@ async fn add_reaction(
     .execute(state.db.pool())
     .await?;
     if added.rows_affected() > 0 {
-        let members = member_ids(&state.db, &channel_id).await?;
-        publish(
+        publish_to_members(
             &state,
             &channel_id,
-            &members,
             "reaction.added",
             &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        );
+        )
+        .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -785,14 +780,13 @@ async fn remove_reaction(
         .execute(state.db.pool())
         .await?;
     if removed.rows_affected() > 0 {
-        let members = member_ids(&state.db, &channel_id).await?;
-        publish(
+        publish_to_members(
             &state,
             &channel_id,
-            &members,
             "reaction.removed",
             &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        );
+        )
+        .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -847,14 +841,13 @@ async fn set_pin(
     let message = load_message(&state.db, channel_id, message_id).await?;
     if changed.rows_affected() > 0 {
         let kind = if pinned { "message.pinned" } else { "message.unpinned" };
-        let members = member_ids(&state.db, channel_id).await?;
-        publish(
+        publish_to_members(
             state,
             channel_id,
-            &members,
             kind,
             &json!({ "channel_id": channel_id, "message_id": message_id, "by": auth.user_id }),
-        );
+        )
+        .await?;
     }
     Ok(AppJson(message))
 }
