@@ -1,18 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{CoreTeam, core_team, error_code, spawn_app};
+use crate::helpers::{core_team, error_code, spawn_app};
 
 #[tokio::test]
 async fn overviews_are_computed_from_the_source_data() {
     let app = spawn_app().await;
-    let CoreTeam {
-        team,
-        alice,
-        bob,
-        guest,
-        eve,
-    } = core_team(&app).await;
+    let (team, [alice, bob, guest, eve]) = core_team(&app).await;
 
     let (_, s) = app
         .post(
@@ -235,16 +229,11 @@ fn member<'a>(overview: &'a serde_json::Value, user_id: &str) -> &'a serde_json:
 
 #[tokio::test]
 async fn team_overview_counts_meeting_minutes_from_real_attendance() {
-    use crate::meetings::{Meeting, in_room, meeting, next_of, send};
+    use crate::meetings::{in_room, meeting, next_of, send};
 
     let app = spawn_app().await;
-    let Meeting {
-        host,
-        alice,
-        team,
-        id,
-        room,
-    } = meeting(&app, "Sync").await;
+    let m = meeting(&app, "Sync").await;
+    let (host, alice, team, id, room) = (m.host, m.alice, m.team, m.id, m.room);
     let bob = app.register("bob").await;
     app.add(&host, &team, &bob, "member").await;
     // Bob watches the room's activity: it is published after the attendance is recorded.

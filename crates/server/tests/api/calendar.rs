@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Cast, TestApp, cast, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, cast, error_code, spawn_app, spawn_app_with};
 
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -27,14 +27,8 @@ async fn range(app: &TestApp, token: &str, from: &str, to: &str) -> Value {
 #[tokio::test]
 async fn events_crud_rsvp_and_authorization() {
     let app = spawn_app().await;
-    let Cast {
-        team,
-        owner,
-        member,
-        guest,
-        outsider,
-        ..
-    } = cast(&app).await;
+    let c = cast(&app).await;
+    let (team, owner, member, guest, outsider) = (c.team, c.owner, c.member, c.guest, c.outsider);
 
     let (status, event) = app
         .post(
@@ -165,13 +159,9 @@ async fn events_crud_rsvp_and_authorization() {
     );
 
     // Deleting: organizer or admin only.
-    app.assert_deleted_only_by(
-        &format!("/api/v1/events/{id}"),
-        &[(&guest, StatusCode::FORBIDDEN)],
-        &member,
-        &member,
-    )
-    .await;
+    let path = format!("/api/v1/events/{id}");
+    app.assert_deleted_only_by(&path, &[(&guest, StatusCode::FORBIDDEN)], &member, &member)
+        .await;
 }
 
 #[tokio::test]

@@ -20,14 +20,20 @@ pub(crate) async fn channel(app: &TestApp, by: &Session, team: &str, name: &str,
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// Adds `user` to `channel`, acting as `by`: the answer.
+async fn add_member(app: &TestApp, channel: &str, user: &Session, by: &Session) -> (StatusCode, Value) {
+    let body = json!({ "user_id": user.user_id });
+    app.post(
+        &format!("/api/v1/chat/channels/{channel}/members"),
+        Some(&by.access),
+        body,
+    )
+    .await
+}
+
+/// Adds `user` to `channel`, acting as `by`.
 pub(crate) async fn join(app: &TestApp, channel: &str, user: &Session, by: &Session) {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/chat/channels/{channel}/members"),
-            Some(&by.access),
-            json!({ "user_id": user.user_id }),
-        )
-        .await;
+    let (status, body) = add_member(app, channel, user, by).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
@@ -206,21 +212,9 @@ async fn membership_join_add_leave_and_remove() {
 
     // Anyone who sees a public channel joins it; guests see only what they are added to.
     join(&app, &general, &c.admin, &c.admin).await;
-    let (status, _) = app
-        .post(
-            &members(&general),
-            Some(&c.guest.access),
-            json!({ "user_id": c.guest.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &general, &c.guest, &c.guest).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.admin.access),
-            json!({ "user_id": c.admin.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.admin, &c.admin).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -231,30 +225,12 @@ async fn membership_join_add_leave_and_remove() {
         .get(&format!("/api/v1/chat/channels/{secret}"), &c.guest.access)
         .await;
     assert_eq!((status, ch["is_member"].as_bool()), (StatusCode::OK, Some(true)));
-    let (status, body) = app
-        .post(
-            &members(&secret),
-            Some(&c.member.access),
-            json!({ "user_id": c.guest.user_id }),
-        )
-        .await;
+    let (status, body) = add_member(&app, &secret, &c.guest, &c.member).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "already_member"));
     // Guests do not add people; nobody adds outsiders.
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.guest.access),
-            json!({ "user_id": c.admin.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.admin, &c.guest).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.member.access),
-            json!({ "user_id": c.outsider.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.outsider, &c.member).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, list) = app.get(&members(&secret), &c.guest.access).await;
@@ -329,13 +305,7 @@ async fn direct_messages_are_found_again_and_private() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let id = first["id"].as_str().unwrap();
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/chat/channels/{id}/members"),
-            Some(&c.member.access),
-            json!({ "user_id": c.owner.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, id, &c.owner, &c.member).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         app.delete(

@@ -243,16 +243,9 @@ pub(crate) async fn cast(app: &TestApp) -> Cast {
     }
 }
 
-/// The team "Core": alice owns it, bob is a member and guest a guest; eve is in no team.
-pub(crate) struct CoreTeam {
-    pub(crate) team: String,
-    pub(crate) alice: Session,
-    pub(crate) bob: Session,
-    pub(crate) guest: Session,
-    pub(crate) eve: Session,
-}
-
-pub(crate) async fn core_team(app: &TestApp) -> CoreTeam {
+/// The team "Core" and `[alice, bob, guest, eve]`: alice owns it, bob is a member and guest a
+/// guest; eve is in no team.
+pub(crate) async fn core_team(app: &TestApp) -> (String, [Session; 4]) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let guest = app.register("guest").await;
@@ -260,13 +253,7 @@ pub(crate) async fn core_team(app: &TestApp) -> CoreTeam {
     let team = app.team(&alice, "Core").await;
     app.add(&alice, &team, &bob, "member").await;
     app.add(&alice, &team, &guest, "guest").await;
-    CoreTeam {
-        team,
-        alice,
-        bob,
-        guest,
-        eve,
-    }
+    (team, [alice, bob, guest, eve])
 }
 
 pub(crate) fn session_from(body: &Value, username: &str) -> Session {

@@ -1,18 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{CoreTeam, core_team, error_code, spawn_app};
+use crate::helpers::{core_team, error_code, spawn_app};
 
 #[tokio::test]
 async fn notes_with_history_and_roles() {
     let app = spawn_app().await;
-    let CoreTeam {
-        team,
-        alice,
-        bob,
-        guest,
-        eve,
-    } = core_team(&app).await;
+    let (team, [alice, bob, guest, eve]) = core_team(&app).await;
 
     let (status, n) = app
         .post(

@@ -3,33 +3,30 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Cast, Session, TestApp, cast, error_code, spawn_app};
 
-/// A [`Cast`] and a project of its team with its board.
+/// A [`Cast`] (its team and people read through the crew) and a project of its team with its
+/// board.
 pub(crate) struct Crew {
-    pub(crate) team: String,
-    pub(crate) owner: Session,
-    pub(crate) admin: Session,
-    pub(crate) member: Session,
-    pub(crate) guest: Session,
-    pub(crate) outsider: Session,
+    cast: Cast,
     pub(crate) project: String,
     pub(crate) board: String,
     /// Backlog, To do, In progress, Done.
     pub(crate) columns: Vec<String>,
 }
 
+impl std::ops::Deref for Crew {
+    type Target = Cast;
+
+    fn deref(&self) -> &Cast {
+        &self.cast
+    }
+}
+
 pub(crate) async fn crew(app: &TestApp) -> Crew {
-    let Cast {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
-    } = cast(app).await;
-    let project = create_project(app, &owner, &team, "WEB").await;
+    let cast = cast(app).await;
+    let project = create_project(app, &cast.owner, &cast.team, "WEB").await;
     let project_id = project["id"].as_str().unwrap().to_owned();
     let board = project["default_board_id"].as_str().unwrap().to_owned();
-    let (status, view) = app.get(&format!("/api/v1/boards/{board}"), &owner.access).await;
+    let (status, view) = app.get(&format!("/api/v1/boards/{board}"), &cast.owner.access).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     let columns = view["columns"]
         .as_array()
@@ -38,12 +35,7 @@ pub(crate) async fn crew(app: &TestApp) -> Crew {
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect();
     Crew {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
+        cast,
         project: project_id,
         board,
         columns,

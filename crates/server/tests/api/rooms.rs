@@ -2,19 +2,13 @@ use convene_auth::{JoinTokens, PublishSource, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Cast, TEST_SECRET, cast, error_code, spawn_app};
+use crate::helpers::{TEST_SECRET, cast, error_code, spawn_app};
 
 #[tokio::test]
 async fn rooms_lifecycle_and_join_tokens() {
     let app = spawn_app().await;
-    let Cast {
-        team,
-        owner,
-        member,
-        guest,
-        outsider,
-        ..
-    } = cast(&app).await;
+    let c = cast(&app).await;
+    let (team, owner, member, guest, outsider) = (c.team, c.owner, c.member, c.guest, c.outsider);
 
     let (status, room) = app
         .post(
@@ -126,16 +120,11 @@ async fn rooms_lifecycle_and_join_tokens() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // Deleting: hosts only.
-    let (status, body) = app.delete(&format!("/api/v1/rooms/{id}"), &guest.access).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&body), "forbidden");
-    app.assert_deleted_only_by(
-        &format!("/api/v1/rooms/{id}"),
-        &[(&outsider, StatusCode::NOT_FOUND)],
-        &owner,
-        &member,
-    )
-    .await;
+    let path = format!("/api/v1/rooms/{id}");
+    let (status, body) = app.delete(&path, &guest.access).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    app.assert_deleted_only_by(&path, &[(&outsider, StatusCode::NOT_FOUND)], &owner, &member)
+        .await;
 }
 
 #[tokio::test]
