@@ -727,6 +727,32 @@ async fn member_message(state: &AppState, auth: &AuthUser, channel_id: &str, mes
     load_message(&state.db, channel_id, message_id).await
 }
 
+/// The emoji of a reaction of a channel member to a live message of the channel (checked).
+async fn reaction_emoji<'a>(
+    state: &AppState,
+    auth: &AuthUser,
+    channel_id: &str,
+    message_id: &str,
+    raw: &'a str,
+) -> ApiResult<&'a str> {
+    let emoji = emoji(raw)?;
+    member_message(state, auth, channel_id, message_id).await?;
+    Ok(emoji)
+}
+
+/// Tells the channel's members of a reaction added or taken back (`kind`).
+async fn publish_reaction(
+    state: &AppState,
+    auth: &AuthUser,
+    channel_id: &str,
+    message_id: &str,
+    emoji: &str,
+    kind: &str,
+) -> ApiResult<()> {
+    let data = json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji });
+    publish_to_members(state, channel_id, kind, &data).await
+}
+
 /// React to a message (channel members). Idempotent.
 #[utoipa::path(put, path = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", tag = "chat",
     security(("bearer" = [])),
@@ -737,8 +763,7 @@ async fn add_reaction(
     auth: AuthUser,
     AppPath((channel_id, message_id, raw)): AppPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let emoji = emoji(&raw)?;
-    member_message(&state, &auth, &channel_id, &message_id).await?;
+    let emoji = reaction_emoji(&state, &auth, &channel_id, &message_id, &raw).await?;
     let added = sqlx::query(
         "INSERT INTO chat_reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT DO NOTHING",
@@ -750,13 +775,7 @@ async fn add_reaction(
     .execute(state.db.pool())
     .await?;
     if added.rows_affected() > 0 {
-        publish_to_members(
-            &state,
-            &channel_id,
-            "reaction.added",
-            &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        )
-        .await?;
+        publish_reaction(&state, &auth, &channel_id, &message_id, emoji, "reaction.added").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -771,8 +790,7 @@ async fn remove_reaction(
     auth: AuthUser,
     AppPath((channel_id, message_id, raw)): AppPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let emoji = emoji(&raw)?;
-    member_message(&state, &auth, &channel_id, &message_id).await?;
+    let emoji = reaction_emoji(&state, &auth, &channel_id, &message_id, &raw).await?;
     let removed = sqlx::query("DELETE FROM chat_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
         .bind(&message_id)
         .bind(&auth.user_id)
@@ -780,13 +798,7 @@ async fn remove_reaction(
         .execute(state.db.pool())
         .await?;
     if removed.rows_affected() > 0 {
-        publish_to_members(
-            &state,
-            &channel_id,
-            "reaction.removed",
-            &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        )
-        .await?;
+        publish_reaction(&state, &auth, &channel_id, &message_id, emoji, "reaction.removed").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
