@@ -140,26 +140,12 @@ async fn channels_are_created_listed_changed_and_deleted_by_the_right_people() {
     }
 
     // Bad input.
-    let (status, body) = create_channel(
-        &app,
-        &c.guest,
-        json!({ "kind": "public", "team_id": c.team, "name": "mine" }),
-    )
-    .await;
+    let public = |name: &str| json!({ "kind": "public", "team_id": c.team, "name": name });
+    let (status, body) = create_channel(&app, &c.guest, public("mine")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
-    let (status, body) = create_channel(
-        &app,
-        &c.member,
-        json!({ "kind": "public", "team_id": c.team, "name": "general" }),
-    )
-    .await;
+    let (status, body) = create_channel(&app, &c.member, public("general")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "name_taken"));
-    let (status, body) = create_channel(
-        &app,
-        &c.member,
-        json!({ "kind": "public", "team_id": c.team, "name": " " }),
-    )
-    .await;
+    let (status, body) = create_channel(&app, &c.member, public(" ")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"]["fields"]["name"].is_string());
     let (status, body) = create_channel(&app, &c.member, json!({ "kind": "public", "name": "x" })).await;
@@ -784,14 +770,11 @@ async fn presence_follows_event_streams() {
     let app = spawn_app().await;
     let c = cast(&app).await;
     let mut watcher = events(&app, &c.member, "").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "idle" })),
-        )
-        .await;
+    let set_presence = |status: &str| {
+        let body = json!({ "status": status });
+        app.call(Method::PUT, "/api/v1/chat/presence", Some(&c.admin.access), Some(body))
+    };
+    let (status, body) = set_presence("idle").await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_connected"));
 
     let mut ws = events(&app, &c.admin, "").await;
@@ -800,14 +783,7 @@ async fn presence_follows_event_streams() {
         (on["data"]["user_id"].as_str(), on["data"]["status"].as_str()),
         (Some(c.admin.user_id.as_str()), Some("online"))
     );
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "idle" })),
-        )
-        .await;
+    let (status, _) = set_presence("idle").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         next_of(&mut watcher, "presence.changed").await["data"]["status"],
@@ -831,14 +807,7 @@ async fn presence_follows_event_streams() {
         next_of(&mut watcher, "presence.changed").await["data"]["status"],
         "offline"
     );
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "away" })),
-        )
-        .await;
+    let (status, _) = set_presence("away").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
