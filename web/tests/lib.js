@@ -1,13 +1,14 @@
-// Shared by quality.js and impairment.js: polling, checks, REST calls, Chromium and a step runner.
+// Shared by the browser suites: polling, checks, REST calls, Chromium and a step runner.
 
 const { chromium } = require('playwright-core');
 
 const BASE = process.env.BASE_URL || 'http://127.0.0.1:8080';
-const TIMEOUT = 45_000; // two shared cores: encoders and decoders are slow to start
 const sleep = ms => new Promise(r => setTimeout(r, ms));
+// Two shared cores: encoders and decoders are slow to start. `run`'s `timeout` option sets it.
+let timeout = 45_000;
 
 /** Polls `probe` until `done(value)` holds; the last value explains a timeout. */
-async function until(what, probe, done, ms = TIMEOUT) {
+async function until(what, probe, done, ms = timeout) {
   const t0 = Date.now();
   let last;
   for (;;) {
@@ -61,9 +62,30 @@ async function enter(p, roomId) {
   p.id = await until('joined', () => p.page.evaluate(() => window.convene?.room?.me?.id), Boolean);
 }
 
-/** Launches Chromium with fake devices (plus `args`), gives each person a context, runs the steps. */
-async function run(people, steps, args = [], cleanup = () => {}) {
+/** Opens a page for `p` in their context, its console errors and uncaught errors logged. */
+async function openPage(p) {
+  p.page = await p.context.newPage();
+  p.page.on('console', m => m.type() === 'error' && console.error(`  [${p.name}] ${m.text()}`));
+  p.page.on('pageerror', e => console.error(`  [${p.name}] ${e.message}`));
+}
+
+/**
+ * Launches Chromium with fake devices (plus `args`), gives each person a context, runs the steps
+ * in order (each is handed `newContext()`, to open more contexts like those); the steps share
+ * state, so after a failure the rest are reported as not run. Then closes the browser, awaits
+ * `cleanup(failed)` and exits.
+ * Options: `timeout` (Playwright's and `until`'s default), `context` (newContext options),
+ * `prepare(p)` (after each person's context is made), `explain()` (more on a failure).
+ */
+async function run(people, steps, args = [], cleanup = () => {}, options = {}) {
+  const { context = {}, prepare = async () => {}, explain = async () => {} } = options;
+  timeout = options.timeout ?? timeout;
   let passed = 0, failed = 0, broken = false, browser;
+  const newContext = async () => {
+    const made = await browser.newContext(context);
+    made.setDefaultTimeout(timeout);
+    return made;
+  };
   try {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -74,8 +96,8 @@ async function run(people, steps, args = [], cleanup = () => {}) {
         '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required', ...args],
     });
     for (const p of people) {
-      p.context = await browser.newContext();
-      p.context.setDefaultTimeout(TIMEOUT);
+      p.context = await newContext();
+      await prepare(p);
     }
   } catch (e) {
     console.log(`could not start Chromium: ${e.message}`);
@@ -89,20 +111,21 @@ async function run(people, steps, args = [], cleanup = () => {}) {
     }
     const t0 = Date.now();
     try {
-      await step.fn();
+      await step.fn(newContext);
       passed++;
       console.log(`ok   ${step.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     } catch (e) {
       failed++;
       broken = true;
       console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
+      await explain();
       if (process.env.SERVER_LOG) console.log(`     server log: ${process.env.SERVER_LOG}`);
     }
   }
   await browser?.close().catch(() => {});
-  cleanup();
+  await cleanup(failed);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);
 }
 
-module.exports = { BASE, sleep, until, check, api, accountsAndRoom, enter, run };
+module.exports = { BASE, sleep, until, check, api, accountsAndRoom, enter, openPage, run };

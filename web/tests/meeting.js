@@ -4,34 +4,10 @@
 // Steps run in order and share state; a step after a failure is reported as not run.
 // Run through run.sh, which starts the server and sets BASE_URL.
 
-const { chromium } = require('playwright-core');
-
-const BASE = process.env.BASE_URL || 'http://127.0.0.1:8080';
-const TIMEOUT = 45_000; // two shared cores: three encoders and six decoders are slow to start
-const sleep = ms => new Promise(r => setTimeout(r, ms));
+const { BASE, until, check, openPage, run } = require('./lib');
 
 const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
-
-/** Polls `probe` until `done(value)` holds; the last value explains a timeout. */
-async function until(what, probe, done, ms = TIMEOUT) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await probe();
-      if (done(last)) return last;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() - t0 > ms) throw new Error(`${what}: timed out; last saw ${JSON.stringify(last)}`);
-    await sleep(250);
-  }
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 const people = [
   { name: 'Ada', username: 'ada' },
@@ -301,68 +277,27 @@ for (const [mode, protocol] of [['relay-udp', 'udp'], ['relay-tcp', 'tcp']]) {
   });
 }
 
-(async () => {
-  let browser;
-  let passed = 0;
-  let failed = 0;
-  let broken = false; // steps share state: after a failure the rest cannot run
-  try {
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-        '--auto-select-desktop-capture-source=Entire screen'],
+// One context per person: separate storage, as on separate machines.
+run(people, steps, ['--auto-select-desktop-capture-source=Entire screen'], undefined, {
+  async prepare(p) {
+    // Keep a handle on the page's WebSockets so a test can drop one.
+    await p.context.addInitScript(() => {
+      const Native = window.WebSocket;
+      window.testSockets = [];
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args);
+          window.testSockets.push(this);
+        }
+      };
     });
-    // One context per person: separate storage, as on separate machines.
+    await openPage(p);
+  },
+  async explain() {
     for (const p of people) {
-      const context = await browser.newContext();
-      // Keep a handle on the page's WebSockets so a test can drop one.
-      await context.addInitScript(() => {
-        const Native = window.WebSocket;
-        window.testSockets = [];
-        window.WebSocket = class extends Native {
-          constructor(...args) {
-            super(...args);
-            window.testSockets.push(this);
-          }
-        };
-      });
-      context.setDefaultTimeout(TIMEOUT);
-      p.page = await context.newPage();
-      p.page.on('console', m => m.type() === 'error' && console.error(`  [${p.name}] ${m.text()}`));
-      p.page.on('pageerror', e => console.error(`  [${p.name}] ${e.message}`));
+      const shown = await p.page?.locator('[role=alert], .notice').allTextContents().catch(() => []);
+      const text = shown?.filter(Boolean).join(' | ');
+      if (text) console.log(`     ${p.name}'s page says: ${text}`);
     }
-  } catch (e) {
-    console.log(`could not start Chromium: ${e.message}`);
-    broken = true;
-  }
-  for (const step of steps) {
-    if (broken) {
-      failed++;
-      console.log(`FAIL ${step.name} (not run: an earlier step failed)`);
-      continue;
-    }
-    const t0 = Date.now();
-    try {
-      await step.fn();
-      passed++;
-      console.log(`ok   ${step.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      broken = true;
-      console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
-      for (const p of people) {
-        const shown = await p.page?.locator('[role=alert], .notice').allTextContents().catch(() => []);
-        const text = shown?.filter(Boolean).join(' | ');
-        if (text) console.log(`     ${p.name}'s page says: ${text}`);
-      }
-      if (process.env.SERVER_LOG) console.log(`     server log: ${process.env.SERVER_LOG}`);
-    }
-  }
-  await browser?.close().catch(() => {});
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
-})();
+  },
+});

@@ -7,38 +7,16 @@
 //   CONVENE_BIN=path/to/convene node recording.js
 // Needs /usr/bin/chromium, ffprobe (Debian's ffmpeg) and playwright-core (run.sh installs it).
 
-const { chromium } = require('playwright-core');
+const { sleep, until, check, run } = require('./lib');
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
 const BIN = process.env.CONVENE_BIN;
-const TIMEOUT = 45_000;
 const RECORD_MS = 8_000; // ≥ 5 s of camera and microphone
-const sleep = ms => new Promise(r => setTimeout(r, ms));
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'convene-rec-'));
 const logs = [];
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-/** Polls `probe` until `done(value)` holds; the last value explains a timeout. */
-async function until(what, probe, done, ms = TIMEOUT) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await probe();
-      if (done(last)) return last;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() - t0 > ms) throw new Error(`${what}: timed out; last saw ${JSON.stringify(last)}`);
-    await sleep(250);
-  }
-}
 
 /** Starts the server on the shared data directory; resolves with { proc, base } once it listens. */
 async function startServer() {
@@ -98,9 +76,8 @@ async function probeRecording(base, token, id) {
 }
 
 /** Opens the meeting page signed in as `auth`; resolves once camera and microphone are published. */
-async function openMeeting(browser, base, auth, roomId) {
-  const context = await browser.newContext();
-  context.setDefaultTimeout(TIMEOUT);
+async function openMeeting(newContext, base, auth, roomId) {
+  const context = await newContext();
   const page = await context.newPage();
   page.on('console', m => m.type() === 'error' && console.error(`  [page] ${m.text()}`));
   page.on('pageerror', e => console.error(`  [page] ${e.message}`));
@@ -117,7 +94,7 @@ const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
 const s = {}; // state shared by the steps
 
-test('a host records camera and microphone from the meeting page, which shows a Recording badge', async () => {
+test('a host records camera and microphone from the meeting page, which shows a Recording badge', async newContext => {
   s.server = await startServer();
   const base = s.server.base;
   s.auth = await rest(base, 'POST', '/auth/register', undefined,
@@ -125,7 +102,7 @@ test('a host records camera and microphone from the meeting page, which shows a 
   s.token = s.auth.access_token;
   const team = await rest(base, 'POST', '/teams', s.token, { name: 'Core' });
   s.room = (await rest(base, 'POST', '/rooms', s.token, { name: 'Standup', team_id: team.id })).id;
-  s.meeting = await openMeeting(s.browser, base, s.auth, s.room);
+  s.meeting = await openMeeting(newContext, base, s.auth, s.room);
   const { page } = s.meeting;
   const badge = page.locator('.recording');
   check(await badge.isHidden(), 'no badge before recording');
@@ -186,8 +163,8 @@ test('kill -9 during a recording: after a restart it is `interrupted` and its fi
   check(first.status === 'finished', `the earlier recording stays finished: ${first.status}`);
 });
 
-test('a graceful stop (SIGTERM) finalizes a running recording as `finished`', async () => {
-  s.meeting = await openMeeting(s.browser, s.server.base, s.auth, s.room);
+test('a graceful stop (SIGTERM) finalizes a running recording as `finished`', async newContext => {
+  s.meeting = await openMeeting(newContext, s.server.base, s.auth, s.room);
   const started = await rest(s.server.base, 'POST', `/rooms/${s.room}/recordings`, s.token);
   await s.meeting.page.locator('.recording').waitFor({ state: 'visible' });
   // A couple of seconds of media first (Opus is ~4 KB/s): a one-frame video file has no duration.
@@ -207,47 +184,12 @@ test('a graceful stop (SIGTERM) finalizes a running recording as `finished`', as
   }
 });
 
-(async () => {
-  let passed = 0, failed = 0, broken = false;
-  if (!BIN) {
-    console.log('CONVENE_BIN is not set');
-    process.exit(1);
-  }
-  try {
-    s.browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
-    });
-  } catch (e) {
-    console.log(`could not start Chromium: ${e.message}`);
-    broken = true;
-  }
-  for (const step of steps) {
-    if (broken) {
-      failed++;
-      console.log(`FAIL ${step.name} (not run: an earlier step failed)`);
-      continue;
-    }
-    const t0 = Date.now();
-    try {
-      await step.fn();
-      passed++;
-      console.log(`ok   ${step.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      broken = true;
-      console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
-      console.log(`     server logs: ${logs.join(' ')}`);
-    }
-  }
-  await s.browser?.close().catch(() => {});
+if (!BIN) {
+  console.log('CONVENE_BIN is not set');
+  process.exit(1);
+}
+run([], steps, [], async failed => {
   s.server?.proc.kill('SIGTERM');
   if (s.server) await s.server.exited;
   if (!failed) fs.rmSync(data, { recursive: true, force: true });
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
-})();
+}, { explain: async () => console.log(`     server logs: ${logs.join(' ')}`) });

@@ -3,46 +3,13 @@
 // SDK reports each tile's size; the SFU must forward the small tile a lower layer than the large
 // one, switch layers when the tiles swap sizes (video keeps decoding), and pause at the
 // publisher (dynacast) the encoding nobody receives.
+// No event tells "the decoder now outputs another resolution", so this polls getStats.
 // Run through run.sh, which starts the server and sets BASE_URL.
 
-const { chromium } = require('playwright-core');
-
-const BASE = process.env.BASE_URL || 'http://127.0.0.1:8080';
-const TIMEOUT = 60_000; // two shared cores: one 720p three-layer encoder and two decoders
-const sleep = ms => new Promise(r => setTimeout(r, ms));
+const { BASE, sleep, until, check, api, accountsAndRoom, openPage, run } = require('./lib');
 
 const steps = [];
 const test = (name, fn) => steps.push({ name, fn });
-
-/** Polls `probe` until `done(value)` holds; the last value explains a timeout. No event
- * exists for "the decoder now outputs another resolution", so this polls getStats. */
-async function until(what, probe, done, ms = TIMEOUT) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await probe();
-      if (done(last)) return last;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() - t0 > ms) throw new Error(`${what}: timed out; last saw ${JSON.stringify(last)}`);
-    await sleep(250);
-  }
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function api(path, { token, body, method = body ? 'POST' : 'GET' } = {}) {
-  const headers = { 'content-type': 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(`${BASE}/api/v1${path}`, { method, headers, body: body && JSON.stringify(body) });
-  const json = await res.json().catch(() => null);
-  if (!res.ok) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
 
 const people = [
   { name: 'Publisher', username: 'pub' },
@@ -71,21 +38,11 @@ const encodings = () => publisher.page.evaluate(() =>
   window.t.room.local.get('camera').transceiver.sender.getParameters().encodings.map(e => `${e.rid}:${e.active}`));
 
 test('three users, a team and a room over the REST API', async () => {
-  for (const p of people) {
-    const r = await api('/auth/register', {
-      body: { email: `${p.username}@example.com`, username: p.username, password: 'correct horse battery', display_name: p.name },
-    });
-    p.token = r.access_token;
-  }
-  const team = await api('/teams', { token: publisher.token, body: { name: 'Sim' } });
-  for (const p of [small, large]) {
-    await api(`/teams/${team.id}/members`, { token: publisher.token, body: { login: p.username, role: 'member' } });
-  }
-  roomId = (await api('/rooms', { token: publisher.token, body: { name: 'Simulcast', team_id: team.id } })).id;
+  roomId = await accountsAndRoom(people, 'Simulcast');
 });
 
 test('the publisher joins and sends its camera in three encodings', async () => {
-  const join = await api(`/rooms/${roomId}/join`, { token: publisher.token, body: {} });
+  const join = await api('POST', `/rooms/${roomId}/join`, publisher.auth.access_token, {});
   await publisher.page.goto(`${BASE}/healthz`);
   await publisher.page.evaluate(async ({ url, token }) => {
     const { Room } = await import('/convene.js');
@@ -99,7 +56,7 @@ test('the publisher joins and sends its camera in three encodings', async () => 
 
 test('two subscribers show the camera in a small and a large tile', async () => {
   for (const p of [small, large]) {
-    const join = await api(`/rooms/${roomId}/join`, { token: p.token, body: {} });
+    const join = await api('POST', `/rooms/${roomId}/join`, p.auth.access_token, {});
     await p.page.goto(`${BASE}/healthz`);
     await p.page.evaluate(async ({ url, token, tile: [w, h] }) => {
       const { Room } = await import('/convene.js');
@@ -168,50 +125,5 @@ test('a hidden tile stops its video, and showing it again resumes it', async () 
   await until('shown again, it decodes', () => inbound(large), v => v.decoded > at + 10);
 });
 
-(async () => {
-  let browser;
-  let passed = 0;
-  let failed = 0;
-  let broken = false;
-  try {
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
-    });
-    for (const p of people) {
-      const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-      context.setDefaultTimeout(TIMEOUT);
-      p.page = await context.newPage();
-      p.page.on('console', m => m.type() === 'error' && console.error(`  [${p.name}] ${m.text()}`));
-      p.page.on('pageerror', e => console.error(`  [${p.name}] ${e.message}`));
-    }
-  } catch (e) {
-    console.log(`could not start Chromium: ${e.message}`);
-    broken = true;
-  }
-  for (const step of steps) {
-    if (broken) {
-      failed++;
-      console.log(`FAIL ${step.name} (not run: an earlier step failed)`);
-      continue;
-    }
-    const t0 = Date.now();
-    try {
-      await step.fn();
-      passed++;
-      console.log(`ok   ${step.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      broken = true;
-      console.log(`FAIL ${step.name}\n     ${String(e.message ?? e).split('\n').join('\n     ')}`);
-      if (process.env.SERVER_LOG) console.log(`     server log: ${process.env.SERVER_LOG}`);
-    }
-  }
-  await browser?.close().catch(() => {});
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
-})();
+// One 720p three-layer encoder and two decoders on two shared cores: a longer timeout.
+run(people, steps, [], undefined, { timeout: 60_000, context: { viewport: { width: 1400, height: 900 } }, prepare: openPage });

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
-use crate::projects::activity::{Change, diff, record};
+use crate::projects::activity::{Change, Diff, record, record_on_pool};
 use crate::projects::{self, Access, text_enum};
 use crate::sprints;
 use crate::state::AppState;
@@ -415,10 +415,9 @@ async fn update_board(
         .bind(&board_id)
         .execute(&mut *tx)
         .await?;
-    let mut changes = Vec::new();
-    let base = Change::new("updated", "board", &board_id);
-    diff(&mut changes, &base, "name", Some(current.name), Some(name));
-    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
+    let mut diff = Diff::new(Change::new("updated", "board", &board_id));
+    diff.field("name", Some(current.name), Some(name));
+    record(&mut tx, &current.project_id, &auth.user_id, &diff.changes).await?;
     tx.commit().await?;
     let (board, _) = board_access(&state.db, &board_id, &auth.user_id).await?;
     projects::publish(&state, &access.team_id, "board.updated", json!(board)).await?;
@@ -486,13 +485,7 @@ async fn create_column(
     }
     let column = load_column(&state.db, &id).await?;
     let change = Change::new("created", "column", &id).field("name", None, Some(column.name.clone()));
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &board.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
+    record_on_pool(&state.db, &board.project_id, &auth.user_id, &[change]).await?;
     projects::publish(&state, &access.team_id, "column.created", json!(column)).await?;
     Ok((StatusCode::CREATED, AppJson(column)))
 }
@@ -560,31 +553,12 @@ async fn update_column(
         };
     }
     let column = load_column(&state.db, &column_id).await?;
-    let base = Change::new("updated", "column", &column_id);
-    let mut changes = Vec::new();
-    diff(
-        &mut changes,
-        &base,
-        "name",
-        Some(current.name.clone()),
-        Some(column.name.clone()),
-    );
+    let mut diff = Diff::new(Change::new("updated", "column", &column_id));
+    diff.field("name", Some(current.name.clone()), Some(column.name.clone()));
     let text = |c: Category| Some(c.as_str().to_owned());
-    diff(&mut changes, &base, "category", text(current.category), text(category));
-    diff(
-        &mut changes,
-        &base,
-        "rank",
-        Some(current.rank.clone()),
-        Some(column.rank.clone()),
-    );
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &board.project_id,
-        &auth.user_id,
-        &changes,
-    )
-    .await?;
+    diff.field("category", text(current.category), text(category));
+    diff.field("rank", Some(current.rank.clone()), Some(column.rank.clone()));
+    record_on_pool(&state.db, &board.project_id, &auth.user_id, &diff.changes).await?;
     if category != current.category {
         // Tasks in the column may have become finished or unfinished.
         sprints::refresh_for_column(&state.db, &column_id).await?;

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::realtime::TYPING_TTL;
-use super::{Access, CURRENT_MEMBERS, ChannelKind, Notify, access, member_ids, publish};
+use super::{Access, CURRENT_MEMBERS, ChannelKind, Notify, access, member_ids, publish, publish_to_members};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -202,14 +202,13 @@ pub(super) async fn post_system(state: &AppState, channel_id: &str, body: &str) 
         .execute(state.db.pool())
         .await?;
     let message = load_message(&state.db, channel_id, &id).await?;
-    let members = member_ids(&state.db, channel_id).await?;
-    publish(
+    publish_to_members(
         state,
         channel_id,
-        &members,
         "message.created",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     Ok(())
 }
 
@@ -563,14 +562,13 @@ async fn post_message(
 
     let message = load_message(&state.db, &channel_id, &id).await?;
     state.chat.stop_typing(&channel_id, &auth.user_id);
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.created",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     for n in &created {
         notifications::publish_created(&state, n);
     }
@@ -658,14 +656,13 @@ async fn update_message(
     let created = notify_members(&mut tx, &access, &message_id, &auth.user_id, &body, &added, true).await?;
     tx.commit().await?;
     let message = load_message(&state.db, &channel_id, &message_id).await?;
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.updated",
         &json!({ "channel_id": channel_id, "message": message }),
-    );
+    )
+    .await?;
     for n in &created {
         notifications::publish_created(&state, n);
     }
@@ -704,14 +701,13 @@ async fn delete_message(
             .await?;
     }
     tx.commit().await?;
-    let members = member_ids(&state.db, &channel_id).await?;
-    publish(
+    publish_to_members(
         &state,
         &channel_id,
-        &members,
         "message.deleted",
         &json!({ "channel_id": channel_id, "message_id": message_id, "reply_to": current.reply_to }),
-    );
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -731,6 +727,32 @@ async fn member_message(state: &AppState, auth: &AuthUser, channel_id: &str, mes
     load_message(&state.db, channel_id, message_id).await
 }
 
+/// The emoji of a reaction of a channel member to a live message of the channel (checked).
+async fn reaction_emoji<'a>(
+    state: &AppState,
+    auth: &AuthUser,
+    channel_id: &str,
+    message_id: &str,
+    raw: &'a str,
+) -> ApiResult<&'a str> {
+    let emoji = emoji(raw)?;
+    member_message(state, auth, channel_id, message_id).await?;
+    Ok(emoji)
+}
+
+/// Tells the channel's members of a reaction added or taken back (`kind`).
+async fn publish_reaction(
+    state: &AppState,
+    auth: &AuthUser,
+    channel_id: &str,
+    message_id: &str,
+    emoji: &str,
+    kind: &str,
+) -> ApiResult<()> {
+    let data = json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji });
+    publish_to_members(state, channel_id, kind, &data).await
+}
+
 /// React to a message (channel members). Idempotent.
 #[utoipa::path(put, path = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", tag = "chat",
     security(("bearer" = [])),
@@ -741,8 +763,7 @@ async fn add_reaction(
     auth: AuthUser,
     AppPath((channel_id, message_id, raw)): AppPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let emoji = emoji(&raw)?;
-    member_message(&state, &auth, &channel_id, &message_id).await?;
+    let emoji = reaction_emoji(&state, &auth, &channel_id, &message_id, &raw).await?;
     let added = sqlx::query(
         "INSERT INTO chat_reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT DO NOTHING",
@@ -754,14 +775,7 @@ async fn add_reaction(
     .execute(state.db.pool())
     .await?;
     if added.rows_affected() > 0 {
-        let members = member_ids(&state.db, &channel_id).await?;
-        publish(
-            &state,
-            &channel_id,
-            &members,
-            "reaction.added",
-            &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        );
+        publish_reaction(&state, &auth, &channel_id, &message_id, emoji, "reaction.added").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -776,8 +790,7 @@ async fn remove_reaction(
     auth: AuthUser,
     AppPath((channel_id, message_id, raw)): AppPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let emoji = emoji(&raw)?;
-    member_message(&state, &auth, &channel_id, &message_id).await?;
+    let emoji = reaction_emoji(&state, &auth, &channel_id, &message_id, &raw).await?;
     let removed = sqlx::query("DELETE FROM chat_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
         .bind(&message_id)
         .bind(&auth.user_id)
@@ -785,14 +798,7 @@ async fn remove_reaction(
         .execute(state.db.pool())
         .await?;
     if removed.rows_affected() > 0 {
-        let members = member_ids(&state.db, &channel_id).await?;
-        publish(
-            &state,
-            &channel_id,
-            &members,
-            "reaction.removed",
-            &json!({ "channel_id": channel_id, "message_id": message_id, "user_id": auth.user_id, "emoji": emoji }),
-        );
+        publish_reaction(&state, &auth, &channel_id, &message_id, emoji, "reaction.removed").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -847,14 +853,13 @@ async fn set_pin(
     let message = load_message(&state.db, channel_id, message_id).await?;
     if changed.rows_affected() > 0 {
         let kind = if pinned { "message.pinned" } else { "message.unpinned" };
-        let members = member_ids(&state.db, channel_id).await?;
-        publish(
+        publish_to_members(
             state,
             channel_id,
-            &members,
             kind,
             &json!({ "channel_id": channel_id, "message_id": message_id, "by": auth.user_id }),
-        );
+        )
+        .await?;
     }
     Ok(AppJson(message))
 }

@@ -11,15 +11,14 @@ pub(crate) mod range;
 
 use std::path::PathBuf;
 
-use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::FromRow;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -477,48 +476,22 @@ async fn download_file(
 ) -> ApiResult<Response> {
     let (file, _) = load_file(&state.db, &id, &auth.user_id).await?;
     let size = u64::try_from(file.size).unwrap_or(0);
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| range::parse(v, size));
-    let (status, start, len) = match range {
-        None | Some(range::Range::Ignore) => (StatusCode::OK, 0, size),
-        Some(range::Range::Bytes { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(range::Range::Unsatisfiable) => {
-            let mut res = ApiError::RangeNotSatisfiable.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(res);
-        }
-    };
-    let mut reader = tokio::fs::File::open(blob_path(&state.config.data_dir, &file.id))
+    let blob = tokio::fs::File::open(blob_path(&state.config.data_dir, &file.id))
         .await
         .map_err(io_error)?;
-    reader.seek(std::io::SeekFrom::Start(start)).await.map_err(io_error)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader.take(len)));
-    let mut res = Response::new(body);
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CONTENT_DISPOSITION, content_disposition(&file.name));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
-        h.insert(header::ETAG, v);
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        let end = start + len - 1;
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
-            h.insert(header::CONTENT_RANGE, v);
+    let content_type =
+        HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut res = range::respond(blob, size, &headers, content_type, content_disposition(&file.name))
+        .await
+        .map_err(io_error)?;
+    if res.status().is_success() {
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox; default-src 'none'"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
+            h.insert(header::ETAG, v);
         }
     }
     Ok(res)

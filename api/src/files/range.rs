@@ -1,5 +1,12 @@
 //! `Range: bytes=` (RFC 9110 §14): one range is served; several, or other units, are ignored
-//! (a full 200 is a valid answer to those).
+//! (a full 200 is a valid answer to those). [`respond`] serves a file that way.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::error::ApiError;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Range {
@@ -54,6 +61,49 @@ pub(crate) fn parse(header: &str, size: u64) -> Range {
         start,
         end: end.min(size - 1),
     }
+}
+
+/// Answers a download of `file` (`size` bytes long) as the `Range` in `headers` asks: 200 with
+/// the whole content, 206 with the one range, or 416. Sets the content type, length,
+/// disposition and range headers and `nosniff`; the caller may add more.
+pub(crate) async fn respond(
+    mut file: tokio::fs::File,
+    size: u64,
+    headers: &HeaderMap,
+    content_type: HeaderValue,
+    disposition: HeaderValue,
+) -> std::io::Result<Response> {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse(v, size));
+    let (status, start, len) = match range {
+        None | Some(Range::Ignore) => (StatusCode::OK, 0, size),
+        Some(Range::Bytes { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(Range::Unsatisfiable) => {
+            let mut res = ApiError::RangeNotSatisfiable.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(res);
+        }
+    };
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_DISPOSITION, disposition);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(res)
 }
 
 #[cfg(test)]

@@ -71,16 +71,25 @@ impl Change {
     }
 }
 
-/// Appends one `updated` change per field whose value differs (values as displayed text).
-pub(crate) fn diff(
-    changes: &mut Vec<Change>,
-    base: &Change,
-    field: &'static str,
-    old: Option<String>,
-    new: Option<String>,
-) {
-    if old != new {
-        changes.push(base.clone().field(field, old, new));
+/// The `updated` changes of one entity: one per field whose value differs (values as displayed
+/// text), each a copy of `base` with the field.
+pub(crate) struct Diff {
+    base: Change,
+    pub(crate) changes: Vec<Change>,
+}
+
+impl Diff {
+    pub(crate) fn new(base: Change) -> Self {
+        Self {
+            base,
+            changes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn field(&mut self, field: &'static str, old: Option<String>, new: Option<String>) {
+        if old != new {
+            self.changes.push(self.base.clone().field(field, old, new));
+        }
     }
 }
 
@@ -113,6 +122,11 @@ pub(crate) async fn record(
         .await?;
     }
     Ok(())
+}
+
+/// [`record`] on a connection of its own: for a change made outside a transaction.
+pub(crate) async fn record_on_pool(db: &Db, project_id: &str, actor: &str, changes: &[Change]) -> ApiResult<()> {
+    record(&mut *db.pool().acquire().await?, project_id, actor, changes).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -27,7 +27,7 @@ use crate::state::AppState;
 use crate::teams::{Role, member_role};
 use crate::time::from_ms;
 use crate::validate;
-use activity::{Change, diff, record};
+use activity::{Change, Diff, record};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -155,6 +155,16 @@ pub(crate) fn parse_date(raw: Option<String>) -> ApiResult<Option<NaiveDate>> {
         NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| ApiError::Internal(format!("bad date in database: {d}")))
     })
     .transpose()
+}
+
+/// What an update with `archived` stores as `archived_at` (ms), given the current one: archiving
+/// keeps the first time, `false` clears it, absent keeps it.
+pub(crate) fn archived_at(archived: Option<bool>, current: Option<DateTime<Utc>>, now: i64) -> Option<i64> {
+    match archived {
+        Some(true) => Some(current.map_or(now, |t| t.timestamp_millis())),
+        Some(false) => None,
+        None => current.map(|t| t.timestamp_millis()),
+    }
 }
 
 pub(crate) fn date_text(d: Option<NaiveDate>) -> Option<String> {
@@ -435,53 +445,18 @@ async fn update_project(
     let end_date = req.end_date.unwrap_or(current.end_date);
     check_dates(start_date, end_date)?;
     let now = now_ms();
-    let archived_at = match req.archived {
-        Some(true) => Some(current.archived_at.map_or(now, |t| t.timestamp_millis())),
-        Some(false) => None,
-        None => current.archived_at.map(|t| t.timestamp_millis()),
-    };
+    let archived_at = archived_at(req.archived, current.archived_at, now);
     let status = req.status.unwrap_or(current.status);
-    let base = Change::new("updated", "project", &project_id);
-    let mut changes = Vec::new();
-    diff(&mut changes, &base, "name", Some(current.name), Some(name.clone()));
-    diff(
-        &mut changes,
-        &base,
-        "description",
-        current.description,
-        description.clone(),
-    );
-    diff(&mut changes, &base, "key", Some(current.key), Some(key.clone()));
+    let mut diff = Diff::new(Change::new("updated", "project", &project_id));
+    diff.field("name", Some(current.name), Some(name.clone()));
+    diff.field("description", current.description, description.clone());
+    diff.field("key", Some(current.key), Some(key.clone()));
     let status_text = |s: ProjectStatus| Some(s.as_str().to_owned());
-    diff(
-        &mut changes,
-        &base,
-        "status",
-        status_text(current.status),
-        status_text(status),
-    );
-    diff(
-        &mut changes,
-        &base,
-        "start_date",
-        date_text(current.start_date),
-        date_text(start_date),
-    );
-    diff(
-        &mut changes,
-        &base,
-        "end_date",
-        date_text(current.end_date),
-        date_text(end_date),
-    );
+    diff.field("status", status_text(current.status), status_text(status));
+    diff.field("start_date", date_text(current.start_date), date_text(start_date));
+    diff.field("end_date", date_text(current.end_date), date_text(end_date));
     let archived = |a: bool| Some(a.to_string());
-    diff(
-        &mut changes,
-        &base,
-        "archived",
-        archived(current.archived),
-        archived(archived_at.is_some()),
-    );
+    diff.field("archived", archived(current.archived), archived(archived_at.is_some()));
     let mut tx = state.db.pool().begin().await?;
     sqlx::query(
         "UPDATE projects SET name = $1, description = $2, key_prefix = $3, status = $4, start_date = $5, \
@@ -502,7 +477,7 @@ async fn update_project(
         ApiError::Conflict { .. } => ApiError::conflict("key_taken", "another project of the team uses this key"),
         other => other,
     })?;
-    record(&mut tx, &project_id, &auth.user_id, &changes).await?;
+    record(&mut tx, &project_id, &auth.user_id, &diff.changes).await?;
     tx.commit().await?;
     let project = load_project(&state.db, &project_id, &auth.user_id).await?;
     publish(&state, &access.team_id, "project.updated", json!(project)).await?;

@@ -13,16 +13,14 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use convene_proto::recording::{MANIFEST, Manifest, MediaKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::FromRow;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -512,50 +510,27 @@ async fn download_file(
     if !listed {
         return Err(ApiError::NotFound("file"));
     }
-    let path = dir.join(&name);
-    let mut file = tokio::fs::File::open(&path)
+    let file = tokio::fs::File::open(dir.join(&name))
         .await
         .map_err(|_| ApiError::NotFound("file"))?;
     let size = file.metadata().await.map_err(io_error)?.len();
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| range::parse(v, size));
-    let (status, start, len) = match range {
-        None | Some(range::Range::Ignore) => (StatusCode::OK, 0, size),
-        Some(range::Range::Bytes { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(range::Range::Unsatisfiable) => {
-            let mut res = ApiError::RangeNotSatisfiable.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(res);
-        }
-    };
-    file.seek(std::io::SeekFrom::Start(start)).await.map_err(io_error)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
-    let mut res = Response::new(body);
-    *res.status_mut() = status;
     let content_type = match Path::new(&name).extension().and_then(|e| e.to_str()) {
         Some("ogg") => "audio/ogg",
         Some("webm") => "video/webm",
         _ => "application/json",
     };
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Names are track ids and fixed extensions: nothing to escape.
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
-    {
-        h.insert(header::CONTENT_RANGE, v);
-    }
-    Ok(res)
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    range::respond(
+        file,
+        size,
+        &headers,
+        HeaderValue::from_static(content_type),
+        disposition,
+    )
+    .await
+    .map_err(io_error)
 }
 
 fn io_error(e: std::io::Error) -> ApiError {

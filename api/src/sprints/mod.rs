@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
-use crate::projects::activity::{Change, diff, record};
+use crate::projects::activity::{Change, Diff, record, record_on_pool};
 use crate::projects::{self, Access, date_text, parse_date, text_enum};
 use crate::state::AppState;
 use crate::tasks;
@@ -234,13 +234,7 @@ async fn create_sprint(
     .execute(state.db.pool())
     .await?;
     let change = Change::new("created", "sprint", &id).field("name", None, Some(name.clone()));
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
+    record_on_pool(&state.db, &project_id, &auth.user_id, &[change]).await?;
     let sprint = load_sprint(&state.db, &id).await?;
     projects::publish(&state, &access.team_id, "sprint.created", json!(sprint)).await?;
     Ok((StatusCode::CREATED, AppJson(sprint)))
@@ -291,13 +285,12 @@ async fn update_sprint(
     let start = req.start_date.unwrap_or(current.start_date);
     let end = req.end_date.unwrap_or(current.end_date);
     check_dates(start, end)?;
-    let base = Change::new("updated", "sprint", &sprint_id);
-    let mut changes = Vec::new();
-    diff(&mut changes, &base, "name", Some(current.name), Some(name.clone()));
-    diff(&mut changes, &base, "goal", current.goal, goal.clone());
+    let mut diff = Diff::new(Change::new("updated", "sprint", &sprint_id));
+    diff.field("name", Some(current.name), Some(name.clone()));
+    diff.field("goal", current.goal, goal.clone());
     let day = |d: NaiveDate| date_text(Some(d));
-    diff(&mut changes, &base, "start_date", day(current.start_date), day(start));
-    diff(&mut changes, &base, "end_date", day(current.end_date), day(end));
+    diff.field("start_date", day(current.start_date), day(start));
+    diff.field("end_date", day(current.end_date), day(end));
     let mut tx = state.db.pool().begin().await?;
     sqlx::query(
         "UPDATE sprints SET name = $1, goal = $2, start_date = $3, end_date = $4, updated_at = $5 WHERE id = $6",
@@ -310,7 +303,7 @@ async fn update_sprint(
     .bind(&sprint_id)
     .execute(&mut *tx)
     .await?;
-    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
+    record(&mut tx, &current.project_id, &auth.user_id, &diff.changes).await?;
     tx.commit().await?;
     let sprint = load_sprint(&state.db, &sprint_id).await?;
     projects::publish(&state, &access.team_id, "sprint.updated", json!(sprint)).await?;
@@ -344,7 +337,7 @@ async fn delete_sprint(
         .execute(state.db.pool())
         .await?;
     let change = Change::new("deleted", "sprint", &sprint_id).field("name", Some(sprint.name.clone()), None);
-    record(&mut *state.db.pool().acquire().await?, project, actor, &[change]).await?;
+    record_on_pool(&state.db, project, actor, &[change]).await?;
     publish_tasks(&state, &access, &moved).await?;
     projects::publish(&state, &access.team_id, "sprint.deleted", json!({ "id": sprint_id })).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -535,13 +528,7 @@ async fn start_sprint(
         return Err(ApiError::conflict("not_planned", "only a planned sprint can start"));
     }
     let change = Change::new("started", "sprint", &sprint_id);
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &sprint.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
+    record_on_pool(&state.db, &sprint.project_id, &auth.user_id, &[change]).await?;
     record_snapshot(&state.db, &sprint_id).await?;
     let sprint = load_sprint(&state.db, &sprint_id).await?;
     projects::publish(&state, &access.team_id, "sprint.started", json!(sprint)).await?;
@@ -604,13 +591,7 @@ async fn complete_sprint(
         ));
     }
     let change = Change::new("completed", "sprint", &sprint_id);
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &sprint.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
+    record_on_pool(&state.db, &sprint.project_id, &auth.user_id, &[change]).await?;
     let moved = move_tasks(
         &state.db,
         &sprint.project_id,

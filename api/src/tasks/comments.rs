@@ -13,13 +13,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::task_access;
+use super::{Task, task_access};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
 use crate::pagination::{Page, PageQuery};
-use crate::projects;
-use crate::projects::activity::{Change, record};
+use crate::projects::activity::{Change, record_on_pool};
+use crate::projects::{self, Access};
 use crate::state::AppState;
 use crate::time::from_ms;
 use crate::validate;
@@ -187,24 +187,7 @@ async fn create_comment(
     .await?;
     let comment = load_comment(&state.db, &task_id, &id).await?;
     let change = Change::on_task("created", "comment", &id, &task_id).field("body", None, Some(text));
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &task.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
-    let what = format!("commented on {}", task.key);
-    projects::publish_task_change(
-        &state,
-        &access.team_id,
-        &task.project_id,
-        &auth.user_id,
-        "task.comment.created",
-        json!(comment),
-        &what,
-    )
-    .await?;
+    announce(&state, &task, &access, &auth, change, json!(comment)).await?;
     let mentioned_users: Vec<String> = mentioned
         .split(',')
         .filter(|u| !u.is_empty())
@@ -256,24 +239,7 @@ async fn update_comment(
         Some(current.body),
         Some(comment.body.clone()),
     );
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &task.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
-    let what = format!("edited a comment on {}", task.key);
-    projects::publish_task_change(
-        &state,
-        &access.team_id,
-        &task.project_id,
-        &auth.user_id,
-        "task.comment.updated",
-        json!(comment),
-        &what,
-    )
-    .await?;
+    announce(&state, &task, &access, &auth, change, json!(comment)).await?;
     Ok(AppJson(comment))
 }
 
@@ -300,25 +266,38 @@ async fn delete_comment(
         .await?;
     let data = json!({ "id": comment_id, "task_id": task_id });
     let change = Change::on_task("deleted", "comment", &comment_id, &task_id);
-    record(
-        &mut *state.db.pool().acquire().await?,
-        &task.project_id,
-        &auth.user_id,
-        &[change],
-    )
-    .await?;
-    let what = format!("deleted a comment on {}", task.key);
+    announce(&state, &task, &access, &auth, change, data).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records `change` (to a comment on `task`, by `auth`) in the activity feed and publishes it as
+/// `task.comment.<its verb>` with `data`, also to the project channel.
+async fn announce(
+    state: &AppState,
+    task: &Task,
+    access: &Access,
+    auth: &AuthUser,
+    change: Change,
+    data: serde_json::Value,
+) -> ApiResult<()> {
+    let kind = format!("task.comment.{}", change.verb);
+    let what = match change.verb {
+        "created" => "commented on",
+        "updated" => "edited a comment on",
+        _ => "deleted a comment on",
+    };
+    record_on_pool(&state.db, &task.project_id, &auth.user_id, &[change]).await?;
+    let what = format!("{what} {}", task.key);
     projects::publish_task_change(
-        &state,
+        state,
         &access.team_id,
         &task.project_id,
         &auth.user_id,
-        "task.comment.deleted",
+        &kind,
         data,
         &what,
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::{Task, task_access, touched};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AuthUser};
-use crate::projects::activity::{Change, diff, record};
+use crate::projects::activity::{Change, Diff, record};
 use crate::projects::text_enum;
 use crate::state::AppState;
 use crate::time::from_ms;
@@ -228,11 +228,10 @@ async fn update_subtask(
         None => current.title.clone(),
     };
     let done = req.done.map_or(current.done, i64::from);
-    let base = Change::on_task("updated", "subtask", &subtask_id, &task_id);
-    let mut changes = Vec::new();
-    diff(&mut changes, &base, "title", Some(current.title), Some(title.clone()));
+    let mut diff = Diff::new(Change::on_task("updated", "subtask", &subtask_id, &task_id));
+    diff.field("title", Some(current.title), Some(title.clone()));
     let flag = |d: i64| Some((d != 0).to_string());
-    diff(&mut changes, &base, "done", flag(current.done), flag(done));
+    diff.field("done", flag(current.done), flag(done));
     sqlx::query("UPDATE subtasks SET title = $1, done = $2, updated_at = $3 WHERE id = $4")
         .bind(&title)
         .bind(done)
@@ -240,7 +239,7 @@ async fn update_subtask(
         .bind(&subtask_id)
         .execute(state.db.pool())
         .await?;
-    touched(&state, &access, &auth.user_id, &task_id, &changes).await?;
+    touched(&state, &access, &auth.user_id, &task_id, &diff.changes).await?;
     Ok(AppJson(load_subtask(&state.db, &task_id, &subtask_id).await?))
 }
 

@@ -34,8 +34,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
 use crate::notifications::{self, NewNotification};
 use crate::pagination::Page;
-use crate::projects::activity::{self, Change, diff, record};
-use crate::projects::{self, Access, date_text, parse_date, text_enum};
+use crate::projects::activity::{self, Change, Diff, record};
+use crate::projects::{self, Access, archived_at, date_text, parse_date, text_enum};
 use crate::sprints;
 use crate::state::AppState;
 use crate::time::from_ms;
@@ -779,79 +779,26 @@ async fn update_task(
         None => None,
     };
     let now = now_ms();
-    let archived_at = match req.archived {
-        Some(true) => Some(current.archived_at.map_or(now, |t| t.timestamp_millis())),
-        Some(false) => None,
-        None => current.archived_at.map(|t| t.timestamp_millis()),
-    };
+    let archived_at = archived_at(req.archived, current.archived_at, now);
     let priority = req.priority.unwrap_or(current.priority);
-    let base = Change::on_task("updated", "task", &task_id, &task_id);
-    let mut changes = Vec::new();
-    diff(
-        &mut changes,
-        &base,
-        "title",
-        Some(current.title.clone()),
-        Some(title.clone()),
-    );
-    diff(
-        &mut changes,
-        &base,
-        "description",
-        current.description.clone(),
-        description.clone(),
-    );
+    let mut diff = Diff::new(Change::on_task("updated", "task", &task_id, &task_id));
+    diff.field("title", Some(current.title.clone()), Some(title.clone()));
+    diff.field("description", current.description.clone(), description.clone());
     let text = |p: Priority| Some(p.as_str().to_owned());
-    diff(&mut changes, &base, "priority", text(current.priority), text(priority));
-    diff(
-        &mut changes,
-        &base,
-        "start_date",
-        date_text(current.start_date),
-        date_text(start_date),
-    );
-    diff(
-        &mut changes,
-        &base,
-        "due_date",
-        date_text(current.due_date),
-        date_text(due_date),
-    );
+    diff.field("priority", text(current.priority), text(priority));
+    diff.field("start_date", date_text(current.start_date), date_text(start_date));
+    diff.field("due_date", date_text(current.due_date), date_text(due_date));
     let number = |e: Option<i64>| e.map(|e| e.to_string());
-    diff(
-        &mut changes,
-        &base,
-        "estimate",
-        number(current.estimate),
-        number(estimate),
-    );
-    diff(
-        &mut changes,
-        &base,
-        "sprint_id",
-        current.sprint_id.clone(),
-        sprint_id.clone(),
-    );
+    diff.field("estimate", number(current.estimate), number(estimate));
+    diff.field("sprint_id", current.sprint_id.clone(), sprint_id.clone());
     let flag = |a: bool| Some(a.to_string());
-    diff(
-        &mut changes,
-        &base,
-        "archived",
-        flag(current.archived),
-        flag(archived_at.is_some()),
-    );
+    diff.field("archived", flag(current.archived), flag(archived_at.is_some()));
     let list = |ids: &[String]| Some(ids.join(","));
     if let Some(a) = &assignees {
-        diff(
-            &mut changes,
-            &base,
-            "assignee_ids",
-            list(&current.assignee_ids),
-            list(a),
-        );
+        diff.field("assignee_ids", list(&current.assignee_ids), list(a));
     }
     if let Some(l) = &labels {
-        diff(&mut changes, &base, "label_ids", list(&current.label_ids), list(l));
+        diff.field("label_ids", list(&current.label_ids), list(l));
     }
     let mut tx = state.db.pool().begin().await?;
     let updated = sqlx::query(
@@ -877,13 +824,13 @@ async fn update_task(
         return Err(TaskError::Stale(Box::new(load_task(&state.db, &task_id).await?)));
     }
     replace_links(&mut tx, &task_id, assignees.as_deref(), labels.as_deref()).await?;
-    record(&mut tx, &current.project_id, &auth.user_id, &changes).await?;
+    record(&mut tx, &current.project_id, &auth.user_id, &diff.changes).await?;
     tx.commit().await?;
     let task = load_task(&state.db, &task_id).await?;
     for sprint in [&current.sprint_id, &task.sprint_id].into_iter().flatten() {
         sprints::record_snapshot(&state.db, sprint).await?;
     }
-    let fields: Vec<&str> = changes.iter().filter_map(|c| c.field).collect();
+    let fields: Vec<&str> = diff.changes.iter().filter_map(|c| c.field).collect();
     let what = if fields.is_empty() {
         format!("updated {}", task.key)
     } else {

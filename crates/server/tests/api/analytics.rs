@@ -1,18 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{core_team, error_code, spawn_app};
 
 #[tokio::test]
 async fn overviews_are_computed_from_the_source_data() {
     let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let guest = app.register("guest").await;
-    let eve = app.register("eve").await;
-    let team = app.team(&alice, "Core").await;
-    app.add(&alice, &team, &bob, "member").await;
-    app.add(&alice, &team, &guest, "guest").await;
+    let (team, [alice, bob, guest, eve]) = core_team(&app).await;
 
     let (_, s) = app
         .post(
@@ -235,32 +229,19 @@ fn member<'a>(overview: &'a serde_json::Value, user_id: &str) -> &'a serde_json:
 
 #[tokio::test]
 async fn team_overview_counts_meeting_minutes_from_real_attendance() {
-    use crate::meetings::{join, next_of, send, signal};
+    use crate::meetings::{in_room, meeting, next_of, send};
 
     let app = spawn_app().await;
-    let host = app.register("host").await;
-    let alice = app.register("alice").await;
+    let m = meeting(&app, "Sync").await;
+    let (host, alice, team, id, room) = (m.host, m.alice, m.team, m.id, m.room);
     let bob = app.register("bob").await;
-    let team = app.team(&host, "T").await;
-    app.add(&host, &team, &alice, "member").await;
     app.add(&host, &team, &bob, "member").await;
-    let (_, meeting) = app
-        .post(
-            "/api/v1/meetings",
-            Some(&host.access),
-            json!({ "title": "Sync", "team_id": team,
-                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
-        )
-        .await;
-    let room = meeting["room_id"].as_str().unwrap();
     // Bob watches the room's activity: it is published after the attendance is recorded.
     let mut bob_events = crate::chat::events(&app, &bob, "").await;
 
     let before = std::time::Instant::now();
-    let (_, host_join) = join(&app, room, &host).await;
-    let (_, alice_join) = join(&app, room, &alice).await;
-    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
-    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    let mut host_ws = in_room(&app, &room, &host).await;
+    let mut alice_ws = in_room(&app, &room, &alice).await;
     next_of(&mut host_ws, &["participant_joined"]).await;
     send(&mut alice_ws, json!({ "type": "leave", "id": "l" })).await;
     next_of(&mut host_ws, &["participant_left"]).await;
@@ -290,12 +271,7 @@ async fn team_overview_counts_meeting_minutes_from_real_attendance() {
     assert!((total - (h + a)).abs() < 1e-9, "{total} vs {h} + {a}");
 
     // The meeting's own report counts the same attendance.
-    let (status, report) = app
-        .get(
-            &format!("/api/v1/analytics/meetings/{}", meeting["id"].as_str().unwrap()),
-            &host.access,
-        )
-        .await;
+    let (status, report) = app.get(&format!("/api/v1/analytics/meetings/{id}"), &host.access).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let reported = report["participant_minutes"].as_f64().unwrap();
     assert!((total - reported).abs() < 1e-9, "{total} vs {reported}");

@@ -5,8 +5,7 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::chat::{Cast, cast};
-use crate::helpers::{Session, TestApp, error_code, session_from, spawn_app_with};
+use crate::helpers::{Session, TestApp, cast, error_code, session_from, spawn_app_with};
 
 const AGENT: &str = "audit-test/1.0 (a browser)";
 const PASSWORD: &str = "correct horse battery";
@@ -244,14 +243,8 @@ async fn deleted(app: &TestApp, who: &Session, path: &str) {
 async fn team_events_are_recorded_for_owners_and_admins() {
     let mut db = None;
     let app = spawn_app_with(|c| db = c.database_url.clone()).await;
-    let Cast {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
-    } = cast(&app).await;
+    let c = cast(&app).await;
+    let (team, owner, admin, member, guest, outsider) = (c.team, c.owner, c.admin, c.member, c.guest, c.outsider);
 
     // Who may read the log: owners and admins; members and guests 403; outsiders 404; no token 401.
     for (who, expected) in [

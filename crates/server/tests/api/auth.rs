@@ -37,8 +37,10 @@ async fn register_login_and_profile() {
             json!({ "login": "alice", "password": "wrong password" }),
         )
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), "invalid_credentials");
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
     let (status, _) = app
         .post(
             "/api/v1/auth/login",
@@ -74,13 +76,11 @@ async fn registration_validation_and_conflicts() {
     let (status, res) = app
         .post("/api/v1/auth/register", None, with("email", json!("Alice@Example.com")))
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&res), "email_taken");
+    assert_eq!((status, error_code(&res)), (StatusCode::CONFLICT, "email_taken"));
     let (status, res) = app
         .post("/api/v1/auth/register", None, with("username", json!("ALICE")))
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&res), "username_taken");
+    assert_eq!((status, error_code(&res)), (StatusCode::CONFLICT, "username_taken"));
 }
 
 #[tokio::test]
@@ -108,8 +108,10 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
             json!({ "refresh_token": alice.refresh }),
         )
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), "refresh_token_reused");
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "refresh_token_reused")
+    );
     let (status, _) = app
         .post(
             "/api/v1/auth/token/refresh",
@@ -123,8 +125,10 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
         "the rotated token belongs to the revoked family"
     );
     let (status, body) = app.get("/api/v1/auth/me", &rotated.access).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), "session_revoked");
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "session_revoked")
+    );
 
     // Other sessions of the same user are untouched.
     let (status, other) = app
@@ -184,14 +188,12 @@ async fn expired_and_foreign_access_tokens_are_refused() {
         .issue(&claims.sub, &claims.sid, now - 120)
         .unwrap();
     let (status, body) = app.get("/api/v1/auth/me", &expired).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), "token_expired");
+    assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "token_expired"));
     let forged = AccessTokens::new(&Secret::new("another secret"), 900)
         .issue(&claims.sub, &claims.sid, now)
         .unwrap();
     let (status, body) = app.get("/api/v1/auth/me", &forged).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), "invalid_token");
+    assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "invalid_token"));
 }
 
 #[tokio::test]
@@ -292,6 +294,8 @@ async fn failed_logins_are_rate_limited_per_ip() {
             json!({ "login": "carol", "password": "correct horse battery" }),
         )
         .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(error_code(&body), "rate_limited");
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
 }

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, cast, error_code, spawn_app, spawn_app_with};
 
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -27,13 +27,8 @@ async fn range(app: &TestApp, token: &str, from: &str, to: &str) -> Value {
 #[tokio::test]
 async fn events_crud_rsvp_and_authorization() {
     let app = spawn_app().await;
-    let owner = app.register("owner").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "T").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
+    let c = cast(&app).await;
+    let (team, owner, member, guest, outsider) = (c.team, c.owner, c.member, c.guest, c.outsider);
 
     let (status, event) = app
         .post(
@@ -164,18 +159,9 @@ async fn events_crud_rsvp_and_authorization() {
     );
 
     // Deleting: organizer or admin only.
-    assert_eq!(
-        app.delete(&format!("/api/v1/events/{id}"), &guest.access).await.0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        app.delete(&format!("/api/v1/events/{id}"), &member.access).await.0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&format!("/api/v1/events/{id}"), &member.access).await.0,
-        StatusCode::NOT_FOUND
-    );
+    let path = format!("/api/v1/events/{id}");
+    app.assert_deleted_only_by(&path, &[(&guest, StatusCode::FORBIDDEN)], &member, &member)
+        .await;
 }
 
 #[tokio::test]

@@ -4,62 +4,43 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{Session, TestApp, error_code, spawn_app};
+use crate::helpers::{Session, TestApp, cast, error_code, spawn_app};
 
 pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A team with one user of every role, plus an outsider.
-pub(crate) struct Cast {
-    pub(crate) team: String,
-    pub(crate) owner: Session,
-    pub(crate) admin: Session,
-    pub(crate) member: Session,
-    pub(crate) guest: Session,
-    pub(crate) outsider: Session,
-}
-
-pub(crate) async fn cast(app: &TestApp) -> Cast {
-    let owner = app.register("owner").await;
-    let admin = app.register("admin").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "Platform").await;
-    app.add(&owner, &team, &admin, "admin").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
-    Cast {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
-    }
+/// `POST /api/v1/chat/channels` as `by`.
+async fn create_channel(app: &TestApp, by: &Session, body: Value) -> (StatusCode, Value) {
+    app.post("/api/v1/chat/channels", Some(&by.access), body).await
 }
 
 /// Creates a team channel as `by` and returns its id.
 pub(crate) async fn channel(app: &TestApp, by: &Session, team: &str, name: &str, kind: &str) -> String {
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&by.access),
-            json!({ "kind": kind, "team_id": team, "name": name }),
-        )
-        .await;
+    let (status, body) = create_channel(app, by, json!({ "kind": kind, "team_id": team, "name": name })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// Adds `user` to `channel`, acting as `by`: the answer.
+async fn add_member(app: &TestApp, channel: &str, user: &Session, by: &Session) -> (StatusCode, Value) {
+    let body = json!({ "user_id": user.user_id });
+    app.post(
+        &format!("/api/v1/chat/channels/{channel}/members"),
+        Some(&by.access),
+        body,
+    )
+    .await
+}
+
+/// Adds `user` to `channel`, acting as `by`.
 pub(crate) async fn join(app: &TestApp, channel: &str, user: &Session, by: &Session) {
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/chat/channels/{channel}/members"),
-            Some(&by.access),
-            json!({ "user_id": user.user_id }),
-        )
-        .await;
+    let (status, body) = add_member(app, channel, user, by).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// The id of the direct-message channel of `from` with `to` (opened, or the one they have).
+pub(crate) async fn dm(app: &TestApp, from: &Session, to: &Session) -> String {
+    let (_, body) = create_channel(app, from, json!({ "kind": "dm", "members": [to.user_id] })).await;
+    body["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
 }
 
 /// Posts `body` as `by` and returns the message.
@@ -159,46 +140,22 @@ async fn channels_are_created_listed_changed_and_deleted_by_the_right_people() {
     }
 
     // Bad input.
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.guest.access),
-            json!({ "kind": "public", "team_id": c.team, "name": "mine" }),
-        )
-        .await;
+    let public = |name: &str| json!({ "kind": "public", "team_id": c.team, "name": name });
+    let (status, body) = create_channel(&app, &c.guest, public("mine")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "team_id": c.team, "name": "general" }),
-        )
-        .await;
+    let (status, body) = create_channel(&app, &c.member, public("general")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "name_taken"));
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "team_id": c.team, "name": " " }),
-        )
-        .await;
+    let (status, body) = create_channel(&app, &c.member, public(" ")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"]["fields"]["name"].is_string());
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "public", "name": "x" }),
-        )
-        .await;
+    let (status, body) = create_channel(&app, &c.member, json!({ "kind": "public", "name": "x" })).await;
     assert!(body["error"]["fields"]["team_id"].is_string(), "{status} {body}");
-    let (status, body) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "club", "team_id": c.team, "name": "x" }),
-        )
-        .await;
+    let (status, body) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "club", "team_id": c.team, "name": "x" }),
+    )
+    .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
@@ -241,21 +198,9 @@ async fn membership_join_add_leave_and_remove() {
 
     // Anyone who sees a public channel joins it; guests see only what they are added to.
     join(&app, &general, &c.admin, &c.admin).await;
-    let (status, _) = app
-        .post(
-            &members(&general),
-            Some(&c.guest.access),
-            json!({ "user_id": c.guest.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &general, &c.guest, &c.guest).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.admin.access),
-            json!({ "user_id": c.admin.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.admin, &c.admin).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -266,30 +211,12 @@ async fn membership_join_add_leave_and_remove() {
         .get(&format!("/api/v1/chat/channels/{secret}"), &c.guest.access)
         .await;
     assert_eq!((status, ch["is_member"].as_bool()), (StatusCode::OK, Some(true)));
-    let (status, body) = app
-        .post(
-            &members(&secret),
-            Some(&c.member.access),
-            json!({ "user_id": c.guest.user_id }),
-        )
-        .await;
+    let (status, body) = add_member(&app, &secret, &c.guest, &c.member).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "already_member"));
     // Guests do not add people; nobody adds outsiders.
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.guest.access),
-            json!({ "user_id": c.admin.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.admin, &c.guest).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app
-        .post(
-            &members(&secret),
-            Some(&c.member.access),
-            json!({ "user_id": c.outsider.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, &secret, &c.outsider, &c.member).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, list) = app.get(&members(&secret), &c.guest.access).await;
@@ -356,22 +283,15 @@ async fn direct_messages_are_found_again_and_private() {
         dm(&c.member, vec![&c.member.user_id]).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    let (status, _) = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id], "name": "x" }),
-        )
-        .await;
+    let (status, _) = create_channel(
+        &app,
+        &c.member,
+        json!({ "kind": "dm", "members": [c.admin.user_id], "name": "x" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let id = first["id"].as_str().unwrap();
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/chat/channels/{id}/members"),
-            Some(&c.member.access),
-            json!({ "user_id": c.owner.user_id }),
-        )
-        .await;
+    let (status, _) = add_member(&app, id, &c.owner, &c.member).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         app.delete(
@@ -778,17 +698,7 @@ async fn two_clients_see_each_others_messages_edits_and_deletes_in_order() {
 async fn resume_after_a_disconnect_delivers_missed_messages_once() {
     let app = spawn_app().await;
     let c = cast(&app).await;
-    let dm = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id] }),
-        )
-        .await
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dm = dm(&app, &c.member, &c.admin).await;
     let url = format!("ws://{}/ws/events?access_token={}", app.addr, c.admin.access);
     let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
     let epoch = next_json(&mut ws).await["epoch"].as_str().unwrap().to_owned();
@@ -860,14 +770,11 @@ async fn presence_follows_event_streams() {
     let app = spawn_app().await;
     let c = cast(&app).await;
     let mut watcher = events(&app, &c.member, "").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "idle" })),
-        )
-        .await;
+    let set_presence = |status: &str| {
+        let body = json!({ "status": status });
+        app.call(Method::PUT, "/api/v1/chat/presence", Some(&c.admin.access), Some(body))
+    };
+    let (status, body) = set_presence("idle").await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_connected"));
 
     let mut ws = events(&app, &c.admin, "").await;
@@ -876,14 +783,7 @@ async fn presence_follows_event_streams() {
         (on["data"]["user_id"].as_str(), on["data"]["status"].as_str()),
         (Some(c.admin.user_id.as_str()), Some("online"))
     );
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "idle" })),
-        )
-        .await;
+    let (status, _) = set_presence("idle").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         next_of(&mut watcher, "presence.changed").await["data"]["status"],
@@ -907,14 +807,7 @@ async fn presence_follows_event_streams() {
         next_of(&mut watcher, "presence.changed").await["data"]["status"],
         "offline"
     );
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            "/api/v1/chat/presence",
-            Some(&c.admin.access),
-            Some(json!({ "status": "away" })),
-        )
-        .await;
+    let (status, _) = set_presence("away").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 

@@ -3,7 +3,7 @@ use reqwest::header::{CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, core_team, error_code, spawn_app, spawn_app_with};
 
 pub(crate) async fn upload(app: &TestApp, token: &str, query: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let form = Form::new().part(
@@ -30,13 +30,7 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0
 #[tokio::test]
 async fn upload_list_download_delete() {
     let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let guest = app.register("guest").await;
-    let eve = app.register("eve").await;
-    let team = app.team(&alice, "Core").await;
-    app.add(&alice, &team, &bob, "member").await;
-    app.add(&alice, &team, &guest, "guest").await;
+    let (team, [alice, bob, guest, eve]) = core_team(&app).await;
     let p1 = crate::projects::create_project(&app, &alice, &team, "DOC").await["id"]
         .as_str()
         .unwrap()

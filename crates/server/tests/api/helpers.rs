@@ -171,6 +171,35 @@ impl TestApp {
         body["id"].as_str().expect("team id").to_owned()
     }
 
+    /// Deletes `path` as each of `refused` (answered with the status given), then as `by` (204);
+    /// after that, `reader` gets a 404 for it.
+    pub(crate) async fn assert_deleted_only_by(
+        &self,
+        path: &str,
+        refused: &[(&Session, StatusCode)],
+        by: &Session,
+        reader: &Session,
+    ) {
+        for (who, status) in refused {
+            assert_eq!(
+                self.delete(path, &who.access).await.0,
+                *status,
+                "{} deletes {path}",
+                who.username
+            );
+        }
+        assert_eq!(
+            self.delete(path, &by.access).await.0,
+            StatusCode::NO_CONTENT,
+            "delete {path}"
+        );
+        assert_eq!(
+            self.get(path, &reader.access).await.0,
+            StatusCode::NOT_FOUND,
+            "{path} after delete"
+        );
+    }
+
     /// Adds `user` to `team` with `role`, acting as `by`.
     pub(crate) async fn add(&self, by: &Session, team: &str, user: &Session, role: &str) {
         let (status, body) = self
@@ -182,6 +211,49 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+}
+
+/// A team with one user of every role, plus an outsider.
+pub(crate) struct Cast {
+    pub(crate) team: String,
+    pub(crate) owner: Session,
+    pub(crate) admin: Session,
+    pub(crate) member: Session,
+    pub(crate) guest: Session,
+    pub(crate) outsider: Session,
+}
+
+pub(crate) async fn cast(app: &TestApp) -> Cast {
+    let owner = app.register("owner").await;
+    let admin = app.register("admin").await;
+    let member = app.register("member").await;
+    let guest = app.register("guest").await;
+    let outsider = app.register("outsider").await;
+    let team = app.team(&owner, "Platform").await;
+    app.add(&owner, &team, &admin, "admin").await;
+    app.add(&owner, &team, &member, "member").await;
+    app.add(&owner, &team, &guest, "guest").await;
+    Cast {
+        team,
+        owner,
+        admin,
+        member,
+        guest,
+        outsider,
+    }
+}
+
+/// The team "Core" and `[alice, bob, guest, eve]`: alice owns it, bob is a member and guest a
+/// guest; eve is in no team.
+pub(crate) async fn core_team(app: &TestApp) -> (String, [Session; 4]) {
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let guest = app.register("guest").await;
+    let eve = app.register("eve").await;
+    let team = app.team(&alice, "Core").await;
+    app.add(&alice, &team, &bob, "member").await;
+    app.add(&alice, &team, &guest, "guest").await;
+    (team, [alice, bob, guest, eve])
 }
 
 pub(crate) fn session_from(body: &Value, username: &str) -> Session {

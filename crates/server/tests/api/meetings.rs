@@ -8,9 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::chat::Ws;
 use crate::helpers::{Session, TEST_SECRET, TestApp, error_code, spawn_app};
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next JSON message of `ws` with a `type` in `types`, skipping others.
 pub(crate) async fn next_of(ws: &mut Ws, types: &[&str]) -> Value {
@@ -48,6 +47,50 @@ pub(crate) async fn signal(app: &TestApp, token: &str) -> (Ws, Value) {
 pub(crate) async fn join(app: &TestApp, room: &str, user: &Session) -> (StatusCode, Value) {
     app.post(&format!("/api/v1/rooms/{room}/join"), Some(&user.access), json!({}))
         .await
+}
+
+/// Joins `room` as `user` (REST, then signaling with the grant); the signaling socket.
+pub(crate) async fn in_room(app: &TestApp, room: &str, user: &Session) -> Ws {
+    let (_, grant) = join(app, room, user).await;
+    signal(app, grant["token"].as_str().unwrap()).await.0
+}
+
+/// A host and alice, a member of the host's team, with a meeting of that team.
+pub(crate) struct Meeting {
+    pub(crate) host: Session,
+    pub(crate) alice: Session,
+    pub(crate) team: String,
+    pub(crate) id: String,
+    pub(crate) room: String,
+}
+
+/// Sets up a [`Meeting`] titled `title`, on 2026-07-01 from 14:00 to 15:00 UTC.
+pub(crate) async fn meeting(app: &TestApp, title: &str) -> Meeting {
+    let host = app.register("host").await;
+    let alice = app.register("alice").await;
+    let team = app.team(&host, "T").await;
+    app.add(&host, &team, &alice, "member").await;
+    let (_, meeting) = app
+        .post(
+            "/api/v1/meetings",
+            Some(&host.access),
+            json!({ "title": title, "team_id": team,
+                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
+        )
+        .await;
+    let id_of = |field: &str| {
+        meeting[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{meeting}"))
+            .to_owned()
+    };
+    Meeting {
+        id: id_of("id"),
+        room: id_of("room_id"),
+        host,
+        alice,
+        team,
+    }
 }
 
 fn is_admin(join: &Value) -> bool {
@@ -455,23 +498,9 @@ async fn publish_audio_with(ws: &mut Ws, talk: bool) -> Publisher {
 #[tokio::test]
 async fn a_host_force_mutes_a_published_track() {
     let app = spawn_app().await;
-    let host = app.register("host").await;
-    let alice = app.register("alice").await;
-    let team = app.team(&host, "T").await;
-    app.add(&host, &team, &alice, "member").await;
-    let (_, meeting) = app
-        .post(
-            "/api/v1/meetings",
-            Some(&host.access),
-            json!({ "title": "Sync", "team_id": team,
-                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
-        )
-        .await;
-    let room = meeting["room_id"].as_str().unwrap().to_owned();
-    let (_, host_join) = join(&app, &room, &host).await;
-    let (_, alice_join) = join(&app, &room, &alice).await;
-    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
-    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    let Meeting { host, alice, room, .. } = meeting(&app, "Sync").await;
+    let mut host_ws = in_room(&app, &room, &host).await;
+    let mut alice_ws = in_room(&app, &room, &alice).await;
 
     let _publisher = publish_audio(&mut alice_ws).await;
     let published = next_of(&mut host_ws, &["track_published"]).await;
@@ -505,27 +534,14 @@ async fn a_host_force_mutes_a_published_track() {
 #[tokio::test]
 async fn meeting_analytics_show_sessions_attendance_and_peak() {
     let app = spawn_app().await;
-    let host = app.register("host").await;
-    let alice = app.register("alice").await;
+    let Meeting {
+        host, alice, id, room, ..
+    } = meeting(&app, "Retro").await;
     let outsider = app.register("outsider").await;
-    let team = app.team(&host, "T").await;
-    app.add(&host, &team, &alice, "member").await;
-    let (_, meeting) = app
-        .post(
-            "/api/v1/meetings",
-            Some(&host.access),
-            json!({ "title": "Retro", "team_id": team,
-                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
-        )
-        .await;
-    let id = meeting["id"].as_str().unwrap();
-    let room = meeting["room_id"].as_str().unwrap();
     // Room activity reaches /ws/events after it is recorded.
     let mut activity = crate::chat::events(&app, &host, "").await;
-    let (_, host_join) = join(&app, room, &host).await;
-    let (_, alice_join) = join(&app, room, &alice).await;
-    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
-    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    let mut host_ws = in_room(&app, &room, &host).await;
+    let mut alice_ws = in_room(&app, &room, &alice).await;
     next_of(&mut host_ws, &["participant_joined"]).await;
     send(&mut alice_ws, json!({ "type": "leave", "id": "l" })).await;
     next_of(&mut host_ws, &["participant_left"]).await;
@@ -565,24 +581,11 @@ async fn meeting_analytics_show_sessions_attendance_and_peak() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_talker_is_announced_rated_and_summed_in_the_meeting_analytics() {
     let app = spawn_app().await;
-    let host = app.register("host").await;
-    let alice = app.register("alice").await;
-    let team = app.team(&host, "T").await;
-    app.add(&host, &team, &alice, "member").await;
-    let (_, meeting) = app
-        .post(
-            "/api/v1/meetings",
-            Some(&host.access),
-            json!({ "title": "Standup", "team_id": team,
-                    "starts_at": "2026-07-01T14:00:00Z", "ends_at": "2026-07-01T15:00:00Z" }),
-        )
-        .await;
-    let id = meeting["id"].as_str().unwrap();
-    let room = meeting["room_id"].as_str().unwrap();
-    let (_, host_join) = join(&app, room, &host).await;
-    let (_, alice_join) = join(&app, room, &alice).await;
-    let (mut host_ws, _) = signal(&app, host_join["token"].as_str().unwrap()).await;
-    let (mut alice_ws, _) = signal(&app, alice_join["token"].as_str().unwrap()).await;
+    let Meeting {
+        host, alice, id, room, ..
+    } = meeting(&app, "Standup").await;
+    let mut host_ws = in_room(&app, &room, &host).await;
+    let mut alice_ws = in_room(&app, &room, &alice).await;
     let publisher = publish_audio_with(&mut alice_ws, true).await;
 
     // Alice talks at -20 dBov: the host hears she speaks, and how her connection is.

@@ -1,18 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{core_team, error_code, spawn_app};
 
 #[tokio::test]
 async fn notes_with_history_and_roles() {
     let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let guest = app.register("guest").await;
-    let eve = app.register("eve").await;
-    let team = app.team(&alice, "Core").await;
-    app.add(&alice, &team, &bob, "member").await;
-    app.add(&alice, &team, &guest, "guest").await;
+    let (team, [alice, bob, guest, eve]) = core_team(&app).await;
 
     let (status, n) = app
         .post(

@@ -1,8 +1,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::chat::{Binary, cast, channel, events, join, next_of, say};
-use crate::helpers::{error_code, spawn_app};
+use crate::chat::{Binary, channel, dm, events, join, next_of, say};
+use crate::helpers::{cast, error_code, spawn_app};
 
 #[tokio::test]
 async fn mentions_and_direct_messages_notify_live_and_are_marked_read() {
@@ -25,17 +25,7 @@ async fn mentions_and_direct_messages_notify_live_and_are_marked_read() {
         (Some("info"), Some(false))
     );
 
-    let dm = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id] }),
-        )
-        .await
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dm = dm(&app, &c.member, &c.admin).await;
     say(&app, &dm, &c.member, "a private word").await;
     let pushed = next_of(&mut ws, "notification.created").await;
     assert_eq!(pushed["data"]["reason"], "dm");
@@ -256,17 +246,7 @@ async fn offline_users_get_mentions_and_dms_in_email_digests() {
     let mut ws = events(&app, &c.admin, "").await;
     say(&app, &general, &c.member, "@admin first online").await;
     say(&app, &general, &c.member, "@admin second online").await;
-    let dm = app
-        .post(
-            "/api/v1/chat/channels",
-            Some(&c.member.access),
-            json!({ "kind": "dm", "members": [c.admin.user_id] }),
-        )
-        .await
-        .1["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dm = dm(&app, &c.member, &c.admin).await;
     say(&app, &dm, &c.member, "just between us").await;
     let (_, unread) = app.get("/api/v1/notifications?unread=true", &c.admin.access).await;
     let first = unread["items"]

@@ -1,36 +1,32 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Session, TestApp, error_code, spawn_app};
+use crate::helpers::{Cast, Session, TestApp, cast, error_code, spawn_app};
 
-/// A team with one user of every role, plus an outsider, and a project with its board.
+/// A [`Cast`] (its team and people read through the crew) and a project of its team with its
+/// board.
 pub(crate) struct Crew {
-    pub(crate) team: String,
-    pub(crate) owner: Session,
-    pub(crate) admin: Session,
-    pub(crate) member: Session,
-    pub(crate) guest: Session,
-    pub(crate) outsider: Session,
+    cast: Cast,
     pub(crate) project: String,
     pub(crate) board: String,
     /// Backlog, To do, In progress, Done.
     pub(crate) columns: Vec<String>,
 }
 
+impl std::ops::Deref for Crew {
+    type Target = Cast;
+
+    fn deref(&self) -> &Cast {
+        &self.cast
+    }
+}
+
 pub(crate) async fn crew(app: &TestApp) -> Crew {
-    let owner = app.register("owner").await;
-    let admin = app.register("admin").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "Platform").await;
-    app.add(&owner, &team, &admin, "admin").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
-    let project = create_project(app, &owner, &team, "WEB").await;
+    let cast = cast(app).await;
+    let project = create_project(app, &cast.owner, &cast.team, "WEB").await;
     let project_id = project["id"].as_str().unwrap().to_owned();
     let board = project["default_board_id"].as_str().unwrap().to_owned();
-    let (status, view) = app.get(&format!("/api/v1/boards/{board}"), &owner.access).await;
+    let (status, view) = app.get(&format!("/api/v1/boards/{board}"), &cast.owner.access).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     let columns = view["columns"]
         .as_array()
@@ -39,12 +35,7 @@ pub(crate) async fn crew(app: &TestApp) -> Crew {
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect();
     Crew {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
+        cast,
         project: project_id,
         board,
         columns,

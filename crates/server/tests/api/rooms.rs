@@ -2,18 +2,13 @@ use convene_auth::{JoinTokens, PublishSource, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TEST_SECRET, error_code, spawn_app};
+use crate::helpers::{TEST_SECRET, cast, error_code, spawn_app};
 
 #[tokio::test]
 async fn rooms_lifecycle_and_join_tokens() {
     let app = spawn_app().await;
-    let owner = app.register("owner").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "T").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
+    let c = cast(&app).await;
+    let (team, owner, member, guest, outsider) = (c.team, c.owner, c.member, c.guest, c.outsider);
 
     let (status, room) = app
         .post(
@@ -125,21 +120,11 @@ async fn rooms_lifecycle_and_join_tokens() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // Deleting: hosts only.
-    let (status, body) = app.delete(&format!("/api/v1/rooms/{id}"), &guest.access).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&body), "forbidden");
-    assert_eq!(
-        app.delete(&format!("/api/v1/rooms/{id}"), &outsider.access).await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.delete(&format!("/api/v1/rooms/{id}"), &owner.access).await.0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&format!("/api/v1/rooms/{id}"), &member.access).await.0,
-        StatusCode::NOT_FOUND
-    );
+    let path = format!("/api/v1/rooms/{id}");
+    let (status, body) = app.delete(&path, &guest.access).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    app.assert_deleted_only_by(&path, &[(&outsider, StatusCode::NOT_FOUND)], &owner, &member)
+        .await;
 }
 
 #[tokio::test]

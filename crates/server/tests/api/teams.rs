@@ -1,37 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Session, TestApp, error_code, spawn_app, spawn_app_with};
-
-/// A team with one user of every role, plus an outsider.
-struct Cast {
-    team: String,
-    owner: Session,
-    admin: Session,
-    member: Session,
-    guest: Session,
-    outsider: Session,
-}
-
-async fn cast(app: &TestApp) -> Cast {
-    let owner = app.register("owner").await;
-    let admin = app.register("admin").await;
-    let member = app.register("member").await;
-    let guest = app.register("guest").await;
-    let outsider = app.register("outsider").await;
-    let team = app.team(&owner, "Platform").await;
-    app.add(&owner, &team, &admin, "admin").await;
-    app.add(&owner, &team, &member, "member").await;
-    app.add(&owner, &team, &guest, "guest").await;
-    Cast {
-        team,
-        owner,
-        admin,
-        member,
-        guest,
-        outsider,
-    }
-}
+use crate::helpers::{cast, error_code, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn create_list_get_update_delete() {
