@@ -7,6 +7,9 @@
 //! - A WHEP viewer joins with only a subscriber connection built from its own offer: its
 //!   receiving m-lines carry the room's tracks (or only `?participant=ID`'s).
 //!
+//! Browser clients on other origins may use both (CORS: any origin, since the bearer token and
+//! not a cookie authorizes; `Location`, `Link` and `WWW-Authenticate` readable).
+//!
 //! Both are authorized by the room's join token as a bearer token (RFC 9725 §4.5). The session
 //! URL holds 256 random bits and is the capability to end the session, so a client can still end
 //! it after its join token expired. The server is ICE-lite and learns client addresses from
@@ -21,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use convene_api::extract::{AppPath, AppQuery};
@@ -30,6 +33,7 @@ use convene_proto::{ErrorBody, ErrorDetail, IceServer};
 use convene_sfu::{ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, RoomId, SfuError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::Signaling;
 use crate::ws::grants;
@@ -79,18 +83,32 @@ pub(crate) fn router(signaling: Arc<Signaling>) -> Router {
         signaling,
         sessions: Mutex::new(HashMap::new()),
     });
+    // OPTIONS has handlers of its own so that the CORS layer (which answers preflights before
+    // them) wraps it: the app's method-not-allowed fallback is outside this router's layers.
+    let options = |allow: &'static str| move || async move { (StatusCode::NO_CONTENT, [(ALLOW, allow)]) };
     Router::new()
-        .route("/whip/{room}", post(whip))
+        .route("/whip/{room}", post(whip).options(options("POST, OPTIONS")))
         .route(
             "/whip/{room}/{session}",
-            axum::routing::delete(end_whip).patch(no_trickle),
+            axum::routing::delete(end_whip)
+                .patch(no_trickle)
+                .options(options("DELETE, PATCH, OPTIONS")),
         )
-        .route("/whep/{room}", post(whep))
+        .route("/whep/{room}", post(whep).options(options("POST, OPTIONS")))
         .route(
             "/whep/{room}/{session}",
-            axum::routing::delete(end_whep).patch(no_trickle),
+            axum::routing::delete(end_whep)
+                .patch(no_trickle)
+                .options(options("DELETE, PATCH, OPTIONS")),
         )
         .layer(DefaultBodyLimit::max(MAX_SDP))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+                .expose_headers([LOCATION, LINK, WWW_AUTHENTICATE]),
+        )
         .with_state(endpoints)
 }
 

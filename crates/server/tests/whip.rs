@@ -528,6 +528,59 @@ async fn bad_requests_get_errors_and_leave_the_room_alone() {
     assert_eq!(live["live"]["participants"].as_array().unwrap().len(), 1, "{live}");
 }
 
+/// A browser player on another origin: its CORS preflight is answered for POST with a bearer
+/// token and an SDP body, and the answers (an error here) and their session headers are readable.
+#[tokio::test]
+async fn players_on_other_origins_get_cors_answers() {
+    let app = spawn_app().await;
+    let (room, _, users) = rooms(&app, &["ada"]).await;
+    let token = join_token(&app, &room, &users[0]).await;
+    let origin = "https://player.example";
+    for kind in ["whip", "whep"] {
+        let path = format!("/{kind}/{room}");
+        let res = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url(&path))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{kind} preflight");
+        let header = |res: &reqwest::Response, name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        assert_eq!(header(&res, "access-control-allow-origin"), "*");
+        assert!(header(&res, "access-control-allow-methods").contains("post"), "{kind}");
+        let allowed = header(&res, "access-control-allow-headers");
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+        // The request itself: not an SDP offer, so 400, readable cross-origin.
+        let res = app
+            .client
+            .post(app.url(&path))
+            .header("origin", origin)
+            .header("content-type", "application/sdp")
+            .bearer_auth(&token)
+            .body("not sdp")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{kind}");
+        assert_eq!(header(&res, "access-control-allow-origin"), "*");
+        let exposed = header(&res, "access-control-expose-headers");
+        for name in ["location", "link", "www-authenticate"] {
+            assert!(exposed.contains(name), "{kind}: {exposed}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whip_client_that_stops_without_delete_is_ended() {
     let app = spawn_app().await;
