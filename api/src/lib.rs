@@ -43,6 +43,11 @@ pub use jobs::spawn_runner as spawn_job_runner;
 pub use notifications::{Mailer, MailerError, spawn_digests};
 pub use state::{ApiConfig, AppState};
 
+/// Routes (method, route template) whose request body may take longer than
+/// `ApiConfig::request_timeout`: file uploads, whose size and the client's link decide; each of
+/// their chunks must arrive within it instead.
+pub const LONG_BODY_ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/files/upload")];
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Convene API", description = "REST API of the Convene collaboration server."),

@@ -35,6 +35,9 @@ pub struct ApiConfig {
     pub max_upload_size: u64,
     /// Bytes of files one team may store.
     pub team_storage_quota: u64,
+    /// How long a request may take; an upload's body may take longer, but no chunk may take this
+    /// long to arrive.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone)]

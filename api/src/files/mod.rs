@@ -202,8 +202,12 @@ async fn upload_file(
     }
     let mut multipart = multipart
         .map_err(|_| ApiError::UnsupportedMediaType("expected `Content-Type: multipart/form-data`".to_owned()))?;
+    // No overall limit on the body (the global request timeout skips this route,
+    // `LONG_BODY_ROUTES`), but a stalled client is cut off.
+    let stall = state.config.request_timeout;
     let mut field = loop {
-        match multipart.next_field().await.map_err(multipart_error)? {
+        let next = tokio::time::timeout(stall, multipart.next_field()).await;
+        match next.map_err(|_| ApiError::RequestTimeout)?.map_err(multipart_error)? {
             Some(f) if f.name() == Some("file") => break f,
             Some(_) => {}
             None => return Err(ApiError::field("file", "required")),
@@ -222,7 +226,11 @@ async fn upload_file(
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
     let mut size: u64 = 0;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = tokio::time::timeout(stall, field.chunk())
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+        .map_err(multipart_error)?
+    {
         size += chunk.len() as u64;
         if size > limit {
             return Err(ApiError::PayloadTooLarge);

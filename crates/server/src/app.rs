@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router, middleware};
@@ -19,7 +21,6 @@ use convene_signaling::{Signaling, SignalingConfig};
 use convene_turn::{LocalAddrs, TurnConfig, TurnServer};
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -82,6 +83,7 @@ impl App {
             data_dir: config.data_dir.clone(),
             max_upload_size: config.max_upload_size,
             team_storage_quota: config.team_storage_quota,
+            request_timeout: config.request_timeout,
         };
         let mut state = AppState::new(db.clone(), &secret, api_config);
         // Recordings the previous process did not finish were cut short (crash, kill -9).
@@ -246,11 +248,26 @@ fn routes(state: AppState, metrics: Arc<Metrics>, media: Router) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+        .layer(middleware::from_fn_with_state(
+            state.config.request_timeout,
+            request_timeout,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// Every request but those in `LONG_BODY_ROUTES` gets `timeout`, body included: 408 with the REST
+/// error body beyond.
+async fn request_timeout(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let long = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|route| convene_api::LONG_BODY_ROUTES.contains(&(req.method().as_str(), route.as_str())));
+    if long {
+        return next.run(req).await;
+    }
+    tokio::time::timeout(timeout, next.run(req))
+        .await
+        .unwrap_or_else(|_| ApiError::RequestTimeout.into_response())
 }
 
 /// Starts the embedded relay and describes it for clients: STUN and TURN (UDP, TCP, and TLS

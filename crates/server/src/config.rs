@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// Bytes of files one team may store.
     #[arg(long, env = "CONVENE_TEAM_STORAGE_QUOTA", global = true)]
     pub team_storage_quota: Option<u64>,
+    /// Seconds a REST request may take, body included (408 beyond); a file upload's body may
+    /// take longer but must not stall for this long.
+    #[arg(long, env = "CONVENE_REQUEST_TIMEOUT", global = true)]
+    pub request_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -204,6 +208,7 @@ pub struct Config {
     pub webhook_allowed_ips: Vec<IpAddr>,
     pub max_upload_size: u64,
     pub team_storage_quota: u64,
+    pub request_timeout: Duration,
 }
 
 /// The embedded relay's settings; `None` in [`Config`] when it is off.
@@ -283,6 +288,7 @@ impl Default for Config {
             webhook_allowed_ips: Vec::new(),
             max_upload_size: 100 * 1024 * 1024,
             team_storage_quota: 10 * 1024 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -330,6 +336,7 @@ impl ServeArgs {
             webhook_allow_ips: self.webhook_allow_ips.or(lower.webhook_allow_ips),
             max_upload_size: self.max_upload_size.or(lower.max_upload_size),
             team_storage_quota: self.team_storage_quota.or(lower.team_storage_quota),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
         }
     }
 
@@ -403,6 +410,10 @@ impl ServeArgs {
             webhook_allowed_ips: merged.webhook_allow_ips.unwrap_or_default(),
             max_upload_size: merged.max_upload_size.unwrap_or(d.max_upload_size),
             team_storage_quota: merged.team_storage_quota.unwrap_or(d.team_storage_quota),
+            request_timeout: merged
+                .request_timeout
+                .filter(|s| *s > 0)
+                .map_or(d.request_timeout, Duration::from_secs),
         })
     }
 }

@@ -231,3 +231,74 @@ async fn size_limit_and_quota() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 0);
 }
+
+/// Sends `head` and then `parts` of a body over a raw connection, `gap` apart (a slow client),
+/// and reads the whole response: (status, JSON body or `Null`).
+async fn slow_request(app: &TestApp, head: String, parts: &[Vec<u8>], gap: std::time::Duration) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for part in parts {
+        tokio::time::sleep(gap).await;
+        conn.write_all(part).await.unwrap();
+    }
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn uploads_may_outlast_the_request_timeout_but_not_stall() {
+    let timeout = std::time::Duration::from_millis(800);
+    let app = spawn_app_with(|c| c.request_timeout = timeout).await;
+    let alice = app.register("alice").await;
+    let team = app.team(&alice, "Core").await;
+    let head = |path: &str, content_type: &str, len: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {len}\r\nConnection: close\r\n\r\n",
+            app.addr, alice.access
+        )
+    };
+    // A JSON request whose body never completes: 408 with the error body once the timeout passed.
+    let (status, body) = slow_request(
+        &app,
+        head("/api/v1/teams", "application/json", 100),
+        &[b"{".to_vec()],
+        timeout / 8,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (408, "request_timeout"));
+
+    // An upload sent in 5 parts over 5 x 300 ms (twice the timeout), never idle that long: stored.
+    let boundary = "convene-slow-upload";
+    let content = vec![42u8; 5000];
+    let mut multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    multipart.extend_from_slice(&content);
+    multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let parts: Vec<Vec<u8>> = multipart
+        .chunks(multipart.len().div_ceil(5))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let path = format!("/api/v1/files/upload?team_id={team}");
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let gap = std::time::Duration::from_millis(300);
+    let (status, file) = slow_request(&app, head(&path, &content_type, multipart.len()), &parts, gap).await;
+    assert_eq!(status, 201, "{file}");
+    assert_eq!(file["size"], 5000);
+
+    // An upload that stalls longer than the timeout: 408, and nothing stored.
+    let (status, body) = slow_request(&app, head(&path, &content_type, multipart.len()), &parts[..2], gap).await;
+    assert_eq!((status, error_code(&body)), (408, "request_timeout"));
+    let (_, usage) = app
+        .get(&format!("/api/v1/files/usage?team_id={team}"), &alice.access)
+        .await;
+    assert_eq!(usage["used_bytes"], 5000);
+}
