@@ -136,7 +136,9 @@ pub struct Joined {
 }
 
 struct Peer {
-    rtc: Rtc,
+    /// Boxed: an `Rtc` is ~5 KB, and the peers' table holds up to twice as many slots as peers
+    /// (and both tables while it grows); boxed, a slot is small.
+    rtc: Box<Rtc>,
     owner: ParticipantKey,
     target: PeerTarget,
     timeout: Instant,
@@ -1171,7 +1173,7 @@ impl Engine {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.demux.insert(ufrag, pk);
         let mut peer = Peer {
-            rtc,
+            rtc: Box::new(rtc),
             owner,
             target,
             timeout: self.now,

@@ -16,7 +16,9 @@ pub(crate) const SOCKET_QUEUE: usize = 256;
 
 #[derive(Default)]
 struct Attachment {
-    socket: Option<(u64, mpsc::Sender<ServerMessage>)>,
+    /// Boxed messages: a channel allocates its first 32 slots up front, which for the message
+    /// itself (~160 B) was the largest part of an idle session.
+    socket: Option<(u64, mpsc::Sender<Box<ServerMessage>>)>,
     generation: u64,
     held: VecDeque<ServerMessage>,
     ended: bool,
@@ -45,7 +47,7 @@ pub(crate) struct Session {
 pub(crate) struct Attached {
     pub(crate) generation: u64,
     pub(crate) held: Vec<ServerMessage>,
-    pub(crate) live: mpsc::Receiver<ServerMessage>,
+    pub(crate) live: mpsc::Receiver<Box<ServerMessage>>,
 }
 
 impl Session {
@@ -122,13 +124,13 @@ impl Session {
     fn deliver(&self, message: ServerMessage) -> bool {
         let mut a = self.lock();
         if let Some((_, tx)) = &a.socket {
-            match tx.try_send(message) {
+            match tx.try_send(Box::new(message)) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
                     // Too slow or gone: dropping the sender closes the socket's queue, so the
                     // socket closes and its client resumes with what is held.
                     a.socket = None;
-                    a.held.push_back(m);
+                    a.held.push_back(*m);
                 }
             }
         } else {

@@ -330,7 +330,7 @@ async fn serve(signaling: &Arc<Signaling>, session: &Arc<Session>, attached: Att
             }
             message = live.recv() => match message {
                 Some(message) => {
-                    let removed = matches!(message, ServerMessage::Removed { .. });
+                    let removed = matches!(*message, ServerMessage::Removed { .. });
                     if !send(&mut socket, &message).await {
                         break;
                     }
