@@ -57,7 +57,7 @@ async fn join(State(app): State<App>, Path(name): Path<String>) -> Response {
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             println!("[{name}] {event:?}");
-            if let ParticipantEvent::SubscriberOffer { sdp, .. } = event {
+            if let ParticipantEvent::SubscriberOffer { sdp, .. } = *event {
                 let _ = tx.send(sdp);
             }
         }

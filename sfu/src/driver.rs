@@ -23,7 +23,7 @@ use crate::engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 use crate::error::SfuError;
 use crate::record::RecordOutput;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId,
+    Events, ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId,
     TrackSettings, TrackSource,
 };
 
@@ -79,7 +79,7 @@ type Request = Box<dyn FnOnce(&mut Worker, Instant) + Send>;
 /// One worker's engine plus what only the driver knows: event senders and the socket's address.
 struct Worker {
     engine: Engine,
-    events: HashMap<ParticipantKey, mpsc::Sender<ParticipantEvent>>,
+    events: HashMap<ParticipantKey, mpsc::Sender<Box<ParticipantEvent>>>,
     local: SocketAddr,
     candidates: Vec<SocketAddr>,
     tcp_candidates: Vec<SocketAddr>,
@@ -168,7 +168,7 @@ impl Worker {
                 EngineOutput::Event { to, event } => {
                     let last = matches!(event, ParticipantEvent::Removed { .. });
                     if let Some(tx) = self.events.get(&to)
-                        && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event)
+                        && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Box::new(event))
                     {
                         stuck.push(to);
                     }
@@ -484,7 +484,7 @@ impl Sfu {
         room: RoomId,
         participant: ParticipantId,
         info: ParticipantInfo,
-    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, RoomSnapshot), SfuError> {
+    ) -> Result<(ParticipantHandle, Events, RoomSnapshot), SfuError> {
         let (r, p) = (room.clone(), participant.clone());
         let (handle, events, (joined, ())) = self
             .admit(room, participant, move |engine, now| {
@@ -502,7 +502,7 @@ impl Sfu {
         participant: ParticipantId,
         info: ParticipantInfo,
         offer: String,
-    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, String), SfuError> {
+    ) -> Result<(ParticipantHandle, Events, String), SfuError> {
         let (r, p) = (room.clone(), participant.clone());
         let (handle, events, (_, answer)) = self
             .admit(room, participant, move |engine, now| {
@@ -522,7 +522,7 @@ impl Sfu {
         info: ParticipantInfo,
         offer: String,
         from: Option<ParticipantId>,
-    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, String), SfuError> {
+    ) -> Result<(ParticipantHandle, Events, String), SfuError> {
         let (r, p) = (room.clone(), participant.clone());
         let (handle, events, (_, answer)) = self
             .admit(room, participant, move |engine, now| {
@@ -538,7 +538,7 @@ impl Sfu {
         room: RoomId,
         participant: ParticipantId,
         join: impl FnOnce(&mut Engine, Instant) -> Result<(Joined, T), SfuError> + Send + 'static,
-    ) -> Result<(ParticipantHandle, mpsc::Receiver<ParticipantEvent>, (Joined, T)), SfuError> {
+    ) -> Result<(ParticipantHandle, Events, (Joined, T)), SfuError> {
         let worker = self.worker_for(&room);
         let requests = self.inner.workers[worker].requests.clone();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

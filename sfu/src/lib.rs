@@ -29,7 +29,7 @@ pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined,
 pub use error::SfuError;
 pub use record::RecordOutput;
 pub use types::{
-    ActiveSpeaker, ConnectionQuality, Grants, LayerQuality, ParticipantEvent, ParticipantId, ParticipantInfo,
+    ActiveSpeaker, ConnectionQuality, Events, Grants, LayerQuality, ParticipantEvent, ParticipantId, ParticipantInfo,
     ParticipantSnapshot, PeerTarget, Quality, QualityReport, RoomId, RoomSnapshot, SfuStats, SubscribedTrack, TrackId,
     TrackInfo, TrackKind, TrackSettings, TrackSource,
 };

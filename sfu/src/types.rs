@@ -445,6 +445,10 @@ pub enum ParticipantEvent {
     },
 }
 
+/// A participant's events. Boxed: a channel allocates its first 32 slots up front, which for the
+/// event itself was a large part of an idle participant.
+pub type Events = tokio::sync::mpsc::Receiver<Box<ParticipantEvent>>;
+
 /// Counters for `/metrics`, summed over workers by `Sfu::stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SfuStats {

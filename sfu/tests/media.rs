@@ -64,6 +64,7 @@ impl Subscriber {
         let h = handle.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                let event = *event;
                 if let ParticipantEvent::SubscriberOffer { sdp, tracks } = &event {
                     let answer = client.answer(sdp.clone()).await.unwrap();
                     h.subscriber_answer(answer).await.unwrap();
@@ -118,7 +119,7 @@ impl Subscriber {
 
 struct Publisher {
     handle: ParticipantHandle,
-    events: mpsc::Receiver<ParticipantEvent>,
+    events: convene_sfu::Events,
     client: Client,
     audio: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     video: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,

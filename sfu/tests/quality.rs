@@ -99,7 +99,7 @@ impl LossyRelay {
 /// optionally through a relay.
 struct Publisher {
     _handle: ParticipantHandle,
-    events: mpsc::Receiver<ParticipantEvent>,
+    events: convene_sfu::Events,
     client: Client,
     audio: Arc<TrackLocalStaticRTP>,
     video: Arc<TrackLocalStaticRTP>,
@@ -223,6 +223,7 @@ impl Subscriber {
         tokio::spawn(async move {
             let _keep = _remote;
             while let Some(event) = events.recv().await {
+                let event = *event;
                 if let ParticipantEvent::SubscriberOffer { sdp, .. } = &event {
                     let offer = match &relay {
                         Some(r) => r.rewrite(sdp, sfu_addr),

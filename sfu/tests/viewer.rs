@@ -273,7 +273,7 @@ async fn refused_offers_leave_no_participant_behind() {
     assert_eq!(snapshot.participants.len(), 1);
     // The watcher heard of nobody: its stream holds only its own subscriber offer.
     while let Ok(event) = events.try_recv() {
-        assert!(matches!(event, ParticipantEvent::SubscriberOffer { .. }), "{event:?}");
+        assert!(matches!(*event, ParticipantEvent::SubscriberOffer { .. }), "{event:?}");
     }
     sfu.shutdown().await;
 }

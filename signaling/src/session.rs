@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
 use convene_proto::signal::{Me, ServerMessage};
-use convene_sfu::{ParticipantEvent, ParticipantHandle};
+use convene_sfu::{Events, ParticipantEvent, ParticipantHandle};
 use tokio::sync::mpsc;
 
 use crate::{Signaling, convert};
@@ -54,7 +54,7 @@ impl Session {
     pub(crate) fn start(
         signaling: &Arc<Signaling>,
         handle: ParticipantHandle,
-        events: mpsc::Receiver<ParticipantEvent>,
+        events: Events,
         me: Me,
         standing: Standing,
         room: String,
@@ -172,8 +172,9 @@ impl Session {
 }
 
 /// Forwards the SFU's events for this participant to whichever socket is attached.
-async fn pump(session: Arc<Session>, mut events: mpsc::Receiver<ParticipantEvent>) {
+async fn pump(session: Arc<Session>, mut events: Events) {
     while let Some(event) = events.recv().await {
+        let event = *event;
         let removed = matches!(event, ParticipantEvent::Removed { .. });
         if let ParticipantEvent::QualityReport(report) = &event {
             if let Some(signaling) = session.signaling.upgrade()

@@ -30,8 +30,7 @@ use axum::routing::post;
 use convene_api::extract::{AppPath, AppQuery};
 use convene_auth::{JoinClaims, OpaqueToken, PublishSource, TokenError, hash_token};
 use convene_proto::{ErrorBody, ErrorDetail, IceServer};
-use convene_sfu::{ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, RoomId, SfuError};
-use tokio::sync::mpsc;
+use convene_sfu::{Events, ParticipantEvent, ParticipantHandle, ParticipantId, ParticipantInfo, RoomId, SfuError};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -362,7 +361,7 @@ fn created(
     kind: Kind,
     claims: &JoinClaims,
     handle: ParticipantHandle,
-    events: mpsc::Receiver<ParticipantEvent>,
+    events: Events,
     answer: String,
 ) -> Response {
     let id = OpaqueToken::generate();
@@ -416,12 +415,7 @@ fn ice_links(servers: &[IceServer]) -> Vec<String> {
 /// Follows a session's media events: it ends when its client never connects or stays
 /// disconnected for the resume grace period (a client that vanished without `DELETE`), or when
 /// the SFU removes it (room closed).
-async fn watch(
-    endpoints: Arc<Endpoints>,
-    key: String,
-    mut events: mpsc::Receiver<ParticipantEvent>,
-    ended: CancellationToken,
-) {
+async fn watch(endpoints: Arc<Endpoints>, key: String, mut events: Events, ended: CancellationToken) {
     let grace = endpoints.signaling.config.resume_grace;
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
     let stale = loop {
@@ -433,7 +427,7 @@ async fn watch(
         };
         tokio::select! {
             () = ended.cancelled() => return,
-            event = events.recv() => match event {
+            event = events.recv() => match event.map(|e| *e) {
                 Some(ParticipantEvent::MediaConnection { connected: true, .. }) => deadline = None,
                 Some(ParticipantEvent::MediaConnection { connected: false, .. }) => {
                     deadline = Some(tokio::time::Instant::now() + grace);

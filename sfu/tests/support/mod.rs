@@ -458,7 +458,7 @@ pub fn collect_rtp(
 
 /// Waits for the next event matching `f`, skipping others; fails after `secs`.
 pub async fn next_event<T>(
-    events: &mut mpsc::Receiver<ParticipantEvent>,
+    events: &mut convene_sfu::Events,
     secs: u64,
     mut f: impl FnMut(&ParticipantEvent) -> Option<T>,
 ) -> anyhow::Result<T> {
