@@ -90,6 +90,9 @@ struct Worker {
     recorder: RecorderTx,
     /// `SfuStats::worker_late_timeouts`.
     late_timeouts: u64,
+    /// The UDP datagrams of the current flush, sent together at its end.
+    udp_out: Vec<convene_udp::Datagram>,
+    udp_writer: convene_udp::Writer,
     stop: bool,
 }
 
@@ -143,16 +146,20 @@ impl Worker {
         }
     }
 
+    /// Hands the engine's outputs on. UDP datagrams are collected and sent together at the end,
+    /// batched by `convene_udp` (per destination in order; equal-sized runs to one destination
+    /// as one UDP GSO send, the rest through `sendmmsg`): one system call for many datagrams
+    /// instead of one each. Sends never wait: a full send buffer drops (logged at debug), as
+    /// the network would. The fd is used directly, bypassing tokio's write readiness, which
+    /// the worker never waits on.
     fn flush(&mut self, socket: &UdpSocket) {
         let mut stuck = Vec::new();
         while let Some(output) = self.engine.poll_output() {
             match output {
-                EngineOutput::Transmit(t) if t.proto == Protocol::Udp => {
-                    // UDP is lossy anyway; a full send buffer drops like the network would.
-                    if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
-                        tracing::debug!(error = %e, "udp send failed");
-                    }
-                }
+                EngineOutput::Transmit(t) if t.proto == Protocol::Udp => self.udp_out.push(convene_udp::Datagram {
+                    to: t.destination,
+                    payload: t.contents.into(),
+                }),
                 EngineOutput::Transmit(t) => {
                     // RFC 4571 §2: each packet is preceded by its 16-bit length.
                     let (Some(conn), Ok(len)) = (self.tcp_conns.get(&t.destination), u16::try_from(t.contents.len()))
@@ -178,6 +185,9 @@ impl Worker {
                 }
             }
         }
+        // Nothing collected, nothing sent; a lone datagram goes out with one `sendto`.
+        self.udp_writer.send(socket, &mut self.udp_out);
+        self.udp_out.clear();
         // A consumer that stopped reading must not grow memory without bound: it is removed,
         // and its closed event stream tells signaling so.
         for key in stuck {
@@ -396,6 +406,8 @@ impl Sfu {
                 tcp_conns: HashMap::new(),
                 recorder: recorder.clone(),
                 late_timeouts: 0,
+                udp_out: Vec::new(),
+                udp_writer: convene_udp::Writer::default(),
                 stop: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -5,10 +5,10 @@
 //! readability only (no write-space wake-ups), each ready socket is read with `recvmmsg`
 //! until a short batch says it is empty (no trailing `EAGAIN` read), every ready socket is
 //! fed to the core before anything is sent, and the datagrams the core produced then go out
-//! grouped by socket: equal-sized runs to one destination as one UDP GSO send, the rest up to
-//! [`BATCH`] per `sendmmsg`.
+//! grouped by socket through `convene_udp` (crates/udp-batch): equal-sized runs to one
+//! destination as one UDP GSO send, the rest batched per `sendmmsg`.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmsg};
-use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, sendmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
 use crate::core::{ClientAddr, Transport};
 use crate::driver::Shared;
@@ -28,16 +26,10 @@ pub(crate) type Socket = mio::net::UdpSocket;
 /// Relay sockets use their port as token; these two lie above every port.
 const LISTENER: Token = Token(1 << 16);
 const WAKER: Token = Token((1 << 16) + 1);
-/// Datagrams per `recvmmsg` or `sendmmsg` call.
+/// Datagrams per `recvmmsg` call.
 const BATCH: usize = 32;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
-/// UDP GSO limits: segments per send (the kernel's `UDP_MAX_SEGMENTS`), a segment that fits
-/// an Ethernet MTU with IPv6 and UDP headers (larger ones would fail with `EINVAL` on such a
-/// route), and the payload of one IP datagram.
-const GSO_MAX_SEGMENTS: usize = 64;
-const GSO_MAX_SEGMENT: usize = 1452;
-const GSO_MAX_BYTES: usize = 65_000;
 /// `recvmmsg` calls one socket gets per turn of the loop, so that a flooded socket cannot
 /// starve the others; a socket that used them all is read again on the next turn.
 const READS_PER_TURN: usize = 4;
@@ -237,143 +229,39 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-/// Sends what one turn of the loop produced, with as few system calls as the kernel allows.
-struct Writer {
-    addrs: Vec<SocketAddrAny>,
-    /// Cleared when the kernel cannot segment (no checksum offload on the route's device).
-    gso: bool,
-}
-
-impl Default for Writer {
-    fn default() -> Self {
-        Self {
-            addrs: Vec::new(),
-            gso: true,
-        }
-    }
-}
+/// Sends what one turn of the loop produced, with as few system calls as the kernel allows:
+/// grouped by socket, each group through [`convene_udp::Writer`] (per destination in order,
+/// equal-sized runs as one GSO send, the rest through `sendmmsg`).
+#[derive(Default)]
+struct Writer(convene_udp::Writer);
 
 impl Writer {
-    /// Sends and empties `out`. Datagrams are grouped by socket and destination (each flow
-    /// keeps its order); a run of equal-sized datagrams to one destination leaves as one UDP
-    /// GSO send (the kernel walks its send path once and splits the train on delivery), the
-    /// others up to [`BATCH`] per `sendmmsg`.
+    /// Sends and empties `out`.
     fn send(&mut self, out: &mut Vec<Datagram>) {
-        out.sort_by_key(|datagram| (Arc::as_ptr(&datagram.socket).addr(), datagram.to));
-        for group in out.chunk_by(|a, b| Arc::ptr_eq(&a.socket, &b.socket)) {
-            // `group[unsent..at]` waits for a `sendmmsg`; a GSO train goes out on its own.
-            let (mut unsent, mut at) = (0, 0);
-            while at < group.len() {
-                let run = gso_run(&group[at..]);
-                if self.gso && run > 1 {
-                    self.send_batch(&group[unsent..at]);
-                    self.send_train(&group[at..at + run]);
-                    unsent = at + run;
-                }
-                at += run;
-            }
-            self.send_batch(&group[unsent..]);
+        out.sort_by_key(|datagram| Arc::as_ptr(&datagram.socket).addr());
+        for group in out.chunk_by_mut(|a, b| Arc::ptr_eq(&a.socket, &b.socket)) {
+            let socket = group[0].socket.clone();
+            self.0.send(&*socket, group);
         }
         out.clear();
     }
-
-    /// One `sendmsg` with `UDP_SEGMENT` for datagrams of equal size to one destination.
-    fn send_train(&mut self, train: &[Datagram]) {
-        let [first, ..] = train else { return };
-        let iov: Vec<IoSlice<'_>> = train.iter().map(|d| IoSlice::new(&d.payload)).collect();
-        let Ok(segment) = u16::try_from(first.payload.len()) else {
-            return;
-        };
-        let control = [ControlMessage::UdpGsoSegments(&segment)];
-        let to = SockaddrStorage::from(first.to);
-        match sendmsg(
-            first.socket.as_raw_fd(),
-            &iov,
-            &control,
-            MsgFlags::MSG_DONTWAIT,
-            Some(&to),
-        ) {
-            Ok(_) => {}
-            Err(Errno::EAGAIN) => {}
-            Err(error) => {
-                // EIO: the device cannot checksum segments, so GSO never works here. Other
-                // errors (a segment above the path MTU) concern this train: send it plainly.
-                if error == Errno::EIO {
-                    self.gso = false;
-                }
-                tracing::debug!(%error, "UDP GSO send failed");
-                self.send_batch(train);
-            }
-        }
-    }
-
-    /// Up to [`BATCH`] datagrams of one socket per `sendmmsg`.
-    fn send_batch(&mut self, datagrams: &[Datagram]) {
-        for batch in datagrams.chunks(BATCH) {
-            self.send_mmsg(batch);
-        }
-    }
-
-    fn send_mmsg(&mut self, mut batch: &[Datagram]) {
-        while let [first, rest @ ..] = batch {
-            if rest.is_empty() {
-                send_one(first);
-                return;
-            }
-            self.addrs.clear();
-            self.addrs.extend(batch.iter().map(|d| SocketAddrAny::from(d.to)));
-            let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|d| [IoSlice::new(&d.payload)]).collect();
-            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
-                batch.iter().map(|_| SendAncillaryBuffer::default()).collect();
-            let mut messages: Vec<MMsgHdr<'_>> = self
-                .addrs
-                .iter()
-                .zip(&slices)
-                .zip(&mut controls)
-                .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
-                .collect();
-            match sendmmsg(&*first.socket, &mut messages, SendFlags::DONTWAIT) {
-                Ok(sent) if sent > 0 => batch = &batch[sent.min(batch.len())..],
-                // A full send buffer: the rest is dropped, as the network would drop it.
-                Err(error) if error == rustix::io::Errno::AGAIN => return,
-                // The first datagram failed (say, an unroutable address): skip it alone.
-                result => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "relay send failed");
-                    }
-                    batch = rest;
-                }
-            }
-        }
-    }
 }
 
-/// How many datagrams from the start of `datagrams` (sorted by destination) can leave as one
-/// GSO train: same destination, same size, at most 64 segments (the kernel's limit) of at
-/// most [`GSO_MAX_SEGMENT`] bytes, the whole within one IP datagram.
-fn gso_run(datagrams: &[Datagram]) -> usize {
-    let [first, ..] = datagrams else { return 0 };
-    let size = first.payload.len();
-    if size == 0 || size > GSO_MAX_SEGMENT {
-        return 1;
+impl convene_udp::Outgoing for Datagram {
+    fn to(&self) -> SocketAddr {
+        self.to
     }
-    let limit = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / size);
-    datagrams
-        .iter()
-        .take(limit)
-        .take_while(|d| d.to == first.to && d.payload.len() == size)
-        .count()
-}
-fn send_one(datagram: &Datagram) {
-    // Errors (a full buffer, an unroutable peer) concern this datagram only.
-    if let Err(error) = datagram.socket.send_to(&datagram.payload, datagram.to) {
-        tracing::debug!(%error, "relay send failed");
+
+    fn payload(&self) -> &[u8] {
+        &self.payload
     }
 }
 
 /// Sends datagrams one by one: the stream and timer paths, which produce few.
 pub(crate) fn send_each(out: &[Datagram]) {
-    out.iter().for_each(send_one);
+    for datagram in out {
+        convene_udp::send_one(&*datagram.socket, datagram);
+    }
 }
 
 #[cfg(test)]
@@ -400,60 +288,40 @@ mod tests {
         }
     }
 
-    fn recv_all(socket: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
-        let mut buf = [0u8; 2048];
-        (0..count)
-            .map(|_| {
-                let (len, _) = socket.recv_from(&mut buf).unwrap();
-                buf[..len].to_vec()
-            })
-            .collect()
-    }
-
     #[test]
-    fn trains_and_batches_arrive_as_separate_datagrams_in_order() {
+    fn datagrams_leave_from_their_own_socket_in_order() {
         let (a, b) = (socket(), socket());
-        let (peer, client) = (receiver(), receiver());
-        // 100 equal datagrams to one peer (two GSO trains: 64 + 36) with odd sizes in
-        // between, interleaved with datagrams from another socket to another destination.
-        let mut expected_peer = Vec::new();
-        let mut expected_client = Vec::new();
+        let peer = receiver();
+        // Alternating sockets, one destination: per socket an equal-sized run (a GSO train)
+        // and then datagrams of growing size (a `sendmmsg` batch).
         let mut out = Vec::new();
-        for i in 0..130u8 {
-            let len = if i % 50 == 49 { 7 } else { 170 };
-            let payload = vec![i; len];
-            expected_peer.push(payload.clone());
-            out.push(datagram(&a, &peer, payload));
-            let payload = vec![i; 1 + usize::from(i)];
-            expected_client.push(payload.clone());
-            out.push(datagram(&b, &client, payload));
+        for i in 0..40u8 {
+            let len = if i < 20 { 100 } else { usize::from(i) };
+            out.push(datagram(&a, &peer, vec![i; len]));
+            out.push(datagram(&b, &peer, vec![i; len + 1]));
         }
-        let mut writer = Writer::default();
-        writer.send(&mut out);
+        let sent_from = |socket: &Arc<Socket>| -> Vec<(SocketAddr, Vec<u8>)> {
+            let from = socket.local_addr().unwrap();
+            out.iter()
+                .filter(|d| Arc::ptr_eq(&d.socket, socket))
+                .map(|d| (from, d.payload.clone()))
+                .collect()
+        };
+        let expected = [sent_from(&a), sent_from(&b)];
+        Writer::default().send(&mut out);
         assert!(out.is_empty());
-        assert!(writer.gso, "the kernel refused UDP GSO on loopback");
-        assert_eq!(recv_all(&peer, 130), expected_peer);
-        assert_eq!(recv_all(&client, 130), expected_client);
-    }
-
-    #[test]
-    fn gso_runs_stop_at_a_new_destination_size_or_the_segment_limit() {
-        let s = socket();
-        let (x, y) = (receiver(), receiver());
-        let run = |datagrams: Vec<Datagram>| gso_run(&datagrams);
-        assert_eq!(run(vec![]), 0);
-        assert_eq!(run((0..3).map(|_| datagram(&s, &x, vec![0; 100])).collect()), 3);
-        assert_eq!(
-            run(vec![datagram(&s, &x, vec![0; 100]), datagram(&s, &y, vec![0; 100])]),
-            1
-        );
-        assert_eq!(
-            run(vec![datagram(&s, &x, vec![0; 100]), datagram(&s, &x, vec![0; 99])]),
-            1
-        );
-        assert_eq!(run((0..100).map(|_| datagram(&s, &x, vec![0; 100])).collect()), 64);
-        assert_eq!(run((0..100).map(|_| datagram(&s, &x, vec![0; 1400])).collect()), 46);
-        assert_eq!(run((0..2).map(|_| datagram(&s, &x, vec![0; 1500])).collect()), 1);
+        let mut buf = [0u8; 2048];
+        let received: Vec<(SocketAddr, Vec<u8>)> = (0..80)
+            .map(|_| {
+                let (len, from) = peer.recv_from(&mut buf).unwrap();
+                (from, buf[..len].to_vec())
+            })
+            .collect();
+        for expected in expected {
+            let source = expected[0].0;
+            let got: Vec<_> = received.iter().filter(|(from, _)| *from == source).cloned().collect();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]
