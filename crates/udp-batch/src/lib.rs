@@ -260,8 +260,8 @@ mod tests {
         let s = socket();
         let peer = receiver();
         let mut writer = Writer::default();
-        writer.send(&s, &mut Vec::<Datagram>::new());
-        writer.send(&s, &mut vec![datagram(&peer, vec![1, 2, 3])]);
+        writer.send(&s, &mut [] as &mut [Datagram]);
+        writer.send(&s, &mut [datagram(&peer, vec![1, 2, 3])]);
         send_one(&s, &datagram(&peer, vec![4]));
         assert_eq!(
             recv_all(&peer, 2),
