@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{self, Origin};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -779,16 +780,35 @@ async fn update_event(
 async fn delete_event(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    let (_, may_edit) = access(&state.db, &id, &auth.user_id).await?;
+    let (row, may_edit) = access(&state.db, &id, &auth.user_id).await?;
     if !may_edit {
         return Err(ApiError::Forbidden(
             "only the organizer and team admins may delete an event",
         ));
     }
     delete(&state, &id).await?;
+    record_deletion(&state, &origin, &auth.user_id, &row, "event.deleted").await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Puts the deletion of the event `row` by `actor` on the record: in its team's audit log, or
+/// the actor's own for a personal event.
+pub(crate) async fn record_deletion(
+    state: &AppState,
+    origin: &Origin,
+    actor: &str,
+    row: &EventRow,
+    action: &'static str,
+) -> ApiResult<()> {
+    let mut event = audit::Event::new(action, Some(actor), "event", &row.id)
+        .metadata(json!({ "title": row.title, "room_id": row.room_id }));
+    if let Some(team) = &row.team_id {
+        event = event.team(team);
+    }
+    audit::record(state.db.pool(), origin, event).await
 }
 
 /// Deletes an event with its pending reminders.

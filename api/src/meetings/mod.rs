@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Origin;
 use crate::calendar::{self, CreateEvent, Event, EventType, Occurrence};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery, AuthUser};
@@ -129,6 +130,7 @@ async fn get_meeting(
 async fn cancel_meeting(
     State(state): State<AppState>,
     auth: AuthUser,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
     let (row, may_edit) = meeting(&state, &id, &auth.user_id).await?;
@@ -141,5 +143,6 @@ async fn cancel_meeting(
     if let Some(room_id) = &row.room_id {
         rooms::delete(&state, room_id).await?;
     }
+    calendar::record_deletion(&state, &origin, &auth.user_id, &row, "meeting.cancelled").await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -340,6 +340,15 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     )
     .await;
     deleted(&app, &member, &format!("/api/v1/chat/channels/{channel}")).await;
+    // A team event and a meeting the member organized, removed by an admin.
+    let times = json!({ "starts_at": "2026-06-01T09:00:00Z", "ends_at": "2026-06-01T10:00:00Z" });
+    let mut body = json!({ "team_id": team, "title": "Planning" });
+    body.as_object_mut().unwrap().extend(times.as_object().unwrap().clone());
+    let event = create(&app, &member, "/api/v1/events", body.clone()).await;
+    deleted(&app, &admin, &format!("/api/v1/events/{event}")).await;
+    body["title"] = json!("Review");
+    let meeting = create(&app, &member, "/api/v1/meetings", body).await;
+    deleted(&app, &admin, &format!("/api/v1/meetings/{meeting}")).await;
 
     let log = audit_log(&app, &team, &owner, "").await;
     assert_eq!(audit_log(&app, &team, &admin, "").await["items"], log["items"]);
@@ -354,6 +363,8 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     assert_eq!(
         actions(&log),
         [
+            "meeting.cancelled",
+            "event.deleted",
             "channel.deleted",
             "file.deleted",
             "room.deleted",
@@ -378,8 +389,8 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     }
     let by_action = |a: &str| entry(&log, a).clone();
     let items = log["items"].as_array().unwrap();
-    assert_eq!(items[11]["metadata"], json!({ "from": "admin", "to": "member" }));
-    let promoted = &items[12];
+    assert_eq!(items[13]["metadata"], json!({ "from": "admin", "to": "member" }));
+    let promoted = &items[14];
     assert_eq!(promoted["metadata"], json!({ "from": "member", "to": "admin" }));
     assert_eq!(promoted["actor_id"], owner.user_id.as_str());
     assert_eq!(promoted["target_id"], member.user_id.as_str());
@@ -388,7 +399,7 @@ async fn team_events_are_recorded_for_owners_and_admins() {
         (&revoked["actor_id"], &revoked["target_id"]),
         (&json!(admin.user_id), &json!(unused))
     );
-    let created = &items[10];
+    let created = &items[12];
     assert_eq!(created["action"], "invite.created");
     assert_eq!(created["metadata"], json!({ "role": "member", "email_bound": true }));
     assert_eq!(created["actor_id"], admin.user_id.as_str());
@@ -412,6 +423,19 @@ async fn team_events_are_recorded_for_owners_and_admins() {
     assert_eq!(by_action("room.deleted")["target_id"], room.as_str());
     assert_eq!(by_action("file.deleted")["metadata"]["name"], "a.txt");
     assert_eq!(by_action("channel.deleted")["metadata"]["name"], "random");
+    assert_eq!(
+        (
+            &by_action("event.deleted")["target_id"],
+            &by_action("event.deleted")["metadata"]["title"]
+        ),
+        (&json!(event), &json!("Planning"))
+    );
+    let cancelled = by_action("meeting.cancelled");
+    assert_eq!(
+        (&cancelled["target_id"], &cancelled["actor_id"]),
+        (&json!(meeting), &json!(admin.user_id))
+    );
+    assert!(cancelled["metadata"]["room_id"].is_string(), "{cancelled}");
 
     // Filters by action and by actor.
     let only = audit_log(&app, &team, &owner, "?action=member.role_changed").await;
@@ -479,5 +503,5 @@ async fn team_events_are_recorded_for_owners_and_admins() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(kept, 18, "the team's history outlives it");
+    assert_eq!(kept, 20, "the team's history outlives it");
 }
