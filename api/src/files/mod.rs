@@ -265,12 +265,12 @@ async fn upload_file(
     pending.0 = blob;
     // The quota check and the insert are one statement, so concurrent uploads cannot both
     // squeeze under it.
-    let done = sqlx::query(
+    let done = sqlx::query(&format!(
         "INSERT INTO files (id, team_id, project_id, task_id, name, content_type, size, sha256, uploaded_by, \
          created_at) SELECT $1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9, CAST($10 AS BIGINT) \
-         WHERE (SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = $2) + CAST($7 AS BIGINT) \
-         <= CAST($11 AS BIGINT)",
-    )
+         WHERE {} + CAST($7 AS BIGINT) <= CAST($11 AS BIGINT)",
+        team_bytes("$2")
+    ))
     .bind(&file.id)
     .bind(&file.team_id)
     .bind(&file.project_id)
@@ -312,7 +312,7 @@ impl Drop for Unfinished {
     }
 }
 
-fn quota_exceeded() -> ApiError {
+pub(crate) fn quota_exceeded() -> ApiError {
     ApiError::conflict("quota_exceeded", "the team's storage quota would be exceeded")
 }
 
@@ -328,8 +328,19 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-async fn team_usage(db: &Db, team_id: &str) -> ApiResult<u64> {
-    let (used,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE team_id = $1")
+/// SQL for the bytes the team `param` (a bind parameter) stores: its files and its rooms'
+/// recordings.
+fn team_bytes(param: &str) -> String {
+    format!(
+        "((SELECT COALESCE(SUM(size), 0) FROM files WHERE team_id = {param}) + \
+         (SELECT COALESCE(SUM(r.size_bytes), 0) FROM recordings r JOIN rooms m ON m.id = r.room_id \
+          WHERE m.team_id = {param}))"
+    )
+}
+
+/// Bytes the team stores (files and recordings), against its storage quota.
+pub(crate) async fn team_usage(db: &Db, team_id: &str) -> ApiResult<u64> {
+    let (used,): (i64,) = sqlx::query_as(&format!("SELECT CAST({} AS BIGINT)", team_bytes("$1")))
         .bind(team_id)
         .fetch_one(db.pool())
         .await?;
@@ -385,6 +396,7 @@ pub(crate) struct UsageQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Usage {
+    /// Files and recordings of the team's rooms.
     used_bytes: u64,
     quota_bytes: u64,
     max_upload_bytes: u64,

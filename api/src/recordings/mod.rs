@@ -169,7 +169,8 @@ async fn announce(state: &AppState, team_id: &str, kind: EventType, row: &Row) {
 #[utoipa::path(post, path = "/rooms/{room_id}/recordings", tag = "recordings", security(("bearer" = [])),
     responses((status = 201, body = Recording), (status = 403, body = convene_proto::ErrorBody),
               (status = 404, body = convene_proto::ErrorBody),
-              (status = 409, description = "`already_recording`, `room_not_live` (nobody in it) or `media_disabled`",
+              (status = 409, description = "`already_recording`, `room_not_live` (nobody in it), `media_disabled` or \
+                `quota_exceeded` (the team's files and recordings fill its storage quota)",
                body = convene_proto::ErrorBody)))]
 async fn start_recording(
     State(state): State<AppState>,
@@ -184,6 +185,10 @@ async fn start_recording(
         code: "media_disabled",
         message: "this server runs without the media plane".into(),
     })?;
+    // A recording's size is known only once it ends: a team already at its quota may not start one.
+    if crate::files::team_usage(&state.db, &team).await? >= state.config.team_storage_quota {
+        return Err(crate::files::quota_exceeded());
+    }
     let already = || ApiError::Conflict {
         code: "already_recording",
         message: "the room is being recorded already".into(),
@@ -250,6 +255,8 @@ pub async fn finished(state: &AppState, ended: RecordingEnded) -> ApiResult<()> 
     .bind(&ended.recording_id)
     .execute(state.db.pool())
     .await?;
+    // The size is set again on every report: the recorder's own comes after its files are done.
+    record_size(state, &ended.recording_id).await?;
     if done.rows_affected() == 1 {
         let row = load(state, &ended.recording_id).await?;
         let team: Option<(String,)> = sqlx::query_as("SELECT team_id FROM rooms WHERE id = $1")
@@ -327,8 +334,25 @@ pub async fn mark_interrupted(state: &AppState) -> ApiResult<()> {
         .bind(&row.id)
         .execute(state.db.pool())
         .await?;
+        record_size(state, &row.id).await?;
         tracing::warn!(recording = %row.id, "recording interrupted by a restart; files kept");
     }
+    Ok(())
+}
+
+/// Stores the bytes of the recording's files (its share of the team's storage quota).
+async fn record_size(state: &AppState, id: &str) -> ApiResult<()> {
+    let mut size: u64 = 0;
+    if let Ok(mut entries) = tokio::fs::read_dir(dir_of(state, id)).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            size += e.metadata().await.map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+        }
+    }
+    sqlx::query("UPDATE recordings SET size_bytes = $1 WHERE id = $2")
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(id)
+        .execute(state.db.pool())
+        .await?;
     Ok(())
 }
 

@@ -112,6 +112,15 @@ async fn hosts_record_members_watch_strangers_see_nothing() {
     assert_eq!(files[0]["name"], "manifest.json");
     let size = files[0]["size"].as_u64().unwrap();
     assert!(size > 0);
+    // It counts towards the team's storage quota.
+    let (_, info) = app.get(&format!("/api/v1/rooms/{room}"), &ada.access).await;
+    let usage = format!("/api/v1/files/usage?team_id={}", info["team_id"].as_str().unwrap());
+    let (status, used) = app.get(&usage, &ada.access).await;
+    assert_eq!(
+        (status, used["used_bytes"].as_u64()),
+        (StatusCode::OK, Some(size)),
+        "{used}"
+    );
 
     // A new recording may start once the first ended.
     let (status, second) = app.post(&start, Some(&ada.access), json!({})).await;
@@ -125,6 +134,36 @@ async fn hosts_record_members_watch_strangers_see_nothing() {
         .await;
     assert_eq!(status, StatusCode::OK);
     drop((ada_ws, bob_ws, cy_ws));
+}
+
+#[tokio::test]
+async fn a_team_at_its_storage_quota_cannot_start_a_recording() {
+    let app = spawn_app_with(|c| c.team_storage_quota = 10).await;
+    let (room, users) = room(&app, &["ada"]).await;
+    let ada = &users[0];
+    let (_, info) = app.get(&format!("/api/v1/rooms/{room}"), &ada.access).await;
+    let team = info["team_id"].as_str().unwrap().to_owned();
+    let (_ws, _) = joined(&app, &room, ada).await;
+    let start = format!("/api/v1/rooms/{room}/recordings");
+    // Under the quota: it may start (its size is known when it ends), and it then counts.
+    let (status, rec) = app.post(&start, Some(&ada.access), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{rec}");
+    let stop = format!("/api/v1/recordings/{}/stop", rec["id"].as_str().unwrap());
+    let (status, _) = app.post(&stop, Some(&ada.access), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, used) = app
+        .get(&format!("/api/v1/files/usage?team_id={team}"), &ada.access)
+        .await;
+    assert!(used["used_bytes"].as_u64().unwrap() > 10, "{used}");
+    // At the quota: refused, and nothing is recorded.
+    let (status, body) = app.post(&start, Some(&ada.access), json!({})).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "quota_exceeded"),
+        "{body}"
+    );
+    let (_, list) = app.get(&format!("/api/v1/recordings?room={room}"), &ada.access).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 }
 
 #[tokio::test]
