@@ -60,6 +60,9 @@ impl Kind {
 struct HttpSession {
     kind: Kind,
     room: String,
+    /// The participant, for room activity and quality reports (analytics, webhooks), as for
+    /// WebSocket participants; `None` for a hidden one.
+    reported: Option<String>,
     handle: ParticipantHandle,
     /// Cancelled when `DELETE` ends the session, so its watcher stops.
     ended: CancellationToken,
@@ -368,17 +371,23 @@ fn created(
     let key = id.hash();
     let ended = CancellationToken::new();
     let location = format!("/{}/{}/{}", kind.as_str(), claims.room, id.as_str());
+    let reported = (!claims.grants.hidden).then(|| claims.sub.clone());
     endpoints.sessions().insert(
         key.clone(),
         HttpSession {
             kind,
             room: claims.room.clone(),
+            reported: reported.clone(),
             handle,
             ended: ended.clone(),
         },
     );
     tracing::info!(kind = kind.as_str(), room = %claims.room, participant = %claims.sub, "session started");
-    tokio::spawn(watch(endpoints.clone(), key, events, ended));
+    if let Some(participant) = &reported {
+        endpoints.signaling.report_joined(&claims.room, participant);
+    }
+    let room = claims.room.clone();
+    tokio::spawn(watch(endpoints.clone(), key, events, ended, (room, reported)));
 
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
@@ -415,7 +424,13 @@ fn ice_links(servers: &[IceServer]) -> Vec<String> {
 /// Follows a session's media events: it ends when its client never connects or stays
 /// disconnected for the resume grace period (a client that vanished without `DELETE`), or when
 /// the SFU removes it (room closed).
-async fn watch(endpoints: Arc<Endpoints>, key: String, mut events: Events, ended: CancellationToken) {
+async fn watch(
+    endpoints: Arc<Endpoints>,
+    key: String,
+    mut events: Events,
+    ended: CancellationToken,
+    (room, reported): (String, Option<String>),
+) {
     let grace = endpoints.signaling.config.resume_grace;
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
     let stale = loop {
@@ -433,6 +448,11 @@ async fn watch(endpoints: Arc<Endpoints>, key: String, mut events: Events, ended
                     deadline = Some(tokio::time::Instant::now() + grace);
                 }
                 Some(ParticipantEvent::Error { code, .. }) => tracing::warn!(code, "media session error"),
+                Some(ParticipantEvent::QualityReport(report)) => {
+                    if let Some(participant) = &reported {
+                        endpoints.signaling.report_quality(&room, participant, &report);
+                    }
+                }
                 Some(ParticipantEvent::Removed { .. }) | None => break false,
                 Some(_) => {}
             },
@@ -443,9 +463,20 @@ async fn watch(endpoints: Arc<Endpoints>, key: String, mut events: Events, ended
         return;
     };
     tracing::info!(kind = session.kind.as_str(), room = %session.room, stale, "session ended");
-    if stale {
-        // Leaving a room that already closed is not worth reporting.
-        let _ = session.handle.leave().await;
+    // Not stale: the SFU removed it (its room closed), nothing to leave.
+    session.finish(&endpoints, stale).await;
+}
+
+impl HttpSession {
+    /// Leaves the room if `leave` and reports the participant gone.
+    async fn finish(self, endpoints: &Endpoints, leave: bool) {
+        if leave {
+            // The participant may already be gone with its room.
+            let _ = self.handle.leave().await;
+        }
+        if let Some(participant) = &self.reported {
+            endpoints.signaling.report_left(&self.room, participant).await;
+        }
     }
 }
 
@@ -461,8 +492,7 @@ async fn end(endpoints: &Endpoints, kind: Kind, room: &str, id: &str) -> Result<
     .ok_or(HttpError::NotFound("session_not_found", "no such session"))?;
     session.ended.cancel();
     tracing::info!(kind = kind.as_str(), room = %session.room, "session ended by the client");
-    // The participant may already be gone with its room.
-    let _ = session.handle.leave().await;
+    session.finish(endpoints, true).await;
     Ok(StatusCode::OK)
 }
 

@@ -70,6 +70,23 @@ async fn watcher(app: &TestApp, room: &str, user: &Session) -> Ws {
     ws
 }
 
+/// Reads a team event stream (`/ws/events`) until each of `wanted` (type,
+/// participant id) of the room's activity has been seen.
+async fn room_activity(events: &mut Ws, mut wanted: HashSet<(&str, &str)>) {
+    while !wanted.is_empty() {
+        let frame = tokio::time::timeout(Duration::from_secs(15), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("room activity in time; still missing {wanted:?}"))
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = frame {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            let (kind, who) = (v["type"].as_str(), v["data"]["participant_id"].as_str());
+            wanted.retain(|&(k, p)| (Some(k), Some(p)) != (kind, who));
+        }
+    }
+}
+
 /// The next signaling message other than the SFU's subscriber offers, media state, speaker lists
 /// and quality ratings.
 async fn next(ws: &mut Ws) -> Value {
@@ -157,6 +174,9 @@ fn rtp(pt: u8, ssrc: u32, n: u32, ts: u32, kind: RtpCodecKind) -> Packet {
 async fn whip_publisher_reaches_websocket_participants_and_whep_viewer() {
     let app = spawn_app().await;
     let (room, _, users) = rooms(&app, &["ada", "bob", "cyd", "dee"]).await;
+    // dee follows the team's events: room activity feeds analytics and webhooks.
+    let url = format!("ws://{}/ws/events?access_token={}", app.addr, users[3].access);
+    let mut activity = tokio_tungstenite::connect_async(url).await.unwrap().0;
     let mut ada = watcher(&app, &room, &users[0]).await;
 
     // bob publishes Opus + VP8 over WHIP.
@@ -305,6 +325,34 @@ async fn whip_publisher_reaches_websocket_participants_and_whep_viewer() {
     );
     let (_, live) = app.get(&format!("/api/v1/rooms/{room}"), &users[0].access).await;
     assert_eq!(live["live"]["participants"].as_array().unwrap().len(), 1, "{live}");
+
+    // The WHIP publisher and the WHEP viewer count in the room's activity like anyone: joined,
+    // left, and their attendance in the team's meeting minutes (recorded before the event).
+    let (bob, cyd) = (users[1].user_id.as_str(), users[2].user_id.as_str());
+    room_activity(
+        &mut activity,
+        HashSet::from([
+            ("room.participant_joined", bob),
+            ("room.participant_joined", cyd),
+            ("room.participant_left", bob),
+            ("room.participant_left", cyd),
+        ]),
+    )
+    .await;
+    let team = live["team_id"].as_str().unwrap();
+    let (status, overview) = app
+        .get(&format!("/api/v1/analytics/teams/{team}/overview"), &users[0].access)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{overview}");
+    let minutes = |who: &str| {
+        overview["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == who)
+            .map_or(0.0, |m| m["meeting_minutes"].as_f64().unwrap())
+    };
+    assert!(minutes(bob) > 0.0 && minutes(cyd) > 0.0, "{overview}");
 }
 
 /// Path, bearer token, content type, body; the expected status and error code.
