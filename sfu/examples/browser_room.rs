@@ -122,7 +122,7 @@ async fn leave(State(app): State<App>, Path(name): Path<String>) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     match p.handle.leave().await {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(_) => StatusCode::OK.into_response(),
         Err(e) => bad(e),
     }
 }

@@ -23,8 +23,8 @@ use crate::engine::{Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
 use crate::error::SfuError;
 use crate::record::RecordOutput;
 use crate::types::{
-    Events, ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, RoomId, RoomSnapshot, SfuStats, TrackId,
-    TrackSettings, TrackSource,
+    Events, ParticipantEvent, ParticipantId, ParticipantInfo, PeerTarget, QualityReport, RoomId, RoomSnapshot,
+    SfuStats, TrackId, TrackSettings, TrackSource,
 };
 
 /// Events buffered per participant before it counts as stuck and is removed.
@@ -812,17 +812,18 @@ impl ParticipantHandle {
         call(&self.requests, move |w, now| w.engine.unsubscribe(key, &track, now)).await?
     }
 
-    /// Leaves the room: the others see the participant and its tracks go.
-    pub async fn leave(self) -> Result<(), SfuError> {
+    /// Leaves the room: the others see the participant and its tracks go. Returns its last,
+    /// partial quality window (its events stop here, so it cannot come as one).
+    pub async fn leave(self) -> Result<Option<QualityReport>, SfuError> {
         let key = self.key;
-        let empty = call(&self.requests, move |w, now| {
+        let left = call(&self.requests, move |w, now| {
             w.events.remove(&key);
             w.engine.leave(key, now)
         })
         .await??;
-        if empty {
+        if left.room_empty {
             self.sfu.unplace(&self.room);
         }
-        Ok(())
+        Ok(left.quality)
     }
 }

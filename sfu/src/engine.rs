@@ -36,8 +36,8 @@ use crate::speaker::SpeakerDetector;
 use crate::throttle::{KEYFRAME_REQUEST_INTERVAL, KeyframeThrottle};
 use crate::timers::Timers;
 use crate::types::{
-    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, RoomId, RoomSnapshot, SfuStats,
-    SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
+    ParticipantEvent, ParticipantId, ParticipantInfo, ParticipantSnapshot, PeerTarget, QualityReport, RoomId,
+    RoomSnapshot, SfuStats, SubscribedTrack, TrackId, TrackInfo, TrackKind, TrackSettings, TrackSource,
 };
 
 /// Longest mid accepted from signaling (RFC 8843 §9.1 puts no limit; browsers use a few digits).
@@ -127,6 +127,16 @@ pub struct EngineConfig {
 }
 
 /// A participant's view of what one `join` produced.
+/// What `Engine::leave` leaves behind.
+#[derive(Debug)]
+pub struct Left {
+    /// The room has nobody left in it (and is gone).
+    pub room_empty: bool,
+    /// The participant's last, partial quality window (`QualityReport`s otherwise come every
+    /// 5 s as events); `None` for a hidden participant or when nothing was measured.
+    pub quality: Option<QualityReport>,
+}
+
 #[derive(Debug)]
 pub struct Joined {
     /// Key for all later requests about this participant.
@@ -780,9 +790,14 @@ impl Engine {
 
     /// Removes a participant: its tracks are unpublished for the others (who get a new subscriber
     /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
-    pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<bool, SfuError> {
+    pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<Left, SfuError> {
         self.advance(now);
-        let part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
+        let mut part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
+        let quality = if part.info.grants.hidden {
+            None
+        } else {
+            part.meter.finish()
+        };
         let room_id = part.room.clone();
         for tid in part.published.values() {
             self.unpublish(&room_id, tid);
@@ -826,7 +841,10 @@ impl Engine {
         self.pending
             .retain(|(pk, _)| Some(*pk) != part.publisher && Some(*pk) != part.subscriber);
         self.process_events();
-        Ok(empty)
+        Ok(Left {
+            room_empty: empty,
+            quality,
+        })
     }
 
     /// Ends a room for everyone: each participant gets `Removed { reason: "room_closed" }`.

@@ -25,7 +25,7 @@ mod types;
 
 pub use convene_recorder::thread::Finished as RecordingFinished;
 pub use driver::{ParticipantHandle, Sfu, SfuConfig};
-pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, ParticipantKey};
+pub use engine::{DATA_CHANNEL_LABEL, Engine, EngineConfig, EngineOutput, Joined, Left, ParticipantKey};
 pub use error::SfuError;
 pub use record::RecordOutput;
 pub use types::{

@@ -130,6 +130,22 @@ struct Window {
 }
 
 impl Window {
+    /// The report of this window, ending at `end`.
+    fn report(&self, end: Instant) -> QualityReport {
+        let span = u64::try_from(end.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let mean_loss = (self.loss_ms / span.max(1) as f64) as f32;
+        QualityReport {
+            window_ms: span,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            loss_permille: permille(mean_loss),
+            max_loss_permille: permille(self.max_loss),
+            rtt_ms: (self.rtt_samples > 0)
+                .then(|| u32::try_from(self.rtt_ms_sum / self.rtt_samples).unwrap_or(u32::MAX)),
+        }
+    }
+
     fn new(start: Instant) -> Self {
         Window {
             start,
@@ -197,6 +213,13 @@ impl QualityMeter {
         if rtt.is_some() {
             self.peer_rtt = rtt;
         }
+    }
+
+    /// The report of the window in progress, up to the last evaluation (a participant leaving):
+    /// `None` when no evaluation fell into it.
+    pub(crate) fn finish(&mut self) -> Option<QualityReport> {
+        let w = &self.window;
+        (self.last_evaluation > w.start).then(|| w.report(self.last_evaluation))
     }
 
     /// The latest measurement.
@@ -288,17 +311,7 @@ impl QualityMeter {
             w.rtt_samples += 1;
         }
         let report = (now.saturating_duration_since(w.start) >= REPORT_WINDOW).then(|| {
-            let span = u64::try_from(now.saturating_duration_since(w.start).as_millis()).unwrap_or(u64::MAX);
-            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-            let mean_loss = (w.loss_ms / span.max(1) as f64) as f32;
-            let report = QualityReport {
-                window_ms: span,
-                bytes_up: w.bytes_up,
-                bytes_down: w.bytes_down,
-                loss_permille: permille(mean_loss),
-                max_loss_permille: permille(w.max_loss),
-                rtt_ms: (w.rtt_samples > 0).then(|| u32::try_from(w.rtt_ms_sum / w.rtt_samples).unwrap_or(u32::MAX)),
-            };
+            let report = w.report(now);
             *w = Window::new(now);
             report
         });
@@ -521,5 +534,23 @@ mod tests {
             assert_eq!(r.max_loss_permille, 100);
             assert_eq!(r.rtt_ms, None);
         }
+    }
+
+    #[test]
+    fn a_leaving_participant_reports_its_partial_window() {
+        let t0 = Instant::now();
+        let mut m = QualityMeter::new(t0);
+        assert!(m.finish().is_none(), "nothing measured yet");
+        let mut up = StreamSample::default();
+        for n in 1..=7u64 {
+            second(&mut m, &mut up, 400, if n == 7 { 0.10 } else { 0.0 });
+            let t = t0 + secs(n);
+            m.evaluate(&id(), t, cx(t));
+        }
+        // One full window was reported at 5 s; the two seconds after it come with the leave.
+        let r = m.finish().unwrap();
+        assert_eq!(r.window_ms, 2_000);
+        assert_eq!(r.bytes_up, 2 * 400 * 1000 / 8);
+        assert_eq!((r.loss_permille, r.max_loss_permille), (50, 100));
     }
 }

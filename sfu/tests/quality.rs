@@ -98,7 +98,7 @@ impl LossyRelay {
 /// A participant that publishes Opus (with audio levels) and VP8 from a webrtc-rs client,
 /// optionally through a relay.
 struct Publisher {
-    _handle: ParticipantHandle,
+    handle: ParticipantHandle,
     events: convene_sfu::Events,
     client: Client,
     audio: Arc<TrackLocalStaticRTP>,
@@ -132,7 +132,7 @@ impl Publisher {
         };
         client.accept_answer(answer).await?;
         Ok(Publisher {
-            _handle: handle,
+            handle,
             events,
             client,
             audio,
@@ -400,5 +400,16 @@ async fn ten_percent_loss_is_repaired_counted_and_rated() {
         .unwrap();
     let quality = sender.quality.as_ref().unwrap();
     assert!(quality.quality > Quality::Excellent, "{quality:?}");
+
+    // Leaving hands over the last, partial window (rating it took an evaluation, so there is one):
+    // up to 5 s of what the sender sent.
+    let last = publisher
+        .handle
+        .leave()
+        .await
+        .unwrap()
+        .expect("a partial quality window");
+    assert!(last.window_ms > 0 && last.window_ms <= 5_000, "{last:?}");
+    assert!(last.bytes_up > 0, "{last:?}");
     sfu.shutdown().await;
 }

@@ -154,10 +154,13 @@ impl Session {
             signaling.forget(self);
         }
         // Leaving a room that already closed is not an error worth reporting.
-        let _ = self.handle.clone().leave().await;
+        let last = self.handle.clone().leave().await.ok().flatten();
         if let Some(signaling) = signaling
             && !self.standing.hidden
         {
+            if let Some(report) = last {
+                signaling.report_quality(&self.room, &self.me.id, &report);
+            }
             signaling.report_left(&self.room, &self.me.id).await;
         }
     }

@@ -468,13 +468,18 @@ async fn watch(
 }
 
 impl HttpSession {
-    /// Leaves the room if `leave` and reports the participant gone.
+    /// Leaves the room if `leave` and reports the participant gone (with its last quality window).
     async fn finish(self, endpoints: &Endpoints, leave: bool) {
-        if leave {
-            // The participant may already be gone with its room.
-            let _ = self.handle.leave().await;
-        }
+        // The participant may already be gone with its room.
+        let last = if leave {
+            self.handle.leave().await.ok().flatten()
+        } else {
+            None
+        };
         if let Some(participant) = &self.reported {
+            if let Some(report) = last {
+                endpoints.signaling.report_quality(&self.room, participant, &report);
+            }
             endpoints.signaling.report_left(&self.room, participant).await;
         }
     }
