@@ -71,14 +71,27 @@ async function layerSwitches() {
   return Number(text.match(/^convene_media_layer_switches_total (\d+)/m)?.[1] ?? NaN);
 }
 
-/** The UDP ports of Bob's peer connections' local candidates: what the relay sees him send from. */
-const bobPorts = () => bob.page.evaluate(async () => {
+/**
+ * The UDP ports of Bob's peer connections: their local candidates' and, above all, their selected
+ * pairs' (a CI run once listed one candidate port that carried nothing while the media went to
+ * another), i.e. what the relay sees him send from. Polled until a selected pair is reported.
+ */
+const bobPorts = () => until('Bob\'s connections report their selected pairs', () => bob.page.evaluate(async () => {
   const ports = new Set();
+  let selected = 0;
   for (const pc of window.testPeerConnections) {
-    for (const s of (await pc.getStats()).values()) if (s.type === 'local-candidate') ports.add(s.port);
+    const stats = await pc.getStats();
+    for (const s of stats.values()) {
+      if (s.type === 'local-candidate') ports.add(s.port);
+      const local = s.type === 'transport' && stats.get(stats.get(s.selectedCandidatePairId)?.localCandidateId);
+      if (local) {
+        ports.add(local.port);
+        selected++;
+      }
+    }
   }
-  return [...ports];
-});
+  return { ports: [...ports], selected };
+}), r => r.selected > 0).then(r => r.ports);
 
 /** Bob's frame widths over time (for the log), and the sample where the current width began. */
 const trace = [];
