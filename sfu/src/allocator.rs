@@ -4,7 +4,10 @@
 //! gets layers in priority order (screen share before cameras, larger tiles before smaller): first
 //! every video track its lowest layer while the budget lasts (tracks that do not fit are paused,
 //! lowest priority first), then each track in turn moves up as far as its wanted layer and the
-//! remaining budget allow. With no estimate (BWE not negotiated yet) everyone gets what they want.
+//! remaining budget allow (after a failed step-up, one layer per step-up, the next only once the
+//! estimate has held with that one's traffic: a larger layer's keyframe burst is what most often
+//! made a step-up after congestion fail). With no estimate (BWE not negotiated yet) everyone gets
+//! what they want.
 //!
 //! `allocate` is pure and synchronous: the engine calls it whenever the estimate, a subscriber's
 //! settings or a layer's bitrate changes. Stepping down follows the estimate at once; stepping up
@@ -83,6 +86,9 @@ pub(crate) struct Budget {
     /// The least the estimate allowed over the hold time (at most `now`): what going above the
     /// layer a track has may count on; 0 for the hold time after a failed step-up.
     pub(crate) held: u64,
+    /// Since a failed step-up (until one lasts): one layer per step-up, so the next layer's
+    /// traffic tests the link before a larger one's keyframe burst does.
+    pub(crate) cautious: bool,
 }
 
 /// The outcome for one subscriber.
@@ -105,7 +111,12 @@ pub(crate) struct Allocation<K> {
 pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) -> Allocation<K> {
     let desired = demands.iter().filter_map(|d| d.layers.last()).map(|(_, c)| c).sum();
     let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
-    let Some(Budget { now: budget, held }) = budget else {
+    let Some(Budget {
+        now: budget,
+        held,
+        cautious,
+    }) = budget
+    else {
         let layers = demands
             .iter()
             .map(|d| (d.key.clone(), d.layers.last().map(|(id, _)| *id)))
@@ -143,10 +154,10 @@ pub(crate) fn allocate<K: Clone>(budget: Option<Budget>, demands: &[Demand<K>]) 
         let now_at = demands[i].current_position();
         let fits = |j: usize| {
             let extra = layers[j].1.saturating_sub(have);
-            if now_at.is_some_and(|n| j <= n) {
-                extra <= left
-            } else {
-                extra <= left.saturating_sub(unheld)
+            match now_at {
+                Some(n) if j <= n => extra <= left,
+                Some(n) if cautious && j > n + 1 => false,
+                _ => extra <= left.saturating_sub(unheld),
             }
         };
         if let Some(best) = (base + 1..layers.len()).rev().find(|j| fits(*j)) {
@@ -256,7 +267,11 @@ impl StepUp {
         } else {
             self.budgets.front().map_or(budget, |(_, b)| *b)
         };
-        Some(Budget { now: budget, held })
+        Some(Budget {
+            now: budget,
+            held,
+            cautious: self.failed.is_some(),
+        })
     }
 
     /// Takes note of `allocation`, made at `now` for `demands`: a step-down soon after a
@@ -288,11 +303,16 @@ impl StepUp {
                 self.hold = BASE_HOLD;
                 self.rest = BASE_REST;
                 self.stepped_up = None;
+                self.steady_until = None;
                 self.failed = None;
             }
         }
         if up {
             self.stepped_up = Some(now);
+            if self.failed.is_some() {
+                // Cautious: the next step up waits for the estimate to hold with this one's traffic.
+                self.steady_until = Some(now + self.hold);
+            }
             self.probe_since = None;
         }
     }
@@ -370,6 +390,7 @@ mod tests {
         Some(Budget {
             now: budget,
             held: budget,
+            cautious: false,
         })
     }
 
@@ -506,7 +527,13 @@ mod tests {
             current: current.map(rid),
             ..camera(1, 1)
         };
-        let b = |now, held| Some(Budget { now, held });
+        let b = |now, held| {
+            Some(Budget {
+                now,
+                held,
+                cautious: false,
+            })
+        };
         // f needs 1.5 Mbit/s: kept on the budget now, stepped up to only on the held one.
         assert_eq!(picks(&allocate(b(1_500_000, 600_000), &[at(Some("f"))])), [some("f")]);
         assert_eq!(picks(&allocate(b(1_500_000, 600_000), &[at(Some("h"))])), [some("h")]);
@@ -622,7 +649,7 @@ mod tests {
         assert_eq!(s.step_up.hold, BASE_HOLD);
         s.run(30_000, 34_000, |_| OPEN);
         s.run(34_000, 35_000, |_| CAPPED);
-        assert_eq!(s.changes_since(30_000), [(33_000, some("f")), (34_000, some("q"))]);
+        assert_eq!(s.changes_since(30_000), [(33_000, some("h")), (34_000, some("q"))]);
         // Failures back to back keep doubling the hold up to the cap: each step-up comes once
         // the estimate has held for the hold.
         let mut failed = 34_000;
@@ -631,13 +658,16 @@ mod tests {
             let up = failed + 1_000 + hold;
             s.run(failed + 1_000, up + 1_000, |_| OPEN);
             s.run(up + 1_000, up + 2_000, |_| CAPPED);
-            assert_eq!(s.changes_since(failed + 1), [(up, some("f")), (up + 1_000, some("q"))]);
+            assert_eq!(s.changes_since(failed + 1), [(up, some("h")), (up + 1_000, some("q"))]);
             failed = up + 1_000;
         }
         assert_eq!(s.step_up.hold, MAX_HOLD);
-        // A step-up that lasts resets the hold.
+        // A step-up that lasts resets the hold, and the next layer follows.
         s.run(failed + 1_000, failed + 45_000, |_| OPEN);
-        assert_eq!(s.changes_since(failed + 1), [(failed + 31_000, some("f"))]);
+        assert_eq!(
+            s.changes_since(failed + 1),
+            [(failed + 31_000, some("h")), (failed + 41_250, some("f"))]
+        );
         assert_eq!(s.step_up.hold, BASE_HOLD);
     }
 
@@ -659,7 +689,7 @@ mod tests {
         assert_eq!(hold_at(&mut s, 500_000), 3_000);
         // So a lifted cap is trusted after the base hold again.
         s.run(500_000, 510_000, |_| OPEN);
-        assert_eq!(s.changes_since(500_000), [(503_000, some("f"))]);
+        assert_eq!(s.changes_since(500_000), [(503_000, some("h")), (506_000, some("f"))]);
     }
 
     #[test]
@@ -712,16 +742,21 @@ mod tests {
         assert_eq!(capped[0], (10_000, some("q")));
         let ups: Vec<u64> = capped
             .iter()
-            .filter(|(_, l)| *l == some("f"))
+            .filter(|(_, l)| *l == some("h"))
             .map(|(t, _)| *t)
             .collect();
         assert!(ups.windows(2).all(|w| w[1] - w[0] >= 19_000), "{capped:?}");
         assert!(capped.len() <= 7, "{capped:?}");
         assert_eq!(s.camera(), some("q"));
-        // Lifted: back on f after the (doubled) hold, and for good.
+        // Lifted: back up after the (doubled) hold, h then f, and for good.
         assert_eq!(s.step_up.hold, Duration::from_secs(6));
         s.run(70_000, 130_000, |_| OPEN);
-        assert_eq!(s.changes_since(70_000), [(76_000, some("f"))], "{:?}", s.changes);
+        assert_eq!(
+            s.changes_since(70_000),
+            [(76_000, some("h")), (79_000, some("f"))],
+            "{:?}",
+            s.changes
+        );
     }
 
     #[test]
@@ -740,6 +775,13 @@ mod tests {
         // 1 000 was replaced at 3.999 s.
         assert_eq!(held(&mut s, 6_998, 2_000), Some(1_000));
         assert_eq!(held(&mut s, 6_999, 2_000), Some(2_000));
-        assert_eq!(s.budget(at(7_000), Some(500)), Some(Budget { now: 500, held: 500 }));
+        assert_eq!(
+            s.budget(at(7_000), Some(500)),
+            Some(Budget {
+                now: 500,
+                held: 500,
+                cautious: false
+            })
+        );
     }
 }
