@@ -5,7 +5,7 @@
 // - `relay.loss`: the share of datagrams dropped, each way, for every client (a fixed
 //   pseudo-random sequence, so runs lose alike);
 // - `relay.cap(ports, bitsPerSecond, maxDelayMs)`: a token bucket on what the SFU sends to the
-//   clients whose (Chromium) UDP ports are listed, with a queue holding at most `maxDelayMs` of
+//   clients whose (Chromium) UDP ports are listed (`'all'`: every client), with a queue holding at most `maxDelayMs` of
 //   traffic at that rate; datagrams that do not fit in the queue are dropped. `relay.cap(null)`
 //   lifts it (what is still queued goes out at once, in order).
 
@@ -50,7 +50,7 @@ function startRelay(mediaPort) {
   };
   const toClient = (msg, to) => {
     const cap = relay.capped;
-    if (!cap || !cap.ports.has(to.port)) {
+    if (!cap || (cap.ports !== 'all' && !cap.ports.has(to.port))) {
       front.send(msg, to.port, to.address);
       return;
     }
@@ -66,7 +66,7 @@ function startRelay(mediaPort) {
   };
   relay.cap = (ports, rate, maxDelayMs) => {
     refill();
-    relay.capped = ports ? { ports: new Set(ports), rate, maxDelayMs } : null;
+    relay.capped = ports ? { ports: ports === 'all' ? 'all' : new Set(ports), rate, maxDelayMs } : null;
     if (!relay.capped) {
       clearTimeout(timer);
       drain();
