@@ -792,7 +792,7 @@ impl Engine {
     /// offer), its peer connections are closed. Returns whether the room is now empty (and gone).
     pub fn leave(&mut self, key: ParticipantKey, now: Instant) -> Result<Left, SfuError> {
         self.advance(now);
-        let mut part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
+        let part = self.participants.remove(&key).ok_or(SfuError::UnknownParticipant)?;
         let quality = if part.info.grants.hidden {
             None
         } else {

@@ -217,7 +217,7 @@ impl QualityMeter {
 
     /// The report of the window in progress, up to the last evaluation (a participant leaving):
     /// `None` when no evaluation fell into it.
-    pub(crate) fn finish(&mut self) -> Option<QualityReport> {
+    pub(crate) fn finish(&self) -> Option<QualityReport> {
         let w = &self.window;
         (self.last_evaluation > w.start).then(|| w.report(self.last_evaluation))
     }

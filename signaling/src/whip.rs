@@ -387,7 +387,7 @@ fn created(
         endpoints.signaling.report_joined(&claims.room, participant);
     }
     let room = claims.room.clone();
-    tokio::spawn(watch(endpoints.clone(), key, events, ended, (room, reported)));
+    tokio::spawn(watch(endpoints.clone(), key, events, ended, room, reported));
 
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
@@ -429,7 +429,8 @@ async fn watch(
     key: String,
     mut events: Events,
     ended: CancellationToken,
-    (room, reported): (String, Option<String>),
+    room: String,
+    reported: Option<String>,
 ) {
     let grace = endpoints.signaling.config.resume_grace;
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
